@@ -1,0 +1,150 @@
+"""The sampler against spec §4, with the formulas written out independently in float64."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from unianimate.sampling import (apply_guidance, initial_latents, make_scheduler,
+                                 reference_alphas_cumprod, reference_timesteps)
+from unianimate.utils import make_generator
+
+
+def _spec_alphas_cumprod() -> np.ndarray:
+    """Spec §4 in numpy float64, written independently of the module."""
+    betas = np.linspace(np.sqrt(0.00085), np.sqrt(0.012), 1000, dtype=np.float64) ** 2
+    sab = np.sqrt(np.cumprod(1.0 - betas))
+    sab = (sab - sab[-1]) * sab[0] / (sab[0] - sab[-1])
+    return sab ** 2
+
+
+SPEC_VALUES = {0: 0.99915, 1: 0.998233, 34: 0.9656, 500: 0.2410, 939: 9.21e-4, 949: 6.13e-4,
+               991: 1.30e-5, 999: 0.0}
+
+
+def test_alphas_cumprod_match_spec_values() -> None:
+    sched = make_scheduler(30)
+    ab = sched.alphas_cumprod
+    for t, val in SPEC_VALUES.items():
+        if val == 0.0:
+            assert float(ab[t]) == 0.0
+        else:
+            # spec values are given to 3-4 significant digits
+            assert float(ab[t]) == pytest.approx(val, rel=2e-3), t
+    np.testing.assert_allclose(ab.numpy(), _spec_alphas_cumprod(), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(reference_alphas_cumprod().numpy(), _spec_alphas_cumprod(), rtol=1e-12,
+                               atol=1e-15)
+    assert float(sched.final_alpha_cumprod) == pytest.approx(0.99915, rel=1e-5)
+
+
+def test_scheduler_is_a_diffusers_ddim() -> None:
+    sched = make_scheduler(30)
+    assert isinstance(sched, DDIMScheduler)
+    cfg = sched.config
+    assert cfg.prediction_type == "v_prediction"
+    assert cfg.rescale_betas_zero_snr and not cfg.set_alpha_to_one and not cfg.clip_sample
+    assert cfg.beta_schedule == "scaled_linear"
+    # the stock float32 schedule agrees with ours to float32 precision
+    stock = DDIMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                          rescale_betas_zero_snr=True)
+    np.testing.assert_allclose(stock.alphas_cumprod.double().numpy(), sched.alphas_cumprod.numpy(),
+                               atol=1e-6)
+
+
+def test_timesteps_30() -> None:
+    ts = make_scheduler(30).timesteps.tolist()
+    assert len(ts) == 31
+    assert ts[0] == 991 and ts[-1] == 1
+    assert ts == list(range(991, 0, -33))
+    assert reference_timesteps(30).tolist() == ts
+
+
+@pytest.mark.parametrize("n", [1, 10, 25, 50])
+def test_timesteps_other_counts(n: int) -> None:
+    stride = 1000 // n
+    expected = sorted({min(999, 1 + i) for i in range(0, 1000, stride)}, reverse=True)
+    assert make_scheduler(n).timesteps.tolist() == expected
+
+
+def test_bad_step_count() -> None:
+    with pytest.raises(ValueError):
+        reference_timesteps(0)
+
+
+def _spec_ddim_step(x: np.ndarray, v: np.ndarray, t: int, ab: np.ndarray, stride: int) -> np.ndarray:
+    """Spec §4 / reference DDIM (eta 0) in float64."""
+    a_t = ab[t]
+    a_prev = ab[max(t - stride, 0)]
+    x0 = np.sqrt(a_t) * x - np.sqrt(1 - a_t) * v
+    eps = (x / np.sqrt(a_t) - x0) / np.sqrt(1 / a_t - 1)
+    return np.sqrt(a_prev) * x0 + np.sqrt(1 - a_prev) * eps
+
+
+def test_ddim_steps_match_spec_formulas() -> None:
+    sched = make_scheduler(30)
+    ab = _spec_alphas_cumprod()
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 4, 3, 5, 6))
+    x_ref = x.copy()
+    x_t = torch.from_numpy(x)  # float64 through diffusers' step
+    for t in sched.timesteps.tolist():
+        v = rng.standard_normal(x.shape)
+        x_ref = _spec_ddim_step(x_ref, v, t, ab, 33)
+        x_t = sched.step(torch.from_numpy(v), t, x_t).prev_sample
+        np.testing.assert_allclose(x_t.numpy(), x_ref, rtol=1e-7, atol=1e-9)
+    # last step goes to alpha_bar(0): x0 predicted at t=1 then re-noised to ab[0]
+    assert sched.timesteps[-1] == 1
+
+
+def test_ddim_step_float32_close() -> None:
+    sched = make_scheduler(30)
+    ab = _spec_alphas_cumprod()
+    gen = make_generator(1)
+    x = torch.randn(1, 4, 2, 4, 4, generator=gen)
+    xr = x.double().numpy()
+    for t in sched.timesteps.tolist():
+        v = torch.randn(x.shape, generator=gen)
+        xr = _spec_ddim_step(xr, v.double().numpy(), t, ab, 33)
+        x = sched.step(v, t, x).prev_sample
+        assert x.dtype == torch.float32
+    np.testing.assert_allclose(x.double().numpy(), xr, rtol=1e-4, atol=1e-4)
+
+
+def test_initial_latents_formula() -> None:
+    shape = (1, 4, 3, 4, 5)
+    ref = torch.randn(1, 4, 4, 5, generator=make_generator(7))
+    lat = initial_latents(shape, ref, make_generator(3), noise_prior_t=949, offset_noise=0.1)
+    g = make_generator(3)
+    n = torch.randn(shape, generator=g)
+    o = torch.randn(1, 4, 3, 1, 1, generator=g)
+    ab = _spec_alphas_cumprod()[949]
+    expected = np.sqrt(ab) * ref.double().numpy()[:, :, None] + np.sqrt(1 - ab) * (n + 0.1 * o).double().numpy()
+    np.testing.assert_allclose(lat.double().numpy(), expected, rtol=1e-5, atol=1e-6)
+    # long-video variant: offset after the prior
+    lat2 = initial_latents(shape, ref, make_generator(3), noise_prior_t=939, offset_after_prior=True)
+    ab2 = _spec_alphas_cumprod()[939]
+    expected2 = (np.sqrt(ab2) * ref.double().numpy()[:, :, None] + np.sqrt(1 - ab2) * n.double().numpy()
+                 + 0.1 * o.double().numpy())
+    np.testing.assert_allclose(lat2.double().numpy(), expected2, rtol=1e-5, atol=1e-6)
+    # no prior: pure (offset) noise
+    lat3 = initial_latents(shape, None, make_generator(3))
+    np.testing.assert_allclose(lat3.numpy(), (n + 0.1 * o).numpy(), rtol=1e-6)
+
+
+def test_initial_latents_seeded() -> None:
+    shape = (1, 4, 2, 3, 3)
+    a = initial_latents(shape, None, make_generator(5))
+    b = initial_latents(shape, None, make_generator(5))
+    c = initial_latents(shape, None, make_generator(6))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    with pytest.raises(ValueError):
+        initial_latents(shape, torch.zeros(1, 4, 9, 9), make_generator(0))
+
+
+def test_guidance() -> None:
+    u = torch.tensor([1.0, 2.0])
+    c = torch.tensor([2.0, 0.0])
+    torch.testing.assert_close(apply_guidance(u, c, 2.5), torch.tensor([3.5, -3.0]))
+    torch.testing.assert_close(apply_guidance(u, c, 1.0), c)
