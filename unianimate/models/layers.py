@@ -1,0 +1,229 @@
+"""Building blocks of the UniAnimate UNet (spec §3.4), with the reference's state-dict names.
+
+Spatial layers see frames folded into the batch, ``(B*F, C, h, w)``; temporal layers see
+``(B, C, F, h, w)``. Zero-initialised exactly where the reference zero-initialises: ResBlock
+``out_layers`` last conv, temporal-conv ``conv4`` conv, transformer ``proj_out`` (weight and bias).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .attention import attention, merge_heads, split_heads
+
+
+def zero_(module: nn.Module) -> nn.Module:
+    """Zero every parameter of ``module`` (the reference's ``zero_module``) and return it."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.zero_()
+    return module
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """[cos, sin] timestep embedding of the raw (integer) timesteps; t (B,) -> (B, dim) float32."""
+    half = dim // 2
+    t = t.float()
+    freqs = torch.pow(10000.0, -torch.arange(half, device=t.device, dtype=torch.float32).div(half))
+    args = torch.outer(t, freqs)  # (B, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)  # (B, 2*half)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=1)  # (B, dim)
+    return emb
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention; self-attention when ``context`` is None. Keys: to_q/k/v, to_out.0."""
+
+    def __init__(self, query_dim: int, context_dim: int | None = None, heads: int = 8,
+                 dim_head: int = 64, dropout: float = 0.0) -> None:
+        super().__init__()
+        inner = heads * dim_head
+        context_dim = query_dim if context_dim is None else context_dim
+        self.heads = heads
+        self.dim_head = dim_head
+        self.to_q = nn.Linear(query_dim, inner, bias=False)
+        self.to_k = nn.Linear(context_dim, inner, bias=False)
+        self.to_v = nn.Linear(context_dim, inner, bias=False)
+        self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B,N,Cq), context (B,M,Cc) or None -> (B,N,Cq)."""
+        context = x if context is None else context
+        q = split_heads(self.to_q(x), self.heads)  # (B,H,N,D)
+        k = split_heads(self.to_k(context), self.heads)  # (B,H,M,D)
+        v = split_heads(self.to_v(context), self.heads)  # (B,H,M,D)
+        out = attention(q, k, v, scale=self.dim_head ** -0.5)  # (B,H,N,D)
+        return self.to_out(merge_heads(out))  # (B,N,H*D) -> (B,N,Cq)
+
+
+class GEGLU(nn.Module):
+    """Linear(C, 2*inner) split into [h, gate]; h * GELU(gate) (exact erf GELU)."""
+
+    def __init__(self, dim_in: int, dim_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out * 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, gate = self.proj(x).chunk(2, dim=-1)
+        return h * F.gelu(gate)
+
+
+class FeedForward(nn.Module):
+    """GEGLU feed-forward, keys ``net.0.proj`` and ``net.2`` (inner width 4*dim)."""
+
+    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0) -> None:
+        super().__init__()
+        inner = dim * mult
+        self.net = nn.Sequential(GEGLU(dim, inner), nn.Dropout(dropout), nn.Linear(inner, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicTransformerBlock(nn.Module):
+    """x += attn1(norm1 x); x += attn2(norm2 x, context); x += ff(norm3 x)."""
+
+    def __init__(self, dim: int, n_heads: int, d_head: int, dropout: float = 0.0,
+                 context_dim: int | None = None) -> None:
+        super().__init__()
+        # attribute order = the reference's state-dict order: attn1, ff, attn2, norm1..3
+        self.attn1 = CrossAttention(dim, None, n_heads, d_head, dropout)
+        self.ff = FeedForward(dim, dropout=dropout)
+        self.attn2 = CrossAttention(dim, context_dim, n_heads, d_head, dropout)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.attn1(self.norm1(x)) + x
+        x = self.attn2(self.norm2(x), context) + x
+        return self.ff(self.norm3(x)) + x
+
+
+class SpatialTransformer(nn.Module):
+    """Linear-projection spatial transformer over the h*w tokens of each frame, cross-attending to context."""
+
+    def __init__(self, channels: int, n_heads: int, d_head: int, context_dim: int,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        inner = n_heads * d_head
+        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
+        self.proj_in = nn.Linear(channels, inner)
+        self.transformer_blocks = nn.ModuleList(
+            [BasicTransformerBlock(inner, n_heads, d_head, dropout, context_dim=context_dim)])
+        # the reference builds Linear(in_channels, inner): same shape as (inner -> C) when inner == C
+        self.proj_out = zero_(nn.Linear(inner, channels))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x (N,C,h,w), context (N,M,Cc) -> (N,C,h,w)."""
+        n, c, h, w = x.shape
+        tokens = self.norm(x).flatten(2).transpose(1, 2)  # (N,C,h*w) -> (N,h*w,C)
+        tokens = self.proj_in(tokens)
+        for block in self.transformer_blocks:
+            tokens = block(tokens, context)
+        tokens = self.proj_out(tokens)  # (N,h*w,C)
+        return tokens.transpose(1, 2).reshape(n, c, h, w) + x  # (N,C,h*w) -> (N,C,h,w)
+
+
+class TemporalTransformer(nn.Module):
+    """Self-attention over the frames of each pixel (no positional encoding, no mask).
+
+    Both attn1 and attn2 of its block are self-attention. ``proj_in``/``proj_out`` are 1x1 Conv1d in
+    the state dict; they are applied as linear maps on (pixels, frames, C) tokens (same numbers).
+    """
+
+    def __init__(self, channels: int, n_heads: int, d_head: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        inner = n_heads * d_head
+        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
+        self.proj_in = nn.Conv1d(channels, inner, 1)
+        self.transformer_blocks = nn.ModuleList(
+            [BasicTransformerBlock(inner, n_heads, d_head, dropout, context_dim=None)])
+        self.proj_out = zero_(nn.Conv1d(inner, channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B,C,F,h,w) -> (B,C,F,h,w)."""
+        b, c, f, h, w = x.shape
+        tokens = self.norm(x).permute(0, 3, 4, 2, 1).reshape(b * h * w, f, c)  # (B,h,w,F,C) -> (Bhw,F,C)
+        tokens = F.linear(tokens, self.proj_in.weight.squeeze(-1), self.proj_in.bias)  # (Bhw,F,inner)
+        for block in self.transformer_blocks:
+            tokens = block(tokens)
+        tokens = F.linear(tokens, self.proj_out.weight.squeeze(-1), self.proj_out.bias)  # (Bhw,F,C)
+        out = tokens.view(b, h, w, f, c).permute(0, 4, 3, 1, 2)  # (B,h,w,F,C) -> (B,C,F,h,w)
+        return out + x
+
+
+class TemporalConvBlock(nn.Module):
+    """Four (GN, SiLU, [Dropout,] Conv3d (3,1,1)) stages over frames, residual; identity at init.
+
+    Keys ``conv1.0/.2`` and ``conv2..4.0/.3``; GroupNorm sees the frame axis (5-D input).
+    """
+
+    def __init__(self, channels: int, dropout: float = 0.1) -> None:
+        super().__init__()
+
+        def conv() -> nn.Conv3d:
+            return nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
+
+        self.conv1 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), conv())
+        self.conv2 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv3 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv4 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        zero_(self.conv4[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B,C,F,h,w) -> (B,C,F,h,w)."""
+        return x + self.conv4(self.conv3(self.conv2(self.conv1(x))))
+
+
+class ResBlock(nn.Module):
+    """GN/SiLU/Conv, + time embedding, GN/SiLU/Dropout/Conv, skip; then the temporal conv block
+    (stored under the reference's misspelt name ``temopral_conv``)."""
+
+    def __init__(self, channels: int, emb_channels: int, dropout: float,
+                 out_channels: int | None = None) -> None:
+        super().__init__()
+        out_channels = channels if out_channels is None else out_channels
+        self.in_layers = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(),
+                                       nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
+        self.out_layers = nn.Sequential(nn.GroupNorm(32, out_channels), nn.SiLU(), nn.Dropout(dropout),
+                                        zero_(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
+        self.skip_connection = (nn.Identity() if out_channels == channels
+                                else nn.Conv2d(channels, out_channels, 1))
+        # the reference hard-codes dropout 0.1 here whatever the config says
+        self.temopral_conv = TemporalConvBlock(out_channels, dropout=0.1)
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor, batch: int) -> torch.Tensor:
+        """x (B*F,Cin,h,w), emb (B*F,E) -> (B*F,Cout,h,w)."""
+        h = self.in_layers(x)
+        h = h + self.emb_layers(emb).to(h.dtype)[:, :, None, None]  # (B*F,Cout) -> (B*F,Cout,1,1)
+        h = self.skip_connection(x) + self.out_layers(h)
+        n, c, hh, ww = h.shape
+        h5 = h.view(batch, n // batch, c, hh, ww).transpose(1, 2)  # (B,F,C,h,w) -> (B,C,F,h,w)
+        h5 = self.temopral_conv(h5)
+        return h5.transpose(1, 2).reshape(n, c, hh, ww)  # (B,F,C,h,w) -> (B*F,C,h,w)
+
+
+class Downsample(nn.Module):
+    """Conv2d 3x3 stride 2 (key ``op``)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    """Nearest x2 then Conv2d 3x3 (key ``conv``)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
