@@ -1,0 +1,16 @@
+"""UniAnimate Studio service: projects, segment tree, candidates, jobs, measures, export.
+
+No Gradio here; ``ui/`` and the CLI call :class:`Studio`. Importing this package loads no model.
+"""
+from __future__ import annotations
+
+from unianimate.studio.jobs import GPU_QUEUE, Progress
+from unianimate.studio.project import (FIT_MODES, Candidate, GenerationSettings, Job, PoseInfo,
+                                       Project, ReferenceInfo, Segment, seed_for)
+from unianimate.studio.service import (CandidateView, ExportResult, PosePreview, ProjectSummary,
+                                       SegmentView, Studio, Timeline)
+
+__all__ = ["Studio", "Progress", "GPU_QUEUE", "Project", "Segment", "Candidate", "Job",
+           "PoseInfo", "ReferenceInfo", "GenerationSettings", "FIT_MODES", "seed_for",
+           "ProjectSummary", "CandidateView", "SegmentView", "Timeline", "ExportResult",
+           "PosePreview"]

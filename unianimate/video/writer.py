@@ -1,0 +1,194 @@
+"""Writing results: MP4 (H.264, yuv420p, CRF quality) with optional audio from the driving video,
+PNG-sequence zips, side-by-side frames, and a small probe used to check what was written.
+
+Encoding goes through the ffmpeg binary that ``imageio-ffmpeg`` ships (raw RGB frames piped in),
+so it works wherever the wheel installs; PyAV is used only to read files back.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import subprocess
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from unianimate.errors import InputError, UniAnimateError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioSpan:
+    """Audio to mux: ``duration`` seconds of ``path``'s first audio stream from ``start``."""
+
+    path: str
+    start: float = 0.0
+    duration: float | None = None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What :func:`probe_media` found in a file."""
+
+    frames: int
+    fps: float
+    width: int
+    height: int
+    duration: float
+    has_audio: bool
+    audio_duration: float | None
+    video_codec: str | None
+    pix_fmt: str | None
+
+
+def ffmpeg_exe() -> str:
+    """Path of the bundled ffmpeg binary."""
+    import imageio_ffmpeg
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _fps_arg(fps: float) -> str:
+    frac = Fraction(float(fps)).limit_denominator(1001)
+    return f"{frac.numerator}/{frac.denominator}"
+
+
+def _as_frames(frames: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
+    arr = np.asarray(frames) if not isinstance(frames, np.ndarray) else frames
+    if arr.ndim != 4 or arr.shape[-1] != 3 or arr.dtype != np.uint8 or arr.shape[0] == 0:
+        raise InputError(f"frames must be a non-empty uint8 array (F,H,W,3), got "
+                         f"{arr.shape} {arr.dtype}")
+    return arr
+
+
+def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike, fps: float,
+              quality: int = 18, audio: AudioSpan | None = None, preset: str = "medium") -> Path:
+    """Encode frames (uint8 (F,H,W,3)) to an H.264/yuv420p MP4 at ``fps``; CRF ``quality``
+    (0 best .. 51 worst, 18 visually lossless). Odd sizes are padded by one black pixel (yuv420p
+    needs even sizes). With ``audio`` the span is muxed as AAC and cut to the video's length.
+    The file appears atomically (temp name, then rename)."""
+    arr = _as_frames(frames)
+    if not (fps and float(fps) > 0):
+        raise InputError(f"fps must be positive, got {fps}")
+    if not (0 <= int(quality) <= 51):
+        raise InputError(f"quality (CRF) must be in 0..51, got {quality}")
+    f, h, w, _ = arr.shape
+    pad_h, pad_w = h % 2, w % 2
+    if pad_h or pad_w:
+        arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+        h, w = h + pad_h, w + pad_w
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
+    os.close(fd)
+    duration = f / float(fps)
+    cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
+    if audio is not None:
+        if not Path(audio.path).is_file():
+            raise InputError(f"audio source {audio.path!r} does not exist")
+        cmd += ["-ss", f"{max(0.0, audio.start):.6f}",
+                "-t", f"{(audio.duration if audio.duration else duration):.6f}",
+                "-i", str(audio.path), "-map", "0:v:0", "-map", "1:a:0?",
+                "-c:a", "aac", "-b:a", "160k", "-shortest"]
+    cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(int(quality)),
+            "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", tmp]
+    log.debug("ffmpeg: %s", " ".join(cmd))
+    try:
+        proc = subprocess.run(cmd, input=np.ascontiguousarray(arr).tobytes(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+        if proc.returncode != 0:
+            raise UniAnimateError("video encoding failed: "
+                                  + proc.stderr.decode("utf-8", "replace").strip()[-800:])
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    log.info("wrote %s (%d frames, %dx%d, %.3f fps%s)", path.name, f, w, h, float(fps),
+             ", with audio" if audio is not None else "")
+    return path
+
+
+def write_png_zip(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike,
+                  prefix: str = "frame_") -> Path:
+    """Frames as ``frame_000000.png`` ... in a zip (stored: PNG is already compressed)."""
+    arr = _as_frames(frames)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".zip")
+    os.close(fd)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+            for i, frame in enumerate(arr):
+                buf = io.BytesIO()
+                Image.fromarray(frame).save(buf, format="PNG")
+                zf.writestr(f"{prefix}{i:06d}.png", buf.getvalue())
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def side_by_side_frames(reference: np.ndarray, poses: np.ndarray, frames: np.ndarray
+                        ) -> np.ndarray:
+    """(reference | pose | result) per frame; every panel resized to the result's size."""
+    frames = _as_frames(frames)
+    f, h, w, _ = frames.shape
+    poses = np.asarray(poses)
+    if len(poses) != f:
+        raise InputError(f"{len(poses)} pose images for {f} frames")
+
+    def fit(img: np.ndarray) -> np.ndarray:
+        img = np.asarray(img, dtype=np.uint8)[..., :3]
+        if img.shape[:2] != (h, w):
+            img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+        return img
+
+    ref = fit(reference)
+    out = np.empty((f, h, 3 * w, 3), dtype=np.uint8)
+    out[:, :, :w] = ref
+    for i in range(f):
+        out[i, :, w:2 * w] = fit(poses[i])
+    out[:, :, 2 * w:] = frames
+    return out
+
+
+def probe_media(path: str | os.PathLike) -> MediaInfo:
+    """Decode a media file with PyAV: frame count, fps, size, duration, audio presence."""
+    import av
+    path = Path(path)
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as err:
+        raise InputError(f"cannot read {path.name}: {err}") from err
+    with container:
+        v = container.streams.video[0] if container.streams.video else None
+        a = container.streams.audio[0] if container.streams.audio else None
+        frames = 0
+        fps = 0.0
+        width = height = 0
+        codec = pix = None
+        if v is not None:
+            fps = float(v.average_rate or v.guessed_rate or 0)
+            width, height = v.codec_context.width, v.codec_context.height
+            codec, pix = v.codec_context.name, v.codec_context.pix_fmt
+            for _ in container.decode(video=0):
+                frames += 1
+        duration = float(container.duration / 1e6) if container.duration else (
+            frames / fps if fps else 0.0)
+        audio_duration = None
+        if a is not None and a.duration is not None and a.time_base is not None:
+            audio_duration = float(a.duration * a.time_base)
+    return MediaInfo(frames=frames, fps=fps, width=width, height=height, duration=duration,
+                     has_audio=a is not None, audio_duration=audio_duration, video_codec=codec,
+                     pix_fmt=pix)
+
+
+__all__ = ["AudioSpan", "MediaInfo", "write_mp4", "write_png_zip", "side_by_side_frames",
+           "probe_media", "ffmpeg_exe"]
