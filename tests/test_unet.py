@@ -1,0 +1,368 @@
+"""UniAnimateUNet: released key set and shapes, strict loading, condition wiring, zero-init, drop_conditions."""
+from __future__ import annotations
+
+import ast
+import os
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from unianimate.errors import CheckpointError, InputError
+from unianimate.models import UNetConfig, UniAnimateUNet, load_state_dict_file
+from unianimate.models.checkpoint import validate_state_dict
+from unianimate.models.layers import (ResBlock, SpatialTransformer, TemporalConvBlock, TemporalTransformer,
+                                      sinusoidal_embedding)
+
+TSV = Path(__file__).parent / "data" / "official_unet_state_dict.tsv"
+B, F, H, W = 2, 3, 8, 8  # latent size; pixels are 8x
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded (and the CPU is shared)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def official_shapes() -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for line in TSV.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, shape, dtype = line.split("\t")
+        assert dtype == "torch.float32"
+        shapes[key] = tuple(ast.literal_eval(shape))
+    return shapes
+
+
+def tiny_model(seed: int = 0, **overrides) -> UniAnimateUNet:
+    return UniAnimateUNet(UNetConfig.tiny(**overrides)).eval().init_random_weights_(seed)
+
+
+def inputs(seed: int = 1, b: int = B, f: int = F, ctx_dim: int = 32) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return dict(
+        x=torch.randn(b, 4, f, H, W, generator=g),
+        t=torch.randint(0, 1000, (b,), generator=g),
+        text_context=torch.randn(b, 77, ctx_dim, generator=g),
+        image_embedding=torch.randn(b, ctx_dim, generator=g),
+        pose=torch.rand(b, 3, f, 8 * H, 8 * W, generator=g),
+        ref_pose=torch.rand(b, 3, 8 * H, 8 * W, generator=g),
+        ref_latent=torch.randn(b, 4, H, W, generator=g),
+        first_frame=torch.rand(b, 3, 8 * H, 8 * W, generator=g),
+    )
+
+
+def run(model: UniAnimateUNet, inp: dict, **changes) -> torch.Tensor:
+    args = {**inp, **changes}
+    with torch.inference_mode():
+        return model(**args)
+
+
+REFERENCE_MODE = ("image_embedding", "ref_latent", "pose", "ref_pose")
+FIRST_FRAME_MODE = ("image_embedding", "first_frame", "pose")
+ALL = ("image_embedding", "ref_latent", "pose", "ref_pose", "first_frame")
+CONDITIONS = ALL
+
+
+def only(inp: dict, names: tuple[str, ...]) -> dict:
+    return {k: (v if k not in CONDITIONS or k in names else None) for k, v in inp.items()}
+
+
+# ---------------------------------------------------------------- config
+
+def test_config_defaults_are_released_config():
+    cfg = UNetConfig()
+    assert (cfg.in_dim, cfg.dim, cfg.context_dim, cfg.out_dim) == (4, 320, 1024, 4)
+    assert cfg.dim_mult == (1, 2, 4, 4) and cfg.attn_scales == (1.0, 0.5, 0.25)
+    assert (cfg.num_heads, cfg.head_dim, cfg.num_res_blocks, cfg.concat_dim, cfg.num_tokens) == (8, 64, 2, 8, 4)
+    assert cfg.dropout == 0.1 and cfg.temporal_attention and cfg.temporal_module == "transformer"
+    assert cfg.embed_dim == 1280
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.dim = 64  # type: ignore[misc]
+
+
+def test_config_from_dict_roundtrip_and_unknown_key():
+    cfg = UNetConfig.tiny()
+    assert UNetConfig.from_dict(cfg.to_dict()) == cfg
+    assert UNetConfig.from_dict({"dim_mult": [1, 2, 4, 4]}) == UNetConfig()
+    with pytest.raises(InputError, match="unknown UNetConfig key.*'use_fps_condition'"):
+        UNetConfig.from_dict({"use_fps_condition": True})
+
+
+@pytest.mark.parametrize("bad", [dict(temporal_module="lstm"), dict(dim=30), dict(num_heads=0),
+                                 dict(dropout=1.5), dict(head_dim=24)])
+def test_config_validation(bad):
+    with pytest.raises(InputError, match="invalid UNetConfig"):
+        UNetConfig.tiny(**bad)
+
+
+# ---------------------------------------------------------------- released key set
+
+def test_full_size_meta_model_matches_official_state_dict():
+    with torch.device("meta"):
+        model = UniAnimateUNet(UNetConfig())
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    official = official_shapes()
+    assert len(official) == 1544
+    assert list(ours) == list(official)  # same keys, same order
+    assert ours == official
+    assert model.num_parameters() == 1_416_564_300
+    assert sum(torch.Size(s).numel() for s in official.values()) == 1_416_564_300
+
+
+def test_full_size_key_set_validates_and_one_bad_key_is_named():
+    official = official_shapes()
+    with torch.device("meta"):
+        model = UniAnimateUNet(UNetConfig())
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    sd = {k: torch.empty(s, device="meta") for k, s in official.items()}
+    validate_state_dict(expected, sd)  # the released key set passes
+    key = "output_blocks.5.2.proj_out.weight"
+    broken = dict(sd)
+    del broken[key]
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): output_blocks\.5\.2\.proj_out\.weight"):
+        validate_state_dict(expected, broken)
+    # a meta model cannot receive weights: clear error instead of a silent no-op
+    with pytest.raises(CheckpointError, match="meta device"):
+        model.load_official_state_dict(sd)
+
+
+# ---------------------------------------------------------------- strict loading
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("problem", ["missing", "unexpected", "misshaped"])
+def test_strict_load_refuses_and_leaves_model_untouched(problem):
+    source = tiny_model(seed=1).state_dict()
+    target = tiny_model(seed=2)
+    before = _snapshot(target)
+    sd = dict(source)
+    key = "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
+    if problem == "missing":
+        del sd[key]
+        pattern = r"1 missing key\(s\): " + key.replace(".", r"\.")
+    elif problem == "unexpected":
+        key = "fps_embedding.0.weight"
+        sd[key] = torch.zeros(3)
+        pattern = r"1 unexpected key\(s\): fps_embedding\.0\.weight"
+    else:
+        sd[key] = torch.zeros(32, 1024)
+        pattern = r"1 mis-shaped key\(s\): " + key.replace(".", r"\.") + r" \(32, 1024\) != \(32, 32\)"
+    with pytest.raises(CheckpointError, match=pattern):
+        target.load_official_state_dict(sd)
+    after = target.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_load_accepts_wrapped_and_module_prefixed_and_converts_dtype():
+    source = tiny_model(seed=3)
+    inp = inputs()
+    expected = run(source, inp)
+    for wrap in (lambda sd: {"state_dict": sd}, lambda sd: {f"module.{k}": v for k, v in sd.items()},
+                 lambda sd: {k: v.double() for k, v in sd.items()}):
+        target = tiny_model(seed=4)
+        target.load_official_state_dict(wrap(source.state_dict()))
+        torch.testing.assert_close(run(target, inp), expected, rtol=0, atol=0)
+
+
+def test_save_load_roundtrip(tmp_path):
+    source = tiny_model(seed=5)
+    inp = inputs()
+    path = tmp_path / "unet.pth"
+    torch.save({"state_dict": source.state_dict()}, path)
+    target = UniAnimateUNet(UNetConfig.tiny()).eval()
+    target.load_official_state_dict(load_state_dict_file(path))
+    assert torch.equal(run(target, inp), run(source, inp))
+
+
+# ---------------------------------------------------------------- outputs
+
+@pytest.mark.parametrize("names", [REFERENCE_MODE, FIRST_FRAME_MODE, ALL, ()],
+                         ids=["reference", "first_frame", "all", "none"])
+def test_output_shapes_per_mode(names):
+    model = tiny_model()
+    out = run(model, only(inputs(), names))
+    assert out.shape == (B, 4, F, H, W)  # the reference slot is dropped: F frames, not F+1
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_each_condition_changes_output():
+    model = tiny_model()
+    inp = inputs()
+    other = inputs(seed=99)
+    base = run(model, inp)
+    for name in ALL:
+        changed = run(model, inp, **{name: other[name]})
+        assert not torch.allclose(changed, base, atol=1e-5), name
+        dropped = run(model, inp, **{name: None})
+        assert not torch.allclose(dropped, base, atol=1e-5), name
+
+
+def test_ref_pose_is_ignored_without_ref_latent():
+    model = tiny_model()
+    inp = only(inputs(), FIRST_FRAME_MODE + ("ref_pose",))
+    a = run(model, inp)
+    b = run(model, inp, ref_pose=inputs(seed=7)["ref_pose"])
+    c = run(model, inp, ref_pose=None)
+    assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_first_frame_term_equals_reference_repeat_over_frames():
+    """The reference runs the first-frame stack on F copies; running it once and repeating is identical."""
+    model = tiny_model()
+    img = inputs()["first_frame"]
+    with torch.inference_mode():
+        ours = model._first_frame_term(img, F)
+        rep = img.unsqueeze(1).expand(-1, F, -1, -1, -1).reshape(B * F, 3, 8 * H, 8 * W)  # (B*F,3,H,W)
+        feat = model.local_image_embedding(rep)  # (B*F,8,h,w)
+        feat = feat.view(B, F, *feat.shape[1:]).transpose(1, 2)  # (B,8,F,h,w)
+        theirs = model.local_image_embedding_after.forward_video(feat)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_frames_are_independent_of_batch_neighbours_and_deterministic():
+    model = tiny_model()
+    inp = inputs()
+    a = run(model, inp)
+    assert torch.equal(a, run(model, inp))
+    assert torch.equal(a, run(tiny_model(), inp))  # same seed, same weights, same output
+    single = run(model, {k: v[:1] for k, v in inp.items()})
+    torch.testing.assert_close(single, a[:1], rtol=1e-5, atol=1e-5)
+
+
+def test_text_context_batch_one_broadcasts():
+    model = tiny_model()
+    inp = inputs()
+    ctx = inp["text_context"][:1]
+    a = run(model, inp, text_context=ctx)
+    b = run(model, inp, text_context=ctx.expand(B, -1, -1).clone())
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("names", [REFERENCE_MODE, FIRST_FRAME_MODE, ALL], ids=["reference", "first_frame", "all"])
+def test_drop_conditions_batches_cond_and_uncond(names):
+    model = tiny_model()
+    cond_inp = only(inputs(), names)
+    cond = run(model, cond_inp)
+    uncond = run(model, only(cond_inp, ()))  # every condition None, text context kept
+    doubled = {k: (None if v is None else torch.cat([v, v])) for k, v in cond_inp.items()}
+    drop = torch.tensor([False] * B + [True] * B)
+    both = run(model, doubled, drop_conditions=drop)
+    torch.testing.assert_close(both[:B], cond, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(both[B:], uncond, rtol=1e-4, atol=1e-5)
+    # all dropped / none dropped are the plain calls
+    torch.testing.assert_close(run(model, cond_inp, drop_conditions=torch.ones(B, dtype=torch.bool)), uncond)
+    torch.testing.assert_close(run(model, cond_inp, drop_conditions=torch.zeros(B, dtype=torch.bool)), cond)
+
+
+def test_bad_inputs_are_named():
+    model = tiny_model()
+    inp = inputs()
+    with pytest.raises(InputError, match="pose has shape"):
+        run(model, inp, pose=inp["pose"][:, :, :2])
+    with pytest.raises(InputError, match="not divisible by 2"):
+        run(model, only(inputs(), ()), x=torch.randn(B, 4, F, 7, 8))
+    with pytest.raises(InputError, match="drop_conditions"):
+        run(model, inp, drop_conditions=torch.tensor([0, 1]))
+
+
+# ---------------------------------------------------------------- zero init (as the reference's fresh model)
+
+def test_fresh_model_output_is_head_bias():
+    """The reference zeroes the head conv weight but keeps its bias: a fresh model predicts the bias."""
+    model = UniAnimateUNet(UNetConfig.tiny()).eval()
+    out = run(model, inputs())
+    expected = model.out[-1].bias.detach().view(1, 4, 1, 1, 1).expand_as(out)
+    assert torch.equal(out, expected)
+
+
+def test_fresh_blocks_are_identity_where_reference_zero_inits():
+    torch.manual_seed(0)
+    x5 = torch.randn(2, 32, 5, 4, 4)
+    with torch.inference_mode():
+        assert torch.equal(TemporalConvBlock(32).eval()(x5), x5)
+        assert torch.equal(TemporalTransformer(32, 2, 16).eval()(x5), x5)
+        x4 = torch.randn(10, 32, 4, 4)
+        assert torch.equal(SpatialTransformer(32, 2, 16, 8).eval()(x4, torch.randn(10, 7, 8)), x4)
+        res = ResBlock(32, 64, 0.1, 64).eval()
+        assert torch.equal(res(x4, torch.randn(10, 64), batch=2), res.skip_connection(x4))
+
+
+# ---------------------------------------------------------------- pieces against their definitions
+
+def test_sinusoidal_embedding_formula():
+    t = torch.tensor([0, 1, 500, 999])
+    emb = sinusoidal_embedding(t, 320)
+    i = torch.arange(160, dtype=torch.float64)
+    args = t.double()[:, None] * 10000.0 ** (-i / 160)
+    torch.testing.assert_close(emb.double(), torch.cat([args.cos(), args.sin()], dim=1), rtol=1e-5, atol=1e-4)
+
+
+def test_temporal_transformer_matches_conv1d_layout():
+    """Our linear-on-tokens proj_in/proj_out equal the reference's Conv1d on (b h w) c f."""
+    torch.manual_seed(0)
+    layer = TemporalTransformer(32, 2, 16).eval()
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.normal_(0, 0.2)
+    x = torch.randn(2, 32, 5, 3, 4)
+    b, c, f, h, w = x.shape
+    with torch.inference_mode():
+        ours = layer(x)
+        tok = layer.norm(x).permute(0, 3, 4, 1, 2).reshape(b * h * w, c, f)  # (bhw,c,f)
+        tok = layer.proj_in(tok).transpose(1, 2)  # (bhw,f,inner)
+        tok = layer.transformer_blocks[0](tok).transpose(1, 2)  # (bhw,inner,f)
+        tok = layer.proj_out(tok)  # (bhw,c,f)
+        theirs = tok.view(b, h, w, c, f).permute(0, 3, 4, 1, 2) + x  # (b,c,f,h,w)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_mamba_temporal_module_swaps_in():
+    pytest.importorskip("unianimate.models.mamba")
+    model = tiny_model(temporal_module="mamba")
+    assert not any(isinstance(m, TemporalTransformer) for m in model.modules())
+    out = run(model, inputs())
+    assert out.shape == (B, 4, F, H, W) and torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- full size (slow / gpu)
+
+def _full_size_forward(device: str, dtype: torch.dtype) -> torch.Tensor:
+    with torch.device("meta"):
+        model = UniAnimateUNet(UNetConfig())
+    model = model.to_empty(device=device).eval()
+    model.init_random_weights_(0)
+    model = model.to(dtype)
+    g = torch.Generator().manual_seed(0)
+    f, h, w = 2, 8, 8
+    args = dict(x=torch.randn(1, 4, f, h, w, generator=g), t=torch.tensor([500]),
+                text_context=torch.randn(1, 77, 1024, generator=g), image_embedding=torch.randn(1, 1024, generator=g),
+                pose=torch.rand(1, 3, f, 64, 64, generator=g), ref_pose=torch.rand(1, 3, 64, 64, generator=g),
+                ref_latent=torch.randn(1, 4, h, w, generator=g))
+    args = {k: v.to(device) for k, v in args.items()}
+    with torch.inference_mode():
+        out = model(**args)
+    assert out.shape == (1, 4, f, h, w) and out.dtype == dtype
+    assert torch.isfinite(out).all()
+    return out.float().cpu()
+
+
+@pytest.mark.slow
+def test_full_size_forward_cpu():
+    torch.set_num_threads(os.cpu_count() or 1)
+    _full_size_forward("cpu", torch.float32)
+
+
+@pytest.mark.gpu
+def test_full_size_forward_cuda_fp16():
+    out16 = _full_size_forward("cuda", torch.float16)
+    out32 = _full_size_forward("cuda", torch.float32)
+    rel = (out16 - out32).norm() / out32.norm()
+    assert rel < 5e-2, rel
