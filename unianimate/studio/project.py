@@ -7,7 +7,8 @@ A project is one folder under the projects root::
         reference/original.png        # the uploaded reference image, as given (RGB)
         reference/fitted.png          # the reference fitted to width x height (what the model sees)
         reference/pose.png            # the drawn pose of the reference (model input ``ref_pose``)
-        poses/poses.json              # the (aligned) keypoint sequence, when there is one
+        poses/driving.json            # the driving keypoint sequence as loaded, when there is one
+        poses/poses.json              # the keypoints actually drawn (aligned to the reference)
         poses/images/000000.png ...   # the drawn pose images at width x height (model input)
         driving/<source video>        # copy of the driving video (for its audio), when there is one
         segments/<sid>/<cid>/000000.png ...  frames of one candidate, lossless
@@ -174,7 +175,8 @@ class PoseInfo:
     count: int
     fps: float                            # output fps = source fps / frame interval
     images: str                           # relative folder of drawn pose PNGs 000000.png ...
-    keypoints: str | None = None          # relative PoseSequence JSON (aligned when aligned)
+    keypoints: str | None = None          # relative PoseSequence JSON as loaded (not aligned)
+    aligned_keypoints: str | None = None  # relative PoseSequence JSON actually drawn (aligned)
     source_fps: float | None = None
     frame_interval: int = 1
     start: float | None = None            # trim start as given (seconds)
@@ -324,6 +326,7 @@ class Project:
                 raise ProjectError(f"poses: count={p.count}, fps={p.fps}, "
                                    f"frame_interval={p.frame_interval} out of range")
             paths += [("poses.images", p.images), ("poses.keypoints", p.keypoints),
+                      ("poses.aligned_keypoints", p.aligned_keypoints),
                       ("poses.source_video", p.source_video)]
         ids = [s.id for s in self.segments]
         if len(set(ids)) != len(ids):

@@ -44,7 +44,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from unianimate.errors import (GenerationCancelled, InputError, ProjectError, UniAnimateError)
+from unianimate.errors import (GenerationCancelled, InputError, ProjectError, UniAnimateError,
+                               WeightsMissingError)
 from unianimate.studio import measures as M
 from unianimate.studio.jobs import (GPU_QUEUE, CancelToken, Progress, ProgressFn, StepClock,
                                     is_live, mark_dead, mark_live, report)
@@ -486,7 +487,8 @@ class Studio:
                             messages=messages)
             info.source_fps = fps * frame_interval
             if keypoints is not None:
-                keypoints.save(folder / "poses/driving.json")
+                from unianimate.pose import save_pose_sequence
+                save_pose_sequence(keypoints, folder / "poses/driving.json")
                 info.keypoints = "poses/driving.json"
             else:
                 img_dir = pose_dir / "given"
@@ -510,39 +512,42 @@ class Studio:
             return project.poses
 
     def _redraw_poses(self, project: Project, folder: Path, redraw_images: bool) -> None:
-        """Reference pose (detect or fall back), alignment, and the drawn pose images at WxH."""
+        """Reference pose (detected, else driving pose 0), alignment, drawn pose images at WxH."""
         from unianimate.imaging import fit_image
-        from unianimate.pose import PoseSequence, align_poses, draw_pose
+        from unianimate.pose import (align_poses_report, draw_pose, load_pose_sequence,
+                                     save_pose_sequence)
         info = project.poses
         assert info is not None
         w, h = project.width, project.height
         ref_pose = None
-        detector = self.detector()
-        fitted = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
+        try:
+            detector = self.detector()
+        except WeightsMissingError as err:
+            detector = None
+            info.messages.append(f"the pose detector is not available ({err}); the reference "
+                                 "pose cannot be detected")
         if detector is not None:
+            fitted = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
             ref_pose = _detect(detector, fitted)
             if ref_pose is None:
-                info.messages.append("no person found in the reference image; poses are not "
-                                     "aligned to it")
+                info.messages.append("no person found in the reference image; the driving poses "
+                                     "are not aligned to it")
         images_dir = folder / info.images
         if images_dir.exists():
             shutil.rmtree(images_dir)
         images_dir.mkdir(parents=True)
         if info.keypoints is not None:
-            seq = PoseSequence.load(folder / "poses/driving.json")
+            seq = load_pose_sequence(folder / "poses/driving.json")
             poses = list(seq.poses)
-            if ref_pose is not None and info.aligned:
-                try:
-                    poses = list(align_poses(ref_pose, poses))
-                except InputError as err:
-                    info.messages.append(f"alignment skipped: {err}")
-                    info.aligned = False
+            if info.aligned and ref_pose is not None:
+                poses, rep = align_poses_report(ref_pose, poses, mode="reference")
+                info.messages.extend(str(m) for m in getattr(rep, "messages", ()))
             elif info.aligned:
                 info.aligned = False
-                info.messages.append("alignment skipped: no pose detected on the reference "
-                                     "(no detector)")
-            PoseSequence(poses, fps=info.fps, width=w, height=h).save(folder / "poses/poses.json")
-            info.keypoints = "poses/driving.json"
+                info.messages.append("alignment skipped: no pose of the reference image (no pose "
+                                     "detector here); the driving poses are used as they are")
+            save_pose_sequence(seq.with_poses(poses), folder / "poses/poses.json")
+            info.aligned_keypoints = "poses/poses.json"
             for i, pose in enumerate(poses):
                 _save_png(images_dir / f"{i:06d}.png", draw_pose(pose, h, w))
             if ref_pose is not None:
@@ -556,6 +561,7 @@ class Studio:
             for i, p in enumerate(given):
                 img = fit_image(Image.open(p).convert("RGB"), w, h, mode=project.reference.fit)
                 _save_png(images_dir / f"{i:06d}.png", _to_uint8(img))
+            info.aligned = False
             if ref_pose is not None:
                 ref_img = draw_pose(ref_pose, h, w)
                 project.reference.pose_source = "detected"
@@ -1198,24 +1204,22 @@ def _read_pngs(folder: Path, start: int, end: int) -> np.ndarray:
 
 
 def _prepare_reference(reference: Any, width: int, height: int, fit: str
-                            ) -> tuple[Image.Image, Image.Image]:
+                       ) -> tuple[Image.Image, Image.Image]:
+    """Validate and decode a reference (path, bytes, PIL, array) -> (original RGB, fitted WxH)."""
     from unianimate import imaging
     if fit not in FIT_MODES:
         raise InputError(f"fit must be one of {FIT_MODES}, got {fit!r}")
     for name, v in (("width", width), ("height", height)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 64 or v > 4096 or v % 64:
-            raise InputError(f"{name} {v!r} must be a multiple of 64 between 64 and 4096 "
-                             "(e.g. 512x768)")
-    if isinstance(reference, np.ndarray):
-        image = Image.fromarray(imaging.to_rgb_array(reference))
-    elif isinstance(reference, Image.Image):
-        image = Image.fromarray(imaging.to_rgb_array(reference))
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise InputError(f"{name} must be an integer multiple of 64, got {v!r}")
+    imaging.check_size(int(height), int(width))
+    if isinstance(reference, (np.ndarray, Image.Image)):
+        rgb = imaging.to_rgb_array(reference)
     else:
-        image = imaging.open_image(reference)
-        image = Image.fromarray(imaging.to_rgb_array(image))
-    fitted = imaging.fit_image(image, int(width), int(height), mode=fit)
-    fitted = fitted if isinstance(fitted, Image.Image) else Image.fromarray(_to_uint8(fitted))
-    return image, fitted.convert("RGB")
+        rgb = imaging.to_rgb_array(imaging.open_image(reference))
+    fitted = imaging.fit_image(rgb, int(width), int(height), mode=fit)
+    return Image.fromarray(rgb), Image.fromarray(_to_uint8(fitted))
+
 
 __all__ = ["Studio", "ProjectSummary", "CandidateView", "SegmentView", "Timeline",
            "ExportResult", "PosePreview", "Progress"]

@@ -1,0 +1,220 @@
+"""Headless CLI: reference image + driving video or pose file -> one long video.
+
+    python -m unianimate --reference ref.png --driving dance.mp4 --out out.mp4 \\
+        --segment-frames 16 --candidates 2 --choose best --model tiny
+
+It runs the studio's own flow (a project in a projects folder, segments continued from the
+chosen candidate's last frame, export with audio), so a CLI run can be opened in the app later
+with ``--projects-root``. Exit codes: 0 done, 2 bad input, 3 missing/invalid weights,
+4 project error, 130 cancelled (Ctrl-C), 1 anything else.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from unianimate.errors import (CheckpointError, GenerationCancelled, InputError, ProjectError,
+                               UniAnimateError, WeightsMissingError)
+
+log = logging.getLogger("unianimate.cli")
+
+EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_WEIGHTS, EXIT_PROJECT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's arguments."""
+    p = argparse.ArgumentParser(
+        prog="python -m unianimate",
+        description="Animate a reference image with a driving video or pose sequence "
+                    "(UniAnimate, segment by segment, each continued from the last frame).")
+    p.add_argument("--reference", required=True, help="reference image (PNG/JPEG/WebP ...)")
+    p.add_argument("--driving", required=True,
+                   help="driving video, or a pose sequence (JSON file, folder or zip of pose images)")
+    p.add_argument("--out", required=True, help="output MP4 path")
+    p.add_argument("--model", default="camenduru/unianimate",
+                   help="'tiny' (random weights, for testing), a Hub repo id or a local folder")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dtype", default="auto", help="auto | fp32 | fp16 | bf16")
+    p.add_argument("--width", type=int, default=512, help="output width (multiple of 64)")
+    p.add_argument("--height", type=int, default=768, help="output height (multiple of 64)")
+    p.add_argument("--fit", choices=("crop", "pad", "stretch"), default="crop",
+                   help="how the reference is fitted to width x height")
+    p.add_argument("--segment-frames", type=int, default=16, help="frames per segment")
+    p.add_argument("--candidates", type=int, default=1, help="candidates per segment")
+    p.add_argument("--choose", choices=("first", "best"), default="first",
+                   help="which candidate to keep: the first, or the best (lowest seam + stability)")
+    p.add_argument("--max-segments", type=int, default=None,
+                   help="stop after this many segments (default: until the poses run out)")
+    p.add_argument("--steps", type=int, default=30, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale")
+    p.add_argument("--noise-prior", type=int, default=949,
+                   help="noise prior timestep (raise to 959/969 if the reference leaks in)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed; candidate c of segment depth d uses seed + 1000*d + c")
+    p.add_argument("--frame-interval", type=int, default=2,
+                   help="keep every n-th driving frame (output fps = source fps / n)")
+    p.add_argument("--start", type=float, default=None, help="trim start of the driving video (s)")
+    p.add_argument("--end", type=float, default=None, help="trim end of the driving video (s)")
+    p.add_argument("--no-align", action="store_true", help="do not align poses to the reference")
+    p.add_argument("--no-color-correction", action="store_true",
+                   help="do not correct colour jumps across segment joins")
+    p.add_argument("--fps", type=float, default=None, help="override the output fps")
+    p.add_argument("--quality", type=int, default=18, help="H.264 CRF (0 best .. 51 worst)")
+    p.add_argument("--side-by-side", action="store_true",
+                   help="also write <out>_side_by_side.mp4 (reference | pose | result)")
+    p.add_argument("--png-zip", action="store_true", help="also write <out>_frames.zip")
+    p.add_argument("--no-audio", action="store_true", help="do not copy the driving video's audio")
+    p.add_argument("--projects-root", default=None,
+                   help="keep the project here (openable in the app); default: a temporary folder")
+    p.add_argument("--dwpose", default=None,
+                   help="folder or Hub repo with the DWPose ONNX files (default: the released ones)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    return p
+
+
+def _factories(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Lazy pipeline and detector factories (nothing is loaded before it is needed)."""
+    def pipeline_factory(report: Any = None) -> Any:
+        from unianimate.pipeline import UniAnimatePipeline
+        if args.model == "tiny":
+            log.warning("using the TINY pipeline (random weights): the output is noise-like; "
+                        "for real results pass --model with the released weights")
+            return UniAnimatePipeline.tiny(seed=0, device="cpu" if args.device == "auto"
+                                           else args.device)
+        if report is not None:
+            report(f"loading weights from {args.model}")
+        return UniAnimatePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+
+    def detector_factory() -> Any:
+        from unianimate.pose import DWPoseDetector
+        if args.dwpose:
+            return DWPoseDetector.from_pretrained(args.dwpose)
+        return DWPoseDetector.from_pretrained()
+
+    return pipeline_factory, detector_factory
+
+
+def _progress_logger(prefix: list[str]) -> Any:
+    last = {"t": 0.0}
+
+    def progress(p: Any) -> None:
+        now = time.monotonic()
+        if p.stage in ("generating", "poses") and now - last["t"] < 1.0 and p.step != p.total:
+            return
+        last["t"] = now
+        eta = f", ETA {p.eta_s:.0f} s" if p.eta_s is not None else ""
+        log.info("%s%s%s", prefix[0], p.message or p.stage, eta)
+
+    return progress
+
+
+def run(args: argparse.Namespace) -> int:
+    """Do the whole job; returns the exit code (errors are raised to :func:`main`)."""
+    from unianimate.studio import Studio
+    from unianimate.studio.measures import pick_best
+
+    ref, drv, out = Path(args.reference), Path(args.driving), Path(args.out)
+    if not ref.is_file():
+        raise InputError(f"reference image {str(ref)!r} does not exist")
+    if not drv.exists():
+        raise InputError(f"driving input {str(drv)!r} does not exist")
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"--out must end in .mp4, got {out.name!r}")
+    if args.candidates < 1 or args.segment_frames < 2:
+        raise InputError("--candidates must be >= 1 and --segment-frames >= 2")
+    temp_root = None
+    if args.projects_root:
+        root = Path(args.projects_root)
+    else:
+        temp_root = tempfile.mkdtemp(prefix="unianimate-cli-")
+        root = Path(temp_root)
+    pipeline_factory, detector_factory = _factories(args)
+    studio = Studio(root, pipeline_factory=pipeline_factory, detector_factory=detector_factory)
+    prefix = [""]
+    progress = _progress_logger(prefix)
+    try:
+        t0 = time.monotonic()
+        project = studio.create_project(ref, width=args.width, height=args.height, fit=args.fit,
+                                        name=ref.stem)
+        pid = project.id
+        studio.set_settings(pid, frames_per_segment=args.segment_frames, steps=args.steps,
+                            guidance=args.guidance, noise_prior_t=args.noise_prior,
+                            base_seed=args.seed, candidates=args.candidates,
+                            color_correction=not args.no_color_correction)
+        prefix[0] = "poses: "
+        info = studio.set_poses_from_file(pid, drv, frame_interval=args.frame_interval,
+                                          start=args.start, end=args.end,
+                                          align=not args.no_align, progress=progress)
+        for msg in info.messages:
+            log.info("poses: %s", msg)
+        n = args.segment_frames
+        total_segments = max(1, math.ceil((info.count - 1) / (n - 1))) if info.count >= n else 0
+        if args.max_segments:
+            total_segments = min(total_segments, args.max_segments)
+        log.info("%d poses at %.3f fps -> %d segment(s) of up to %d frames, %d candidate(s) each",
+                 info.count, info.fps, total_segments, n, args.candidates)
+        segment_id = studio.ensure_root(pid).id
+        k = 0
+        while True:
+            k += 1
+            prefix[0] = f"segment {k}/{total_segments}: "
+            cands = studio.generate_candidates(pid, segment_id, progress=progress)
+            pick = cands[0] if args.choose == "first" else pick_best(cands)
+            studio.choose(pid, segment_id, pick.id)
+            m = pick.measures
+            log.info("segment %d: chose %s (seed %d; seam %s, stability %.2f)", k, pick.id,
+                     pick.seed, "-" if m.get("seam") is None else f"{m['seam']:.2f}",
+                     m.get("stability", 0.0))
+            tl = studio.timeline(pid)
+            if not tl.can_continue or (args.max_segments and k >= args.max_segments):
+                break
+            segment_id = studio.continue_from(pid).id
+        prefix[0] = "export: "
+        result = studio.export(pid, out, fps=args.fps, quality=args.quality,
+                               side_by_side=args.side_by_side, png_zip=args.png_zip,
+                               with_audio=not args.no_audio, progress=progress)
+        log.info("wrote %s: %d frames at %.3f fps%s in %.1f s", result.video, result.frames,
+                 result.fps, " with audio" if result.has_audio else "", time.monotonic() - t0)
+        if args.projects_root:
+            log.info("project %s kept in %s", pid, root)
+        return EXIT_OK
+    finally:
+        if temp_root is not None:
+            shutil.rmtree(temp_root, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s",
+                        datefmt="%H:%M:%S")
+    try:
+        return run(args)
+    except InputError as err:
+        log.error("bad input: %s", err)
+        return EXIT_INPUT
+    except (WeightsMissingError, CheckpointError) as err:
+        log.error("model weights: %s", err)
+        return EXIT_WEIGHTS
+    except ProjectError as err:
+        log.error("project: %s", err)
+        return EXIT_PROJECT
+    except (GenerationCancelled, KeyboardInterrupt):
+        log.error("cancelled")
+        return EXIT_CANCELLED
+    except UniAnimateError as err:
+        log.error("%s", err)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
