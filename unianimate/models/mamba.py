@@ -175,8 +175,12 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
             for i in range(1, t1 - t0):
                 hs[i].addcmul_(decay[i], hs[i - 1])                     # in place, (Bt,D,N)
         h = hs[-1].clone() if not track_grad else hs[-1]                # (Bt,D,N), outlives the buffer
-        y_c = torch.matmul(hs, _bc_at(C, t0, t1, d).transpose(-1, -2))  # (T,Bt,D,N)@(T,Bt,N,1) -> (T,Bt,D,1)
-        ys.append(y_c[..., 0].permute(1, 2, 0))                         # (T,Bt,D) -> (Bt,D,T)
+        c_t = _bc_at(C, t0, t1, d)
+        if c_t.shape[-2] == 1:  # one C for all channels: a batched matvec
+            y_c = torch.matmul(hs, c_t.transpose(-1, -2))[..., 0]       # (T,Bt,D,N)@(T,Bt,N,1) -> (T,Bt,D)
+        else:                   # C per channel (time-invariant or grouped)
+            y_c = (hs * c_t).sum(-1)                                    # (T,Bt,D)
+        ys.append(y_c.permute(1, 2, 0))                                 # (T,Bt,D) -> (Bt,D,T)
     y = torch.cat(ys, dim=2)                                            # (Bt,D,L)
     if D is not None:
         y = y + D.float()[:, None] * u                                  # (D,1) * (Bt,D,L)
