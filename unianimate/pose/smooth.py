@@ -1,0 +1,124 @@
+"""Temporal clean-up of keypoints: One-Euro filtering and filling of short gaps.
+
+One-Euro filter (Casiez et al., CHI 2012): an exponential low-pass whose cutoff rises with the
+signal's speed, cutoff = min_cutoff + beta * |dx/dt|; small ``min_cutoff`` removes more jitter when
+still, larger ``beta`` follows fast motion with less lag. It runs per coordinate over time at the
+sequence's fps. A missing point is left missing and its filter restarts when the point reappears
+(stale state would drag it toward where it was before the gap); fill gaps first to bridge them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from unianimate.errors import InputError
+from unianimate.pose.types import MISSING, Pose, stack_poses, unstack_poses
+
+PARTS = ("body", "hands", "face")
+_SCORES = {"body": "body_scores", "hands": "hand_scores", "face": "face_scores"}
+
+
+@dataclass(frozen=True)
+class OneEuroConfig:
+    """One-Euro parameters: cutoffs in Hz, ``fps`` the sampling rate of the poses."""
+
+    min_cutoff: float = 1.0
+    beta: float = 0.0
+    d_cutoff: float = 1.0
+    fps: float = 8.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_cutoff", "d_cutoff", "fps"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise InputError(f"One-Euro {name} must be a positive number, got {v!r}")
+        if not (isinstance(self.beta, (int, float)) and math.isfinite(self.beta) and self.beta >= 0):
+            raise InputError(f"One-Euro beta must be a number >= 0, got {self.beta!r}")
+
+
+def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
+    r = 2.0 * math.pi * cutoff * dt
+    return r / (r + 1.0)
+
+
+def one_euro(values: np.ndarray, valid: np.ndarray, cfg: OneEuroConfig) -> np.ndarray:
+    """Filter ``values`` (F, N) over axis 0 where ``valid`` (F, N); invalid entries are kept as given."""
+    out = values.copy()
+    dt = 1.0 / cfg.fps
+    a_d = _alpha(cfg.d_cutoff, dt)
+    x_prev = np.zeros(values.shape[1])
+    dx_prev = np.zeros(values.shape[1])
+    started = np.zeros(values.shape[1], dtype=bool)
+    for t in range(values.shape[0]):
+        v = valid[t]
+        x = values[t]
+        fresh = v & ~started                       # (re)start: take the value as is
+        run = v & started
+        dx = (x - x_prev) / dt
+        dx_hat = a_d * dx + (1.0 - a_d) * dx_prev
+        a = _alpha(cfg.min_cutoff + cfg.beta * np.abs(dx_hat), dt)
+        x_hat = a * x + (1.0 - a) * x_prev
+        out[t] = np.where(run, x_hat, x)
+        x_prev = np.where(v, out[t], x_prev)
+        dx_prev = np.where(run, dx_hat, np.where(fresh, 0.0, dx_prev))
+        started = v  # a missing frame resets the point's filter
+    return out
+
+
+def smooth_poses(poses: Sequence[Pose], config: OneEuroConfig = OneEuroConfig(),
+                 parts: Sequence[str] = PARTS) -> list[Pose]:
+    """One-Euro filter every coordinate of ``parts`` over time; missing points stay missing."""
+    poses = list(poses)
+    if not poses:
+        return []
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise InputError(f"unknown pose parts {sorted(unknown)}; use some of {PARTS}")
+    arrays = stack_poses(poses)
+    for part in parts:
+        pts = arrays[part]                           # (F, ..., 2)
+        flat = pts.reshape(len(poses), -1, 2)        # (F, N, 2)
+        valid = flat[..., 0] != MISSING              # (F, N)
+        for axis in range(2):
+            flat[..., axis] = one_euro(flat[..., axis], valid, config)
+        arrays[part] = flat.reshape(pts.shape)
+    return unstack_poses(arrays)
+
+
+def fill_gaps(poses: Sequence[Pose], max_gap: int = 3, method: str = "linear",
+              parts: Sequence[str] = PARTS) -> list[Pose]:
+    """Fill runs of at most ``max_gap`` frames where a point is missing between two frames where
+    it is present: ``"linear"`` interpolates (coordinates and scores), ``"hold"`` repeats the last
+    value. Gaps at the start or end, and longer gaps, stay missing."""
+    if method not in ("linear", "hold"):
+        raise InputError(f"unknown gap filling method {method!r}; use 'linear' or 'hold'")
+    if isinstance(max_gap, bool) or not isinstance(max_gap, (int, np.integer)) or max_gap < 0:
+        raise InputError(f"max_gap must be an integer >= 0, got {max_gap!r}")
+    poses = list(poses)
+    if not poses or max_gap == 0:
+        return [p.copy() for p in poses]
+    arrays = stack_poses(poses)
+    F = len(poses)
+    for part in parts:
+        pts = arrays[part].reshape(F, -1, 2)             # (F, N, 2)
+        scores = arrays[_SCORES[part]].reshape(F, -1)    # (F, N)
+        valid = pts[..., 0] != MISSING                   # (F, N)
+        for n in np.nonzero(valid.any(axis=0) & ~valid.all(axis=0))[0]:
+            idx = np.nonzero(valid[:, n])[0]
+            for a, b in zip(idx[:-1], idx[1:]):
+                gap = b - a - 1
+                if gap == 0 or gap > max_gap:
+                    continue
+                for t in range(a + 1, b):
+                    if method == "hold":
+                        w = 0.0
+                    else:
+                        w = (t - a) / (b - a)
+                    pts[t, n] = (1.0 - w) * pts[a, n] + w * pts[b, n]
+                    scores[t, n] = (1.0 - w) * scores[a, n] + w * scores[b, n]
+        arrays[part] = pts.reshape(arrays[part].shape)
+        arrays[_SCORES[part]] = scores.reshape(arrays[_SCORES[part]].shape)
+    return unstack_poses(arrays)
