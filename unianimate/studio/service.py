@@ -57,6 +57,9 @@ from unianimate.studio.project import (FIT_MODES, Candidate, GenerationSettings,
 log = logging.getLogger(__name__)
 
 _PROJECT_LOCKS: dict[str, threading.RLock] = {}
+#: project folder -> cancel token of its queued/running job (one job per project at a time)
+_TOKENS: dict[str, CancelToken] = {}
+_TOKENS_LOCK = threading.Lock()
 _PROJECT_LOCKS_GUARD = threading.Lock()
 
 
@@ -186,8 +189,6 @@ class Studio:
         self._pipeline: Any = None
         self._pipeline_lock = threading.Lock()
         self._detector: Any = None
-        self._tokens: dict[str, CancelToken] = {}      # project id -> token of its running job
-        self._tokens_lock = threading.Lock()
 
     # ---- pipeline ---------------------------------------------------------------------
     def pipeline(self, progress: ProgressFn | None = None) -> Any:
@@ -661,11 +662,12 @@ class Studio:
             raise InputError(f"number of candidates must be 1..16, got {count}")
         job = Job(id=uuid.uuid4().hex[:12], kind="generate", segment=seg.id, candidates=[])
         token = CancelToken(should_cancel)
-        with self._tokens_lock:
-            if project_id in self._tokens:
+        key = str(self._folder(project_id))
+        with _TOKENS_LOCK:
+            if key in _TOKENS:
                 raise InputError("a generation of this project is already queued or running; "
                                  "wait for it or cancel it")
-            self._tokens[project_id] = token
+            _TOKENS[key] = token
         mark_live(job.id)
         try:
             with self._edit(project_id, owner) as p:
@@ -686,8 +688,8 @@ class Studio:
             raise
         finally:
             mark_dead(job.id)
-            with self._tokens_lock:
-                self._tokens.pop(project_id, None)
+            with _TOKENS_LOCK:
+                _TOKENS.pop(key, None)
 
     def reroll(self, project_id: str, segment_id: str, n: int | None = None,
                progress: ProgressFn | None = None,
@@ -700,8 +702,8 @@ class Studio:
     def cancel(self, project_id: str, owner: str | None = None) -> bool:
         """Ask the queued/running generation of a project to stop; False when none runs."""
         self._load(project_id, owner)
-        with self._tokens_lock:
-            token = self._tokens.get(project_id)
+        with _TOKENS_LOCK:
+            token = _TOKENS.get(str(self._folder(project_id)))
         if token is None:
             return False
         token.cancel()
