@@ -71,6 +71,9 @@ def _load_pickle(path: Path, mmap: bool) -> Any:
     if head == _ZIP_MAGIC and not is_zip:
         raise CheckpointError(f"{path} looks like a truncated or damaged PyTorch checkpoint (zip archive "
                               "without its directory); download it again")
+    if not is_zip and head[:1] != b"\x80":  # neither a zip archive nor a pickle (protocol >= 2)
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a zip archive nor a pickle); "
+                              "check that this is the right file")
     # mmap only works for the zip format; legacy (pre-1.6) pickles are read into memory
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=bool(mmap and is_zip))
@@ -80,10 +83,12 @@ def _load_pickle(path: Path, mmap: bool) -> Any:
                                   "refusing to unpickle it (that could run arbitrary code). Use a plain "
                                   "state-dict checkpoint or convert it to .safetensors") from None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint ({err}); check the file") from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError) as err:
+    except EOFError:
+        raise CheckpointError(f"{path} ends early: the checkpoint is truncated; download it again") from None
+    except (RuntimeError, ValueError, OSError, zipfile.BadZipFile, KeyError, IndexError) as err:
+        detail = str(err).splitlines()[0] if str(err) else ""
         raise CheckpointError(f"{path} could not be read as a PyTorch checkpoint (truncated or damaged?): "
-                              f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}; "
-                              "download it again") from None
+                              f"{type(err).__name__}: {detail}; download it again") from None
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
