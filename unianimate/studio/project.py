@@ -6,11 +6,11 @@ A project is one folder under the projects root::
         manifest.json                 # this module's format, written atomically
         reference/original.png        # the uploaded reference image, as given (RGB)
         reference/fitted.png          # the reference fitted to width x height (what the model sees)
-        reference/pose.png            # the drawn pose of the reference (model input ``ref_pose``)
         poses/driving.json            # the driving keypoint sequence as loaded, when there is one
         poses/poses.json              # the keypoints actually drawn (aligned to the reference)
         poses/images/000000.png ...   # the drawn pose images at width x height (model input)
-        driving/<source video>        # copy of the driving video (for its audio), when there is one
+        poses/reference_pose.png      # the drawn pose of the reference (model input ``ref_pose``)
+        poses/source.<ext>            # copy of the driving video when it has audio (for export)
         segments/<sid>/<cid>/000000.png ...  frames of one candidate, lossless
         segments/<sid>/<cid>/poster.png, preview.mp4
         exports/...
@@ -122,6 +122,7 @@ class Candidate:
     color_correction: dict[str, Any] | None = None   # {"gain": [3], "offset": [3]} when applied
     error: str | None = None
     job_id: str | None = None
+    model: str | None = None             # pipeline.model_name that made it (re-render needs it)
     created: float = field(default_factory=time.time)
 
 

@@ -339,7 +339,11 @@ class Studio:
     def set_reference(self, project_id: str, reference: Any, width: int | None = None,
                       height: int | None = None, fit: str | None = None,
                       owner: str | None = None) -> Project:
-        """Replace the reference image / size / fit (only before anything was generated)."""
+        """Replace the reference image / size / fit (only before anything was generated).
+
+        ``reference`` None keeps the stored original (e.g. to change only size or fit). The pose
+        images are redrawn for the new size; on any error nothing changes.
+        """
         with self._edit(project_id, owner) as project:
             if project.segments:
                 raise InputError("this project already has generated segments; the reference "
@@ -349,16 +353,24 @@ class Studio:
             h = int(height or project.height)
             fit = fit or project.reference.fit
             if reference is None:
-                reference = Image.open(folder / project.reference.original)
+                reference = np.asarray(Image.open(folder / project.reference.original).convert("RGB"))
             original, fitted = _prepare_reference(reference, w, h, fit)
-            _save_png(folder / "reference/original.png", original)
-            _save_png(folder / "reference/fitted.png", fitted)
-            size_changed = (w, h) != (project.width, project.height)
-            project.reference = ReferenceInfo(original="reference/original.png",
-                                              fitted="reference/fitted.png", width=w, height=h,
-                                              fit=fit)
+            project.reference = replace(project.reference, width=w, height=h, fit=fit)
+            staging = None
             if project.poses is not None:
-                self._redraw_poses(project, folder, redraw_images=size_changed)
+                staging = folder / f".poses-{uuid.uuid4().hex[:8]}"
+                shutil.copytree(folder / "poses", staging,
+                                ignore=shutil.ignore_patterns("images", "preview.mp4", "overlay.png"))
+            try:
+                if staging is not None:
+                    self._draw_poses(project, staging, np.asarray(fitted))
+                _save_png(folder / "reference/original.png", original)
+                _save_png(folder / "reference/fitted.png", fitted)
+                if staging is not None:
+                    _swap_dir(folder / "poses", staging)
+            finally:
+                if staging is not None and staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
             return project
 
     def get_project(self, project_id: str, owner: str | None = None) -> Project:
@@ -460,18 +472,18 @@ class Studio:
     def _store_driving(self, project_id: str, owner: str | None, driving: Any,
                        source: Path | None, frame_interval: int, start: float | None,
                        end: float | None, align: bool) -> PoseInfo:
-        """Save keypoints/pose images (+ a copy of the source video for audio) into the project."""
+        """Save keypoints / pose images (+ a copy of a source video with audio) into ``poses/``.
+
+        Everything is built in a staging folder and swapped in at the end, so a failure leaves
+        the previous poses untouched.
+        """
+        from unianimate.pose import save_pose_sequence
         from unianimate.video.writer import probe_media
         with self._edit(project_id, owner) as project:
             if project.segments:
                 raise InputError("this project already has generated segments; its poses cannot "
                                  "change now (create a new project for another driving input)")
             folder = self._folder(project_id)
-            pose_dir = folder / "poses"
-            if pose_dir.exists():
-                shutil.rmtree(pose_dir)
-            pose_dir.mkdir(parents=True)
-            messages = [str(m) for m in (getattr(driving, "messages", None) or [])]
             keypoints = getattr(driving, "keypoints", None)
             images = getattr(driving, "pose_images", None)
             count = len(keypoints.poses) if keypoints is not None else (
@@ -484,36 +496,41 @@ class Studio:
                 raise InputError("the driving input has no usable frame rate")
             info = PoseInfo(count=count, fps=fps, images="poses/images",
                             frame_interval=int(frame_interval), start=start, end=end,
+                            source_fps=fps * int(frame_interval),
                             source_name=source.name if source is not None else None,
-                            messages=messages)
-            info.source_fps = fps * frame_interval
-            if keypoints is not None:
-                from unianimate.pose import save_pose_sequence
-                save_pose_sequence(keypoints, folder / "poses/driving.json")
-                info.keypoints = "poses/driving.json"
-            else:
-                img_dir = pose_dir / "given"
-                img_dir.mkdir()
-                for i, img in enumerate(images):
-                    _save_png(img_dir / f"{i:06d}.png", _to_uint8(img))
-            src_video = getattr(driving, "source_video", None)
-            if src_video:
-                src_video = Path(src_video)
-                media = probe_media(src_video)
-                if media.has_audio:
-                    (folder / "driving").mkdir(exist_ok=True)
-                    dest = folder / "driving" / ("source" + src_video.suffix.lower())
-                    shutil.copyfile(src_video, dest)
-                    info.source_video = f"driving/{dest.name}"
-                    info.audio = True
-                    info.audio_start = float(start or 0.0)
-            info.aligned = bool(align)
-            project.poses = info
-            self._redraw_poses(project, folder, redraw_images=True)
+                            messages=[str(m) for m in (getattr(driving, "messages", None) or [])],
+                            aligned=bool(align))
+            staging = folder / f".poses-{uuid.uuid4().hex[:8]}"
+            staging.mkdir()
+            try:
+                if keypoints is not None:
+                    save_pose_sequence(keypoints, staging / "driving.json")
+                    info.keypoints = "poses/driving.json"
+                else:
+                    (staging / "given").mkdir()
+                    for i, img in enumerate(images):
+                        _save_png(staging / "given" / f"{i:06d}.png", _to_uint8(img))
+                src_video = getattr(driving, "source_video", None)
+                if src_video:
+                    src_video = Path(src_video)
+                    if probe_media(src_video).has_audio:
+                        dest = staging / ("source" + src_video.suffix.lower())
+                        shutil.copyfile(src_video, dest)
+                        info.source_video = f"poses/{dest.name}"
+                        info.audio = True
+                        info.audio_start = float(start or 0.0)
+                project.poses = info
+                fitted = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
+                self._draw_poses(project, staging, fitted)
+                _swap_dir(folder / "poses", staging)
+            finally:
+                if staging.exists():
+                    shutil.rmtree(staging, ignore_errors=True)
             return project.poses
 
-    def _redraw_poses(self, project: Project, folder: Path, redraw_images: bool) -> None:
-        """Reference pose (detected, else driving pose 0), alignment, drawn pose images at WxH."""
+    def _draw_poses(self, project: Project, staging: Path, fitted: np.ndarray) -> None:
+        """In ``staging`` (the future ``poses/``): detect the reference pose, align, draw every
+        driving pose at WxH (``images/``) and the reference pose (``reference_pose.png``)."""
         from unianimate.imaging import fit_image
         from unianimate.pose import (align_poses_report, draw_pose, load_pose_sequence,
                                      save_pose_sequence)
@@ -528,17 +545,16 @@ class Studio:
             info.messages.append(f"the pose detector is not available ({err}); the reference "
                                  "pose cannot be detected")
         if detector is not None:
-            fitted = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
             ref_pose = _detect(detector, fitted)
             if ref_pose is None:
                 info.messages.append("no person found in the reference image; the driving poses "
                                      "are not aligned to it")
-        images_dir = folder / info.images
+        images_dir = staging / "images"
         if images_dir.exists():
             shutil.rmtree(images_dir)
         images_dir.mkdir(parents=True)
         if info.keypoints is not None:
-            seq = load_pose_sequence(folder / "poses/driving.json")
+            seq = load_pose_sequence(staging / "driving.json")
             poses = list(seq.poses)
             if info.aligned and ref_pose is not None:
                 poses, rep = align_poses_report(ref_pose, poses, mode="reference")
@@ -547,30 +563,21 @@ class Studio:
                 info.aligned = False
                 info.messages.append("alignment skipped: no pose of the reference image (no pose "
                                      "detector here); the driving poses are used as they are")
-            save_pose_sequence(seq.with_poses(poses), folder / "poses/poses.json")
+            save_pose_sequence(seq.with_poses(poses), staging / "poses.json")
             info.aligned_keypoints = "poses/poses.json"
             for i, pose in enumerate(poses):
                 _save_png(images_dir / f"{i:06d}.png", draw_pose(pose, h, w))
-            if ref_pose is not None:
-                ref_img = draw_pose(ref_pose, h, w)
-                project.reference.pose_source = "detected"
-            else:
-                ref_img = draw_pose(poses[0], h, w)
-                project.reference.pose_source = "driving-frame-0"
+            ref_img = draw_pose(ref_pose if ref_pose is not None else poses[0], h, w)
         else:
-            given = sorted((folder / "poses/given").glob("*.png"))
-            for i, p in enumerate(given):
+            info.aligned = False
+            for i, p in enumerate(sorted((staging / "given").glob("*.png"))):
                 img = fit_image(Image.open(p).convert("RGB"), w, h, mode=project.reference.fit)
                 _save_png(images_dir / f"{i:06d}.png", _to_uint8(img))
-            info.aligned = False
-            if ref_pose is not None:
-                ref_img = draw_pose(ref_pose, h, w)
-                project.reference.pose_source = "detected"
-            else:
-                ref_img = np.asarray(Image.open(images_dir / "000000.png").convert("RGB"))
-                project.reference.pose_source = "driving-frame-0"
-        _save_png(folder / "reference/pose.png", ref_img)
-        project.reference.pose = "reference/pose.png"
+            ref_img = (draw_pose(ref_pose, h, w) if ref_pose is not None else
+                       np.asarray(Image.open(images_dir / "000000.png").convert("RGB")))
+        project.reference.pose_source = "detected" if ref_pose is not None else "driving-frame-0"
+        _save_png(staging / "reference_pose.png", ref_img)
+        project.reference.pose = "poses/reference_pose.png"
 
     def pose_preview(self, project_id: str, owner: str | None = None) -> PosePreview:
         """Write (and return) a skeleton video of the poses and pose 0 drawn over the reference."""
@@ -733,6 +740,7 @@ class Studio:
         settings = project.settings
         inputs = self._segment_inputs(project, seg)
         clock = StepClock(count * settings.steps)
+        model_name = str(getattr(pipe, "model_name", type(pipe).__name__))
         done: list[Candidate] = []
         for i in range(count):
             # record the candidate as running first, so a crash shows up as interrupted
@@ -741,7 +749,8 @@ class Studio:
                 index = max((c.index for c in s.candidates), default=-1) + 1
                 cand = Candidate(id=f"c{index}", index=index,
                                  seed=seed_for(settings.base_seed, s.depth, index),
-                                 settings=settings, status="running", job_id=job_id)
+                                 settings=settings, status="running", job_id=job_id,
+                                 model=model_name)
                 s.candidates.append(cand)
                 for job in p.jobs:
                     if job.id == job_id:
@@ -903,6 +912,10 @@ class Studio:
         inputs = self._segment_inputs(project, seg)
         with GPU_QUEUE.slot():
             pipe = self.pipeline(progress)
+            name = str(getattr(pipe, "model_name", type(pipe).__name__))
+            if cand.model is not None and cand.model != name:
+                log.warning("re-rendering %s/%s with model %s; it was made with %s, so the "
+                            "frames will differ", segment_id, candidate_id, name, cand.model)
             frames = self._render(pipe, inputs, cand.seed, cand.settings, seg.num_frames, None, None)
         if cand.color_correction is not None:
             frames = M.apply_color(frames, cand.color_correction)
@@ -1119,6 +1132,17 @@ class _SimpleDriving:
     fps: float
     messages: list[str]
     source_video: Any
+
+
+def _swap_dir(target: Path, staging: Path) -> None:
+    """Replace folder ``target`` by ``staging`` (old one removed after the rename)."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _sync_chosen(project: Project) -> None:
