@@ -56,6 +56,10 @@ from unianimate.studio.project import (FIT_MODES, Candidate, GenerationSettings,
 
 log = logging.getLogger(__name__)
 
+#: upload size limits (bytes) checked before anything is decoded
+MAX_REFERENCE_BYTES = 50 * 1024 * 1024
+MAX_DRIVING_BYTES = 1024 * 1024 * 1024
+
 _PROJECT_LOCKS: dict[str, threading.RLock] = {}
 #: project folder -> cancel token of its queued/running job (one job per project at a time)
 _TOKENS: dict[str, CancelToken] = {}
@@ -440,6 +444,7 @@ class Studio:
         path = Path(path)
         if not path.exists():
             raise InputError(f"driving input {str(path)!r} does not exist; upload it again")
+        _check_upload_size(path, MAX_DRIVING_BYTES, "driving input")
         if int(frame_interval) < 1:
             raise InputError(f"frame interval must be 1 or more, got {frame_interval}")
 
@@ -1134,6 +1139,17 @@ class _SimpleDriving:
     source_video: Any
 
 
+def _check_upload_size(path: Path, limit: int, what: str) -> None:
+    """InputError when a file (or a folder's files together) exceed ``limit`` bytes."""
+    if not path.exists():
+        raise InputError(f"{what} {path.name!r} does not exist; upload it again")
+    size = (path.stat().st_size if path.is_file() else
+            sum(p.stat().st_size for p in path.rglob("*") if p.is_file()))
+    if size > limit:
+        raise InputError(f"the {what} {path.name!r} is {size / 2**20:.0f} MB; the limit is "
+                         f"{limit / 2**20:.0f} MB")
+
+
 def _swap_dir(target: Path, staging: Path) -> None:
     """Replace folder ``target`` by ``staging`` (old one removed after the rename)."""
     old = None
@@ -1242,6 +1258,11 @@ def _prepare_reference(reference: Any, width: int, height: int, fit: str
     if isinstance(reference, (np.ndarray, Image.Image)):
         rgb = imaging.to_rgb_array(reference)
     else:
+        if isinstance(reference, (bytes, bytearray)) and len(reference) > MAX_REFERENCE_BYTES:
+            raise InputError(f"the reference image is {len(reference) / 2**20:.0f} MB; the limit "
+                             f"is {MAX_REFERENCE_BYTES / 2**20:.0f} MB")
+        if isinstance(reference, (str, os.PathLike)):
+            _check_upload_size(Path(reference), MAX_REFERENCE_BYTES, "reference image")
         rgb = imaging.to_rgb_array(imaging.open_image(reference))
     fitted = imaging.fit_image(rgb, int(width), int(height), mode=fit)
     return Image.fromarray(rgb), Image.fromarray(_to_uint8(fitted))
