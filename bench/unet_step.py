@@ -1,0 +1,157 @@
+"""Time and peak memory of one denoising step of the UniAnimate UNet (random weights).
+
+One step = one guided model evaluation, as the sampler does it: the conditional pass (reference
+mode: CLIP image embedding, reference latent + reference pose, driving poses) and the
+unconditional pass (every condition dropped), either batched into one forward with
+``drop_conditions`` (``--batch-guidance``, default) or as two forwards (``--no-batch-guidance``,
+as the reference does), then ``v = v_u + 2.5 (v_c - v_u)``. Everything under ``torch.inference_mode``.
+
+The model is built on the meta device, materialised with ``to_empty`` and filled by
+``init_random_weights_(seed)`` (seeded, every parameter non-zero), so the 1.4 G-parameter model
+builds in seconds. Peak memory: see bench/_common.py (CPU: peak-RSS growth over the steps, VmHWM
+reset via /proc/self/clear_refs; CUDA: max_memory_allocated growth). Each invocation is a fresh
+process, so one run measures one configuration. Resolution follows the spec's W x H convention.
+
+Usage: python bench/unet_step.py --width 256 --height 384 --frames 8 [--device cpu|cuda]
+       [--dtype fp32|fp16|bf16] [--temporal transformer|mamba] [--config full|tiny]
+       [--batch-guidance/--no-batch-guidance] [--repeat 1] [--warmup 1] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from bench._common import PeakMemory, format_table, mib, sync, time_fn, write_json  # noqa: E402
+from unianimate.models import UNetConfig, UniAnimateUNet  # noqa: E402
+from unianimate.utils import resolve_device, resolve_dtype  # noqa: E402
+
+logger = logging.getLogger("bench.unet_step")
+GUIDANCE_SCALE = 2.5
+COLUMNS = ("device", "dtype", "temporal", "config", "resolution", "latent", "frames", "guidance",
+           "params", "s/step (best)", "s/step (mean)", "peak mem growth", "weights")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--height", type=int, default=384, help="pixels, multiple of 64")
+    p.add_argument("--width", type=int, default=256, help="pixels, multiple of 64")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--temporal", choices=("transformer", "mamba"), default="transformer")
+    p.add_argument("--dtype", choices=("fp32", "fp16", "bf16"), default="fp32")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--config", choices=("full", "tiny"), default="full")
+    p.add_argument("--batch-guidance", action=argparse.BooleanOptionalAction, default=True,
+                   help="cond and uncond passes in one batched forward (default) or two forwards")
+    p.add_argument("--repeat", type=int, default=1, help="timed steps")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps before (their memory counts)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None, help="where to write the JSON result")
+    args = p.parse_args(argv)
+    if args.height % 64 or args.width % 64:
+        p.error(f"--height/--width must be multiples of 64 (got {args.width}x{args.height})")
+    if args.frames < 1 or args.repeat < 1 or args.warmup < 0:
+        p.error("--frames and --repeat must be >= 1, --warmup >= 0")
+    return args
+
+
+def build_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> UniAnimateUNet:
+    """Meta init -> to_empty on the device in the target dtype -> seeded random weights."""
+    base = UNetConfig() if args.config == "full" else UNetConfig.tiny()
+    cfg = base.replace(temporal_module=args.temporal)
+    with torch.device("meta"):
+        model = UniAnimateUNet(cfg)
+    model = model.to(dtype=dtype).to_empty(device=device).eval()
+    model.init_random_weights_(args.seed)
+    return model
+
+
+def make_inputs(args: argparse.Namespace, cfg: UNetConfig, device: torch.device,
+                dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(args.seed + 1)
+    f, hh, ww = args.frames, args.height, args.width
+    h, w = hh // 8, ww // 8
+    tensors = dict(
+        x=torch.randn(1, cfg.in_dim, f, h, w, generator=g),
+        text_context=torch.randn(1, 77, cfg.context_dim, generator=g),
+        image_embedding=torch.randn(1, cfg.context_dim, generator=g),
+        pose=torch.rand(1, 3, f, hh, ww, generator=g),
+        ref_pose=torch.rand(1, 3, hh, ww, generator=g),
+        ref_latent=torch.randn(1, cfg.in_dim, h, w, generator=g),
+    )
+    out = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
+    out["t"] = torch.tensor([958], device=device)
+    return out
+
+
+def guided_step(model: UniAnimateUNet, inp: dict[str, torch.Tensor], batched: bool) -> torch.Tensor:
+    """One guided evaluation: v_u + 2.5 (v_c - v_u)."""
+    conds = ("image_embedding", "pose", "ref_pose", "ref_latent")
+    with torch.inference_mode():
+        if batched:
+            two = {k: torch.cat([v, v]) for k, v in inp.items()}
+            drop = torch.tensor([False, True], device=inp["x"].device)
+            v = model(**two, drop_conditions=drop)
+            v_c, v_u = v[:1], v[1:]
+        else:
+            v_c = model(**inp)
+            v_u = model(**{k: (None if k in conds else v) for k, v in inp.items()})
+        return v_u + GUIDANCE_SCALE * (v_c - v_u)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    t0 = time.perf_counter()
+    model = build_model(args, device, dtype)
+    sync(device)
+    build_s = time.perf_counter() - t0
+    logger.info("built %s UNet (%d params) in %.1fs", args.config, model.num_parameters(), build_s)
+    inp = make_inputs(args, model.config, device, dtype)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+
+    with PeakMemory(device) as mem:
+        timing = time_fn(lambda: guided_step(model, inp, args.batch_guidance), device,
+                         repeat=args.repeat, warmup=args.warmup)
+    out = guided_step(model, inp, args.batch_guidance)
+    if not torch.isfinite(out).all():
+        logger.warning("non-finite values in the output (random weights at %s)", args.dtype)
+
+    row = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": args.dtype, "temporal": args.temporal, "config": args.config,
+        "resolution": f"{args.width}x{args.height} px", "latent": f"{args.width // 8}x{args.height // 8}",
+        "frames": args.frames, "guidance": "batched" if args.batch_guidance else "sequential",
+        "params": f"{model.num_parameters() / 1e9:.3f} G" if args.config == "full" else f"{model.num_parameters() / 1e6:.2f} M",
+        "s/step (best)": f"{timing.best:.2f}", "s/step (mean)": f"{timing.mean:.2f}",
+        "peak mem growth": mib(mem.growth), "weights": mib(weights),
+    }
+    print(format_table([row], COLUMNS))
+    if device.type == "cpu" and not mem.peak_reset:
+        print("note: /proc/self/clear_refs not writable; CPU peak includes the model build")
+    payload = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "row": row, "seconds": timing.seconds, "build_seconds": build_s,
+               "peak_growth_bytes": mem.growth, "peak_bytes": mem.peak, "before_bytes": mem.before,
+               "peak_reset": mem.peak_reset, "weights_bytes": weights, "params": model.num_parameters()}
+    name = (f"unet_step_{args.device}_{args.dtype}_{args.temporal}_{args.config}_{args.width}x{args.height}"
+            f"_f{args.frames}_{'batched' if args.batch_guidance else 'seq'}")
+    path = write_json(name, payload, args.json)
+    logger.info("wrote %s", path)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
