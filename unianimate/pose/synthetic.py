@@ -4,7 +4,8 @@ small videos. Nothing here is used on the real inference path.
 The ONNX models have the real files' input/output names and shapes (``yolox_l.onnx``: input
 ``images`` (1, 3, 640, 640), output ``output`` (1, 8400, 85); ``dw-ll_ucoco_384.onnx``: input
 ``input`` (1, 3, 384, 288), outputs ``simcc_x`` (1, 133, 576) and ``simcc_y`` (1, 133, 768)) and
-hand-set weights: ``output = A * max(pixel) / 255 + B`` (and the same for the SimCC outputs), so
+hand-set weights: ``output = A * max(pixel) / 255 + B`` (the SimCC outputs likewise, scaled to
+the normalised input), so
 a test chooses which anchors fire and where the keypoints peak, and a frame without any bright
 pixel (only the 114 letterbox grey and darker) yields no person. ``onnx`` is imported lazily.
 """
@@ -53,12 +54,13 @@ POSE_INPUT, POSE_OUTPUTS = "input", ("simcc_x", "simcc_y")
 DET_SIZE = 640
 POSE_W, POSE_H = 288, 384
 NUM_KPTS = 133
+WHITE_NORMALISED = (255 - 103.53) / 57.375  # largest normalised value of a white pixel in the crop
 NUM_ANCHORS = sum((DET_SIZE // s) ** 2 for s in (8, 16, 32))  # 8400
 
 
 def _affine_by_max_model(input_name: str, input_shape: tuple[int, ...],
-                         outputs: Sequence[tuple[str, np.ndarray, np.ndarray]]):
-    """ONNX graph: each output = A * ReduceMax(input) / 255 + B (A, B initializers)."""
+                         outputs: Sequence[tuple[str, np.ndarray, np.ndarray]], full_scale: float = 255.0):
+    """ONNX graph: each output = A * ReduceMax(input) / full_scale + B (A, B initializers)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -68,7 +70,7 @@ def _affine_by_max_model(input_name: str, input_shape: tuple[int, ...],
         helper.make_node("Div", ["mx3", "c255"], ["m"]),
     ]
     inits = [numpy_helper.from_array(np.array([1, 1, 1], dtype=np.int64), "shape3"),
-             numpy_helper.from_array(np.array(255.0, dtype=np.float32), "c255")]
+             numpy_helper.from_array(np.array(full_scale, dtype=np.float32), "c255")]
     outs = []
     for name, a, b in outputs:
         inits += [numpy_helper.from_array(a.astype(np.float32), f"{name}_A"),
@@ -113,7 +115,8 @@ def tiny_detector_model(boxes: Sequence[Sequence[float]], scores: Sequence[float
 
 def tiny_pose_model(locs: np.ndarray, scores: np.ndarray):
     """Pose model whose SimCC peaks sit at ``locs`` (133, 2) in model input pixels (x in [0, 288),
-    y in [0, 384)) with peak values ``scores`` (133,) once the image's brightest pixel is 255."""
+    y in [0, 384)) with peak values ``scores`` (133,) once the crop's brightest pixel is white
+    (the input is normalised by mean/std, so white is WHITE_NORMALISED)."""
     sx = np.zeros((1, NUM_KPTS, POSE_W * 2), dtype=np.float32)
     sy = np.zeros((1, NUM_KPTS, POSE_H * 2), dtype=np.float32)
     for k in range(NUM_KPTS):
@@ -121,7 +124,8 @@ def tiny_pose_model(locs: np.ndarray, scores: np.ndarray):
         sy[0, k, int(round(locs[k, 1] * 2))] = scores[k]
     return _affine_by_max_model(POSE_INPUT, (1, 3, POSE_H, POSE_W),
                                 [(POSE_OUTPUTS[0], sx, np.zeros_like(sx)),
-                                 (POSE_OUTPUTS[1], sy, np.zeros_like(sy))])
+                                 (POSE_OUTPUTS[1], sy, np.zeros_like(sy))],
+                                full_scale=WHITE_NORMALISED)
 
 
 def default_pose_locs(rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
