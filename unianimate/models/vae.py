@@ -1,0 +1,240 @@
+"""The Stable Diffusion 2.1 KL-f8 VAE as a ``diffusers.AutoencoderKL`` (spec §1, §2).
+
+Two sources give the same weights: the diffusers folder of ``stabilityai/stable-diffusion-2-1-base``
+(subfolder ``vae``) and the ``first_stage_model.*`` keys of ``v2-1_512-ema-pruned.ckpt``, which
+:func:`ldm_vae_to_diffusers` renames to diffusers' layout. Pixels go in as [0,1] and are mapped to
+[-1,1]; latents are ``posterior.sample(generator) * 0.18215`` (the reference samples rather than
+taking the mode); decoding runs a few frames at a time (2 by default, as the reference).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import CheckpointError
+
+logger = logging.getLogger(__name__)
+
+SCALE_FACTOR = 0.18215
+LDM_PREFIX = "first_stage_model."
+
+
+@dataclass(frozen=True)
+class VaeConfig:
+    """AutoencoderKL hyper-parameters; the defaults are diffusers' config of SD 2.1's VAE."""
+
+    block_out_channels: tuple[int, ...] = (128, 256, 512, 512)
+    layers_per_block: int = 2
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    in_channels: int = 3
+    out_channels: int = 3
+    sample_size: int = 768
+    scaling_factor: float = SCALE_FACTOR
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_out_channels", tuple(int(c) for c in self.block_out_channels))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "VaeConfig":
+        """Build from a dict; unknown keys raise ``ValueError``."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown VaeConfig keys {unknown}; known: {sorted(names)}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of the fields."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["block_out_channels"] = list(self.block_out_channels)
+        return d
+
+    @classmethod
+    def tiny(cls) -> "VaeConfig":
+        """Four levels of 32 channels (three 2x downsamplings keep the /8 latent), one resnet each."""
+        return cls(block_out_channels=(32, 32, 32, 32), layers_per_block=1, sample_size=64)
+
+    def diffusers_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments of ``diffusers.AutoencoderKL``."""
+        n = len(self.block_out_channels)
+        return dict(in_channels=self.in_channels, out_channels=self.out_channels,
+                    down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+                    block_out_channels=self.block_out_channels, layers_per_block=self.layers_per_block,
+                    act_fn="silu", latent_channels=self.latent_channels,
+                    norm_num_groups=self.norm_num_groups, sample_size=self.sample_size,
+                    scaling_factor=self.scaling_factor)
+
+
+_ATTN_NAMES = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
+
+
+def _rename_ldm_key(key: str, num_levels: int) -> str | None:
+    """One LDM VAE key (no prefix) -> diffusers key; None when it has no diffusers counterpart."""
+    m = re.fullmatch(r"(encoder|decoder)\.(conv_in|conv_out)\.(weight|bias)", key)
+    if m:
+        return key
+    m = re.fullmatch(r"(encoder|decoder)\.norm_out\.(weight|bias)", key)
+    if m:
+        return f"{m[1]}.conv_norm_out.{m[2]}"
+    if re.fullmatch(r"(post_)?quant_conv\.(weight|bias)", key):
+        return key
+    m = re.fullmatch(r"(encoder|decoder)\.mid\.block_([12])\.(.+)", key)
+    if m:
+        return f"{m[1]}.mid_block.resnets.{int(m[2]) - 1}.{m[3].replace('nin_shortcut', 'conv_shortcut')}"
+    m = re.fullmatch(r"(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)", key)
+    if m:
+        return f"{m[1]}.mid_block.attentions.0.{_ATTN_NAMES[m[2]]}.{m[3]}"
+    m = re.fullmatch(r"encoder\.down\.(\d+)\.block\.(\d+)\.(.+)", key)
+    if m:
+        return f"encoder.down_blocks.{m[1]}.resnets.{m[2]}.{m[3].replace('nin_shortcut', 'conv_shortcut')}"
+    m = re.fullmatch(r"encoder\.down\.(\d+)\.downsample\.conv\.(weight|bias)", key)
+    if m:
+        return f"encoder.down_blocks.{m[1]}.downsamplers.0.conv.{m[2]}"
+    # LDM numbers decoder levels from the lowest resolution up; diffusers from the top down
+    m = re.fullmatch(r"decoder\.up\.(\d+)\.block\.(\d+)\.(.+)", key)
+    if m:
+        level = num_levels - 1 - int(m[1])
+        return f"decoder.up_blocks.{level}.resnets.{m[2]}.{m[3].replace('nin_shortcut', 'conv_shortcut')}"
+    m = re.fullmatch(r"decoder\.up\.(\d+)\.upsample\.conv\.(weight|bias)", key)
+    if m:
+        return f"decoder.up_blocks.{num_levels - 1 - int(m[1])}.upsamplers.0.conv.{m[2]}"
+    return None
+
+
+def ldm_vae_to_diffusers(state_dict: Mapping[str, torch.Tensor], num_levels: int = 4) -> dict[str, torch.Tensor]:
+    """Convert the VAE keys of an SD checkpoint (``first_stage_model.*`` or bare) to diffusers names.
+
+    Attention projections are 1x1 convs in LDM and linears in diffusers: (C,C,1,1) -> (C,C).
+    Training-only keys (``loss.*``) are skipped; any other unknown key raises ``CheckpointError``.
+    """
+    has_prefix = any(k.startswith(LDM_PREFIX) for k in state_dict)
+    if not has_prefix and not any(k.startswith(("encoder.", "decoder.")) for k in state_dict):
+        raise CheckpointError("no VAE weights (first_stage_model.*) in this checkpoint; use "
+                              "v2-1_512-ema-pruned.ckpt or the diffusers VAE folder.")
+    out: dict[str, torch.Tensor] = {}
+    unknown: list[str] = []
+    for key, value in state_dict.items():
+        if has_prefix:
+            if not key.startswith(LDM_PREFIX):
+                continue  # UNet / text encoder keys of the full SD checkpoint
+            key = key[len(LDM_PREFIX):]
+        if key.startswith("loss."):
+            continue
+        new = _rename_ldm_key(key, num_levels)
+        if new is None:
+            unknown.append(key)
+            continue
+        if ".attentions.0.to_" in new and new.endswith(".weight") and value.ndim == 4:
+            value = value[:, :, 0, 0]  # (C,C,1,1) conv -> (C,C) linear
+        out[new] = value
+    if unknown:
+        raise CheckpointError(f"unexpected VAE key(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''}; "
+                              "this is not a Stable Diffusion KL-f8 VAE checkpoint.")
+    if not out:
+        raise CheckpointError("no VAE weights (first_stage_model.*) in this checkpoint; use "
+                              "v2-1_512-ema-pruned.ckpt or the diffusers VAE folder.")
+    return out
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """weights_only (never full unpickling), memory-mapped: only the VAE keys are ever copied."""
+    from .checkpoint import load_state_dict_file
+
+    return load_state_dict_file(path, mmap=True)
+
+
+class LatentVAE:
+    """Pixels [0,1] <-> scaled latents, around a ``diffusers.AutoencoderKL``."""
+
+    def __init__(self, model: Any, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 scale: float = SCALE_FACTOR, decode_chunk: int = 2) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.scale = float(scale)
+        self.decode_chunk = int(decode_chunk)
+        self.model.to(self.device, self.dtype)
+
+    @classmethod
+    def from_diffusers_folder(cls, folder: str | os.PathLike, **kwargs: Any) -> "LatentVAE":
+        """Load ``AutoencoderKL`` from a diffusers folder (holding config.json), or its parent with ``vae/``."""
+        from diffusers import AutoencoderKL
+
+        folder = Path(folder)
+        if not (folder / "config.json").is_file() and (folder / "vae" / "config.json").is_file():
+            folder = folder / "vae"
+        try:
+            model = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise CheckpointError(f"cannot load the diffusers VAE from {folder}: {exc}. Download "
+                                  "stabilityai/stable-diffusion-2-1-base/vae again.") from None
+        return cls(model, **kwargs)
+
+    @classmethod
+    def from_ldm_checkpoint(cls, path: str | os.PathLike, config: VaeConfig | None = None,
+                            **kwargs: Any) -> "LatentVAE":
+        """Build ``AutoencoderKL(config)`` and load the converted ``first_stage_model.*`` weights (strict)."""
+        from diffusers import AutoencoderKL
+
+        config = config or VaeConfig()
+        path = Path(path)
+        sd = ldm_vae_to_diffusers(_read_state_dict(path), len(config.block_out_channels))
+        model = AutoencoderKL(**config.diffusers_kwargs())
+        own = model.state_dict()
+        missing = sorted(set(own) - set(sd))
+        extra = sorted(set(sd) - set(own))
+        shaped = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
+        if missing or extra or shaped:
+            raise CheckpointError(
+                f"the VAE in {path} does not fit VaeConfig {config.to_dict()}: missing {missing[:5]}, "
+                f"unexpected {extra[:5]}, mis-shaped {shaped[:5]}. Use v2-1_512-ema-pruned.ckpt.")
+        model.load_state_dict(sd, strict=True)
+        return cls(model, **kwargs)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, config: VaeConfig | None = None, **kwargs: Any) -> "LatentVAE":
+        """A folder -> diffusers layout; a file -> SD checkpoint (``config`` describes its VAE)."""
+        path = Path(path)
+        if path.is_dir():
+            return cls.from_diffusers_folder(path, **kwargs)
+        return cls.from_ldm_checkpoint(path, config, **kwargs)
+
+    def to(self, device: str | torch.device) -> "LatentVAE":
+        """Move the model (e.g. to the CPU while the UNet samples)."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        return self
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(N,3,H,W) in [0,1] -> (N,4,H/8,W/8) = posterior sample * 0.18215, float32.
+
+        The posterior noise comes from ``generator`` (drawn on the generator's device, then moved).
+        """
+        x = pixels.to(self.device, self.dtype) * 2.0 - 1.0
+        dist = self.model.encode(x).latent_dist
+        # draw on the generator's device so a CPU generator gives the same latent on any device
+        gen_device = generator.device if generator is not None else self.device
+        noise = torch.randn(dist.mean.shape, generator=generator, device=gen_device, dtype=torch.float32)
+        z = dist.mean.float() + dist.std.float() * noise.to(self.device)
+        return z * self.scale
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """(N,4,h,w) scaled latents -> (N,3,8h,8w) in [0,1], float32, ``chunk`` frames at a time."""
+        chunk = int(chunk or self.decode_chunk)
+        if chunk < 1:
+            raise ValueError(f"decode chunk must be >= 1, got {chunk}")
+        out = []
+        for part in latents.split(chunk, dim=0):
+            x = self.model.decode(part.to(self.device, self.dtype) / self.scale).sample
+            out.append(((x.float() + 1.0) / 2.0).clamp(0.0, 1.0))
+        return torch.cat(out, dim=0)
