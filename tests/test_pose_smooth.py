@@ -1,0 +1,69 @@
+"""One-Euro smoothing and gap filling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unianimate.errors import InputError
+from unianimate.pose import MISSING, Pose
+from unianimate.pose.smooth import OneEuroConfig, fill_gaps, smooth_poses
+from unianimate.pose.synthetic import synthetic_pose
+
+
+def _noisy_track(n: int = 60, noise: float = 0.01):
+    rng = np.random.default_rng(0)
+    base = synthetic_pose()
+    t = np.arange(n) / 8.0
+    clean, noisy = [], []
+    for i in range(n):
+        shift = np.array([0.05 * np.sin(2 * np.pi * 0.2 * t[i]), 0.0])
+        c = base.replace(body=base.body + shift, hands=base.hands + shift, face=base.face + shift)
+        clean.append(c)
+        noisy.append(c.replace(body=c.body + rng.normal(0, noise, c.body.shape),
+                               hands=c.hands + rng.normal(0, noise, c.hands.shape)))
+    return clean, noisy
+
+
+def test_one_euro_reduces_jitter() -> None:
+    clean, noisy = _noisy_track()
+    smooth = smooth_poses(noisy, OneEuroConfig(min_cutoff=0.5, beta=0.5, fps=8.0))
+    err_noisy = np.mean([np.abs(n.body - c.body).mean() for n, c in zip(noisy, clean)])
+    err_smooth = np.mean([np.abs(s.body - c.body).mean() for s, c in zip(smooth[5:], clean[5:])])
+    jitter = lambda seq: np.mean(np.abs(np.diff(np.stack([p.body for p in seq]), n=2, axis=0)))
+    assert jitter(smooth) < 0.5 * jitter(noisy)
+    assert err_smooth < err_noisy
+
+
+def test_one_euro_keeps_missing_points() -> None:
+    _, noisy = _noisy_track(10)
+    body = noisy[4].body.copy()
+    body[3] = MISSING
+    noisy[4] = noisy[4].replace(body=body)
+    out = smooth_poses(noisy, OneEuroConfig(fps=8.0))
+    assert out[4].body[3].tolist() == [MISSING, MISSING]
+    assert out[5].body[3].tolist() == noisy[5].body[3].tolist()  # restarts after the gap
+    assert all(np.isfinite(p.body).all() for p in out)
+    with pytest.raises(InputError):
+        OneEuroConfig(min_cutoff=0)
+    with pytest.raises(InputError):
+        smooth_poses(noisy, parts=("tail",))
+
+
+def test_fill_gaps_linear_and_hold() -> None:
+    poses = [synthetic_pose(shift=(0.01 * i, 0.0)) for i in range(8)]
+    poses[2] = Pose.empty()
+    poses[3] = Pose.empty()
+    for i in (5, 6, 7):
+        body = poses[i].body.copy()
+        body[4] = MISSING  # trailing gap: never filled
+        poses[i] = poses[i].replace(body=body)
+    filled = fill_gaps(poses, max_gap=2, method="linear")
+    np.testing.assert_allclose(filled[2].body, synthetic_pose(shift=(0.02, 0.0)).body, atol=1e-12)
+    np.testing.assert_allclose(filled[3].hands, synthetic_pose(shift=(0.03, 0.0)).hands, atol=1e-12)
+    assert filled[6].body[4].tolist() == [MISSING, MISSING]
+    held = fill_gaps(poses, max_gap=2, method="hold")
+    np.testing.assert_allclose(held[3].body, poses[1].body, atol=0)
+    short = fill_gaps(poses, max_gap=1)
+    assert short[2].is_empty() and short[3].is_empty()
+    with pytest.raises(InputError):
+        fill_gaps(poses, method="cubic")
