@@ -1,0 +1,64 @@
+"""UniAnimate Studio: the Gradio app.
+
+``python app.py`` starts the studio on http://127.0.0.1:7860 at once; the real weights are loaded
+(or downloaded) on first use, with progress in the UI. ``python app.py --model tiny`` runs the
+whole flow with a tiny random-weight pipeline (its output is noise, clearly labelled as such).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from ui.blocks import build_ui, launch_kwargs
+from ui.runtime import DEFAULT_MODEL_SOURCE, ModelManager, build_studio
+
+log = logging.getLogger("unianimate.app")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of the app."""
+    p = argparse.ArgumentParser(description="UniAnimate Studio (Gradio app)")
+    p.add_argument("--model", default="real",
+                   help="'real' (the released weights from the Hub, "
+                        f"{DEFAULT_MODEL_SOURCE}), 'tiny' (random weights, for trying the flow), "
+                        "or a Hub repo id / local folder holding the weight files")
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                   help="port (default 7860)")
+    p.add_argument("--share", action="store_true",
+                   help="opt in to a public gradio.live link (off by default)")
+    p.add_argument("--projects-dir", default=os.environ.get("UNIANIMATE_PROJECTS", "projects"),
+                   help="folder holding the projects (default ./projects)")
+    p.add_argument("--max-file-size", default="200mb",
+                   help="largest accepted upload, e.g. 200mb or 1gb (default 200mb)")
+    p.add_argument("--device", default="auto", help="torch device: auto, cuda, cpu")
+    p.add_argument("--dtype", default="auto", help="auto, fp16, bf16 or fp32")
+    p.add_argument("--shared-sessions", action="store_true",
+                   help="let every browser session see every project (single-user machines); "
+                        "by default each session sees only its own projects")
+    p.add_argument("--queue-size", type=int, default=32, help="most jobs waiting in the queue")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the service and the UI, then serve."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    projects_dir = Path(args.projects_dir).expanduser().resolve()
+    projects_dir.mkdir(parents=True, exist_ok=True)
+    models = ModelManager(args.model, device=args.device, dtype=args.dtype)
+    studio = build_studio(projects_dir, models)
+    demo = build_ui(studio, models, isolate_sessions=not args.shared_sessions,
+                    queue_size=args.queue_size)
+    log.info("model: %s", models.status_text())
+    demo.launch(**launch_kwargs(projects_dir, host=args.host, port=args.port, share=args.share,
+                                max_file_size=args.max_file_size))
+
+
+if __name__ == "__main__":
+    main()

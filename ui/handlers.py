@@ -1,0 +1,651 @@
+"""Event handlers of the studio UI: plain methods that call :class:`unianimate.studio.Studio`.
+
+Every handler takes the session's owner token (a ``gr.State``, never an API parameter) first,
+then the visible inputs, and returns plain values or ``gr.update`` dicts. Service errors become
+``gr.Error`` with the service's message, so the app keeps serving. Nothing here touches tensors.
+
+The tuple a "view" handler returns follows :data:`VIEW_FIELDS`; ``ui.blocks`` maps the names to
+components, and tests turn it back into a dict with ``dict(zip(VIEW_FIELDS, result))``.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import re
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from unianimate.errors import GenerationCancelled, InputError, UniAnimateError
+from ui.runtime import ModelManager, describe_error, gpu
+
+log = logging.getLogger(__name__)
+
+#: resolution presets (label -> (width, height)); "custom" uses the width/height boxes
+PRESETS: dict[str, tuple[int, int] | None] = {
+    "512x768": (512, 768),
+    "768x512": (768, 512),
+    "768x1216": (768, 1216),
+    "custom": None,
+}
+PRESET_CHOICES = [("512 x 768 (portrait, as trained)", "512x768"),
+                  ("768 x 512 (landscape)", "768x512"),
+                  ("768 x 1216 (portrait, large)", "768x1216"),
+                  ("custom (multiples of 64)", "custom")]
+FIT_CHOICES = [("crop (keep aspect, fill)", "crop"), ("pad (keep aspect, letterbox)", "pad"),
+               ("stretch (as the reference code)", "stretch")]
+#: candidate slots shown side by side
+SLOTS = 4
+_TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
+_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+VIEW_FIELDS: tuple[str, ...] = (
+    "project", "reference_preview", "pose_video", "pose_overlay", "pose_info",
+    "frames_per_segment", "steps", "guidance", "noise_prior", "base_seed", "candidates",
+    "segment", *[f"slot{i}_video" for i in range(SLOTS)], *[f"slot{i}_info" for i in range(SLOTS)],
+    "measures", "candidate", "timeline_md", "path_gallery", "project_json",
+)
+MEASURE_HEADERS = ["candidate", "seed", "status", "seam", "stability", "drift", "score",
+                   "seconds", "chosen"]
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn service errors into ``gr.Error`` (the service's message); log unexpected ones."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except UniAnimateError as err:
+            log.info("%s refused: %s", fn.__name__, err)
+            raise gr.Error(describe_error(err), title="Cannot do that") from None
+        except Exception as err:  # noqa: BLE001 - the app must keep serving; the log has the trace
+            log.exception("%s failed", fn.__name__)
+            raise gr.Error(f"Unexpected error ({type(err).__name__}: {err}). The app is still "
+                           "running; the server log has the details.") from None
+    return wrapper
+
+
+@gpu(duration=300)
+def _on_gpu(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run GPU work (generation, model loading, pose extraction); ``spaces.GPU`` on ZeroGPU."""
+    return fn(*args, **kwargs)
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    seconds = int(round(seconds))
+    return f" · ETA {seconds // 60}:{seconds % 60:02d}" if seconds >= 60 else f" · ETA {seconds}s"
+
+
+def parse_size(resolution: str, width: Any, height: Any) -> tuple[int, int]:
+    """(width, height) of a preset, or the custom boxes checked to be multiples of 64."""
+    if resolution not in PRESETS:
+        raise InputError(f"unknown resolution {resolution!r}; use one of {list(PRESETS)}")
+    size = PRESETS[resolution]
+    if size is not None:
+        return size
+    try:
+        w, h = int(width), int(height)
+    except (TypeError, ValueError):
+        raise InputError("custom width and height must be whole numbers") from None
+    if w != float(width) or h != float(height):
+        raise InputError("custom width and height must be whole numbers")
+    for name, v in (("width", w), ("height", h)):
+        if v < 64 or v % 64:
+            raise InputError(f"custom {name} must be a positive multiple of 64, got {v}")
+        if v > 2048:
+            raise InputError(f"custom {name} {v} is too large (2048 at most)")
+    return w, h
+
+
+class StudioHandlers:
+    """The UI's actions on one :class:`~unianimate.studio.Studio`.
+
+    ``isolate_sessions``: each browser session (owner token) sees only its own projects; when
+    False every session shares the projects of owner ``None`` (a single-user machine, and the CLI).
+    """
+
+    def __init__(self, studio: Any, models: ModelManager, isolate_sessions: bool = True) -> None:
+        self.studio = studio
+        self.models = models
+        self.isolate = isolate_sessions
+
+    # ---- sessions ----------------------------------------------------------------------
+    def owner_of(self, token: str | None, request: gr.Request | None = None) -> str | None:
+        """The service owner id of a session: its token, else the Gradio session hash."""
+        if not self.isolate:
+            return None
+        if token and _TOKEN_RE.match(str(token)):
+            return f"u-{token}"
+        session = getattr(request, "session_hash", None) if request is not None else None
+        if session:
+            return f"s-{session}"
+        raise gr.Error("This request has no session; reload the page.")
+
+    def init_session(self, stored_token: str | None, request: gr.Request = None
+                     ) -> tuple[str, str, dict[str, Any], str]:
+        """Page load: reuse the browser's stored owner token or make one; list its projects."""
+        token = stored_token if stored_token and _TOKEN_RE.match(str(stored_token)) else \
+            uuid.uuid4().hex
+        choices = self._project_choices(self.owner_of(token, request))
+        return token, token, gr.update(choices=choices), self.model_status()
+
+    # ---- model -------------------------------------------------------------------------
+    def model_status(self) -> str:
+        """Markdown: which model, loaded or not, what is missing and how to get it."""
+        return self.models.status_markdown(self.studio.pipeline_info())
+
+    @user_errors
+    def load_model(self, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:
+        """Load (and download when needed) the model now, with progress."""
+        progress(0, desc="Loading the model (downloads show their own progress)")
+        try:
+            _on_gpu(self.studio.pipeline, self._progress_fn(progress))
+        except UniAnimateError as err:
+            self.models.last_error = str(err)
+            gr.Warning(describe_error(err), duration=None)
+        return self.model_status()
+
+    # ---- projects ----------------------------------------------------------------------
+    def _project_choices(self, owner: str | None) -> list[tuple[str, str]]:
+        out = []
+        for s in self.studio.list_projects(owner=owner):
+            when = time.strftime("%m-%d %H:%M", time.localtime(s.updated))
+            label = (f"{s.name} · damaged ({s.error[:60]})" if s.error else
+                     f"{s.name} · {s.width}x{s.height} · {s.segments} seg · {when}")
+            out.append((label, s.id))
+        return out
+
+    @user_errors
+    def list_projects(self, token: str | None, request: gr.Request = None
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """This session's projects: dropdown choices and a JSON list."""
+        owner = self.owner_of(token, request)
+        rows = [{"id": s.id, "name": s.name, "width": s.width, "height": s.height,
+                 "segments": s.segments, "chosen_frames": s.chosen_frames, "error": s.error}
+                for s in self.studio.list_projects(owner=owner)]
+        return gr.update(choices=self._project_choices(owner)), rows
+
+    @user_errors
+    def create_project(self, token: str | None, reference: str | None, resolution: str,
+                       width: float | None, height: float | None, fit: str, name: str | None,
+                       request: gr.Request = None) -> tuple[dict[str, Any], str, dict[str, Any]]:
+        """New project from the reference image, size preset (or custom) and fit mode."""
+        owner = self.owner_of(token, request)
+        if not reference:
+            raise InputError("upload a reference image first (or pick an example)")
+        w, h = parse_size(resolution, width, height)
+        project = self.studio.create_project(self._upload_path(reference), width=w, height=h,
+                                             fit=fit, name=(name or "").strip() or None,
+                                             owner=owner)
+        msg = f"Project **{project.name}** created ({w}x{h}, {fit}). Next: load the driving poses."
+        return (gr.update(choices=self._project_choices(owner), value=project.id), msg,
+                self._project_dict(project.id, owner))
+
+    @user_errors
+    def set_reference(self, token: str | None, project_id: str | None, reference: str | None,
+                      resolution: str, width: float | None, height: float | None, fit: str,
+                      request: gr.Request = None) -> tuple[str, dict[str, Any]]:
+        """Change the reference image, size or fit of a project (before anything is generated)."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id)
+        w, h = parse_size(resolution, width, height)
+        self.studio.set_reference(pid, self._upload_path(reference) if reference else None,
+                                  width=w, height=h, fit=fit, owner=owner)
+        return f"Reference updated ({w}x{h}, {fit}).", self._project_dict(pid, owner)
+
+    # ---- poses -------------------------------------------------------------------------
+    @user_errors
+    def load_pose_file(self, token: str | None, project_id: str | None, pose_files: Any,
+                       trim_start: float | None, trim_end: float | None, frame_interval: float,
+                       align: bool, request: gr.Request = None
+                       ) -> tuple[str, dict[str, Any]]:
+        """Driving poses from an uploaded pose JSON, a zip of pose images or several images."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id)
+        path = self._pose_upload(pose_files)
+        info = self.studio.set_poses_from_file(
+            pid, path, frame_interval=self._interval(frame_interval),
+            start=self._time(trim_start), end=self._time(trim_end), align=bool(align),
+            owner=owner)
+        return self._pose_message(info), self._project_dict(pid, owner)
+
+    def autoload_poses(self, token: str | None, project_id: str | None, pose_files: Any,
+                       trim_start: float | None, trim_end: float | None, frame_interval: float,
+                       align: bool, request: gr.Request = None) -> tuple[Any, Any]:
+        """After Create project: load the pose sequence too when one is already uploaded."""
+        if not pose_files or not project_id:
+            return gr.update(), gr.update()
+        return self.load_pose_file(token, project_id, pose_files, trim_start, trim_end,
+                                   frame_interval, align, request)
+
+    @user_errors
+    def extract_poses(self, token: str | None, project_id: str | None, video: str | None,
+                      trim_start: float | None, trim_end: float | None, frame_interval: float,
+                      align: bool, request: gr.Request = None,
+                      progress: gr.Progress = gr.Progress()) -> tuple[str, dict[str, Any]]:
+        """Driving poses from a video: DWPose on every kept frame, with per-frame progress."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id)
+        if not video:
+            raise InputError("upload a driving video first")
+        progress(0, desc="Extracting poses")
+        info = _on_gpu(self.studio.set_poses_from_file, pid, self._upload_path(video),
+                       frame_interval=self._interval(frame_interval),
+                       start=self._time(trim_start), end=self._time(trim_end), align=bool(align),
+                       progress=self._progress_fn(progress), owner=owner)
+        return self._pose_message(info), self._project_dict(pid, owner)
+
+    @user_errors
+    def pose_preview(self, token: str | None, project_id: str | None,
+                     request: gr.Request = None) -> tuple[str | None, str | None]:
+        """Skeleton video of the driving poses and pose 0 drawn over the reference."""
+        owner = self.owner_of(token, request)
+        prev = self.studio.pose_preview(self._pid(project_id), owner=owner)
+        return self._served(prev.skeleton_video), self._served(prev.overlay_image)
+
+    # ---- generation --------------------------------------------------------------------
+    @user_errors
+    def generate_candidates(self, token: str | None, project_id: str | None,
+                            segment_id: str | None, frames_per_segment: float, steps: float,
+                            guidance: float, noise_prior: float, base_seed: float,
+                            candidates: float, request: gr.Request = None,
+                            progress: gr.Progress = gr.Progress(track_tqdm=True)
+                            ) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+        """Apply the settings, then generate candidates of a segment (default: the active one;
+        the first segment when there is none) and show them side by side."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id)
+        self.studio.set_settings(pid, owner=owner, **self._settings(
+            frames_per_segment, steps, guidance, noise_prior, base_seed, candidates))
+        seg = self._segment_or_active(pid, segment_id, owner)
+        return self._generate(pid, seg, None, owner, progress)
+
+    @user_errors
+    def reroll(self, token: str | None, project_id: str | None, segment_id: str | None,
+               candidates: float, request: gr.Request = None,
+               progress: gr.Progress = gr.Progress(track_tqdm=True)
+               ) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+        """New candidates (fresh seeds) for any segment; older candidates and branches stay."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id)
+        seg = self._segment_or_active(pid, segment_id, owner)
+        if seg is None:
+            raise InputError("nothing to re-roll yet: generate the first candidates")
+        return self._generate(pid, seg, self._count(candidates), owner, progress)
+
+    def _generate(self, pid: str, segment_id: str | None, n: int | None, owner: str | None,
+                  progress: gr.Progress) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+        progress(0, desc="Queued for the GPU")
+        try:
+            made = _on_gpu(self.studio.generate_candidates if n is None else self.studio.reroll,
+                           pid, segment_id, n=n, progress=self._progress_fn(progress),
+                           owner=owner)
+            message = f"{len(made)} candidate(s) ready: pick one and press **Choose**."
+        except GenerationCancelled as err:
+            gr.Warning(f"Generation cancelled ({err}); finished candidates are kept.")
+            message = "Generation cancelled; finished candidates are kept."
+        tl = self.studio.timeline(pid, owner=owner)
+        seg = segment_id or tl.active_leaf
+        return (gr.update(choices=self._segment_choices(tl), value=seg), message,
+                self._candidates_json(tl, seg))
+
+    @user_errors
+    def cancel(self, token: str | None, project_id: str | None,
+               request: gr.Request = None) -> str:
+        """Stop the project's queued or running generation between two steps."""
+        owner = self.owner_of(token, request)
+        if not project_id:
+            return "No project is open."
+        if self.studio.cancel(self._pid(project_id), owner=owner):
+            return "Cancelling: the generation stops after the current step."
+        return "Nothing is running for this project."
+
+    # ---- choosing, continuing, branches ------------------------------------------------
+    @user_errors
+    def choose(self, token: str | None, project_id: str | None, segment_id: str | None,
+               candidate_id: str | None, request: gr.Request = None
+               ) -> tuple[str, dict[str, Any]]:
+        """Choose a candidate of a segment; the chosen path follows it."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id)
+        seg = self._segment_or_active(pid, segment_id, owner)
+        if seg is None or not candidate_id:
+            raise InputError("generate candidates, then pick one to choose")
+        tl = self.studio.choose(pid, seg, str(candidate_id), owner=owner)
+        nxt = (f" Next: **Continue** to frames {tl.next_range[0]}–{tl.next_range[1] - 1}."
+               if tl.can_continue else " The poses are used up: export the video.")
+        return (f"Chose {candidate_id} of segment {seg}; the chosen path has "
+                f"{tl.total_frames} frames.{nxt}", tl.to_dict())
+
+    @user_errors
+    def continue_segment(self, token: str | None, project_id: str | None,
+                         request: gr.Request = None
+                         ) -> tuple[dict[str, Any], str, dict[str, Any]]:
+        """Start the next segment from the chosen candidate's last frame."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id)
+        seg = self.studio.continue_from(pid, owner=owner)
+        tl = self.studio.timeline(pid, owner=owner)
+        msg = (f"Segment {seg.id} (poses {seg.start}–{seg.end - 1}) continues from the chosen "
+               "last frame. Generate its candidates.")
+        return gr.update(choices=self._segment_choices(tl), value=seg.id), msg, tl.to_dict()
+
+    @user_errors
+    def select_branch(self, token: str | None, project_id: str | None, segment_id: str | None,
+                      request: gr.Request = None
+                      ) -> tuple[dict[str, Any], str, dict[str, Any]]:
+        """Make the branch through a segment the chosen path (other branches stay)."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id)
+        if not segment_id:
+            raise InputError("pick a segment of the branch to select")
+        tl = self.studio.select_branch(pid, str(segment_id), owner=owner)
+        return (gr.update(choices=self._segment_choices(tl), value=str(segment_id)),
+                f"The chosen path now goes through segment {segment_id} "
+                f"({len(tl.path)} segment(s), {tl.total_frames} frames).", tl.to_dict())
+
+    @user_errors
+    def timeline(self, token: str | None, project_id: str | None,
+                 request: gr.Request = None) -> dict[str, Any]:
+        """The chosen path, the segment tree and what Continue would do (JSON)."""
+        owner = self.owner_of(token, request)
+        return self.studio.timeline(self._pid(project_id), owner=owner).to_dict()
+
+    # ---- export ------------------------------------------------------------------------
+    @user_errors
+    def export(self, token: str | None, project_id: str | None, quality: float,
+               side_by_side: bool, png_zip: bool, with_audio: bool, request: gr.Request = None,
+               progress: gr.Progress = gr.Progress()
+               ) -> tuple[str | None, list[str], str]:
+        """Stitch the chosen path into one MP4 (audio of the driving video when it has one),
+        optionally a side-by-side MP4 and a PNG zip; returns the files for download."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id)
+        res = self.studio.export(pid, quality=int(quality), side_by_side=bool(side_by_side),
+                                 png_zip=bool(png_zip), with_audio=bool(with_audio),
+                                 progress=self._progress_fn(progress), owner=owner)
+        files = [self._served(p) for p in (res.video, res.side_by_side, res.png_zip) if p]
+        msg = (f"Exported {res.frames} frames at {res.fps:g} fps from {res.segments} segment(s)"
+               f"{' with audio' if res.has_audio else ''}.")
+        return self._served(res.video), [f for f in files if f], msg
+
+    # ---- the whole view ----------------------------------------------------------------
+    @user_errors
+    def view(self, token: str | None, project_id: str | None, segment_id: str | None = None,
+             request: gr.Request = None) -> tuple[Any, ...]:
+        """Everything the page shows of a project (order: :data:`VIEW_FIELDS`)."""
+        owner = self.owner_of(token, request)
+        out: dict[str, Any] = {name: None for name in VIEW_FIELDS}
+        choices = self._project_choices(owner)
+        if not project_id:
+            out.update(self._empty_view())
+            out["project"] = gr.update(choices=choices, value=None)
+            return tuple(out[name] for name in VIEW_FIELDS)
+        pid = self._pid(project_id)
+        project = self.studio.get_project(pid, owner=owner)
+        folder = self.studio.project_dir(pid, owner=owner)
+        tl = self.studio.timeline(pid, owner=owner)
+        seg_ids = {s.id for s in tl.tree}
+        seg = segment_id if segment_id in seg_ids else tl.active_leaf
+        out["project"] = gr.update(choices=choices, value=pid)
+        out["reference_preview"] = self._served(folder / project.reference.fitted)
+        if project.poses is not None:
+            video, overlay = folder / "poses/preview.mp4", folder / "poses/overlay.png"
+            if not (video.is_file() and overlay.is_file()):
+                self.studio.pose_preview(pid, owner=owner)
+            out["pose_video"] = self._served(video)
+            out["pose_overlay"] = self._served(overlay)
+            out["pose_info"] = self._pose_message(project.poses)
+        else:
+            out["pose_info"] = "No driving poses yet: upload a pose file or a video."
+        st = project.settings
+        out.update(frames_per_segment=st.frames_per_segment, steps=st.steps, guidance=st.guidance,
+                   noise_prior=st.noise_prior_t, base_seed=st.base_seed,
+                   candidates=min(st.candidates, SLOTS))
+        out["segment"] = gr.update(choices=self._segment_choices(tl), value=seg)
+        view = next((s for s in tl.tree if s.id == seg), None)
+        cands = list(view.candidates) if view else []
+        shown = cands[-SLOTS:]
+        for i in range(SLOTS):
+            if i < len(shown):
+                c = shown[i]
+                video = self._served(c.preview) if c.preview and c.status == "done" else None
+                out[f"slot{i}_video"] = gr.update(value=video, visible=True,
+                                                  label=f"{c.id} · seed {c.seed}")
+                out[f"slot{i}_info"] = gr.update(value=self._candidate_caption(c), visible=True)
+            else:
+                out[f"slot{i}_video"] = gr.update(value=None, visible=i == 0,
+                                                  label="candidate")
+                out[f"slot{i}_info"] = gr.update(
+                    value="No candidates for this segment yet." if i == 0 else "",
+                    visible=i == 0)
+        out["measures"] = [self._measure_row(c) for c in cands]
+        done = [c for c in cands if c.status == "done"]
+        out["candidate"] = gr.update(
+            choices=[(f"{c.id} · seed {c.seed}", c.id) for c in done],
+            value=view.chosen if view and view.chosen in {c.id for c in done} else
+            (done[0].id if done else None))
+        out["timeline_md"] = self._timeline_markdown(tl)
+        out["path_gallery"] = [(self._served(c.poster), f"{s.id} · {c.id} · seed {c.seed}")
+                               for s in tl.path for c in s.candidates
+                               if c.chosen and c.poster and c.status == "done"]
+        out["project_json"] = tl.to_dict()
+        return tuple(out[name] for name in VIEW_FIELDS)
+
+    def _empty_view(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"pose_info": "No project open: create one (or open one above).",
+                               "segment": gr.update(choices=[], value=None),
+                               "measures": [], "candidate": gr.update(choices=[], value=None),
+                               "timeline_md": "", "path_gallery": [], "project_json": {}}
+        for name in ("frames_per_segment", "steps", "guidance", "noise_prior", "base_seed",
+                     "candidates"):
+            out[name] = gr.update()
+        for i in range(SLOTS):
+            out[f"slot{i}_video"] = gr.update(value=None, visible=i == 0)
+            out[f"slot{i}_info"] = gr.update(value="", visible=i == 0)
+        return out
+
+    # ---- helpers -----------------------------------------------------------------------
+    @staticmethod
+    def _pid(project_id: str | None) -> str:
+        if not project_id:
+            raise InputError("no project is open: create one or pick one from the list")
+        return str(project_id)
+
+    def _segment_or_active(self, pid: str, segment_id: str | None, owner: str | None
+                           ) -> str | None:
+        if segment_id:
+            return str(segment_id)
+        return self.studio.timeline(pid, owner=owner).active_leaf
+
+    def _served(self, path: str | Path | None) -> str | None:
+        """A project file path checked by the service to lie inside the projects folder."""
+        if not path:
+            return None
+        p = self.studio.resolve_served(path)
+        return str(p) if p.is_file() else None
+
+    @staticmethod
+    def _upload_path(value: Any) -> str:
+        """The local path of an uploaded file (Gradio gives a path string or a FileData-like)."""
+        path = getattr(value, "path", None) or (value.get("path") if isinstance(value, dict)
+                                                 else value)
+        if not isinstance(path, (str, Path)) or not str(path):
+            raise InputError("the upload did not arrive; upload the file again")
+        return str(path)
+
+    def _pose_upload(self, files: Any) -> str:
+        """One pose JSON / zip / video path, or several images gathered into a folder."""
+        if not files:
+            raise InputError("upload a pose sequence (JSON, a zip of pose images, or the pose "
+                             "images themselves) first")
+        items = files if isinstance(files, (list, tuple)) else [files]
+        paths = [Path(self._upload_path(f)) for f in items]
+        if len(paths) == 1:
+            return str(paths[0])
+        if not all(p.suffix.lower() in _IMAGE_EXT for p in paths):
+            raise InputError("several files can only be pose images (PNG/JPEG/WebP); upload one "
+                             "JSON or zip file instead")
+        folder = Path(tempfile.mkdtemp(prefix="unianimate-poses-"))
+        for i, p in enumerate(sorted(paths, key=lambda q: q.name)):
+            shutil.copyfile(p, folder / f"{i:06d}{p.suffix.lower()}")
+        return str(folder)
+
+    @staticmethod
+    def _interval(value: Any) -> int:
+        try:
+            n = int(value)
+        except (TypeError, ValueError):
+            raise InputError(f"frame interval must be a whole number, got {value!r}") from None
+        if n < 1:
+            raise InputError(f"frame interval must be 1 or more, got {n}")
+        return n
+
+    @staticmethod
+    def _time(value: Any) -> float | None:
+        """Trim time in seconds; empty or 0 means no trim."""
+        if value is None or value == "":
+            return None
+        try:
+            t = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"trim times are seconds, got {value!r}") from None
+        if not math.isfinite(t) or t < 0:
+            raise InputError(f"trim times must be 0 or more seconds, got {value!r}")
+        return t or None
+
+    @staticmethod
+    def _count(value: Any) -> int:
+        n = int(value)
+        if not 1 <= n <= SLOTS:
+            raise InputError(f"number of candidates must be 1..{SLOTS}, got {n}")
+        return n
+
+    def _settings(self, frames: Any, steps: Any, guidance: Any, noise: Any, seed: Any,
+                  candidates: Any) -> dict[str, Any]:
+        try:
+            out = {"frames_per_segment": int(frames), "steps": int(steps),
+                   "guidance": float(guidance), "noise_prior_t": int(noise),
+                   "base_seed": int(seed), "candidates": self._count(candidates)}
+        except (TypeError, ValueError) as err:
+            raise InputError(f"a generation setting is not a number ({err})") from None
+        return out
+
+    @staticmethod
+    def _progress_fn(progress: gr.Progress) -> Callable[[Any], None]:
+        """Service progress reports -> the Gradio progress bar (queue position, steps, ETA)."""
+        def report(p: Any) -> None:
+            if p.stage == "queued":
+                progress(0, desc=f"Waiting for the GPU: {p.queue_position} job(s) ahead")
+            elif p.total:
+                unit = "frames" if p.stage == "poses" else "steps"
+                progress((min(p.step, p.total), p.total), desc=f"{p.message}{_eta(p.eta_s)}",
+                         unit=unit)
+            else:
+                progress(None, desc=p.message or p.stage)
+        return report
+
+    @staticmethod
+    def _pose_message(info: Any) -> str:
+        parts = [f"**{info.count} poses** at {info.fps:g} fps"]
+        if info.source_name:
+            parts.append(f"from `{info.source_name}`")
+        if info.frame_interval > 1:
+            parts.append(f"every {info.frame_interval}th frame")
+        parts.append("aligned to the reference" if info.aligned else "not aligned")
+        if info.audio:
+            parts.append("with audio")
+        text = ", ".join(parts) + "."
+        if info.messages:
+            text += "\n\n" + "\n".join(f"- {m}" for m in info.messages[:8])
+        return text
+
+    @staticmethod
+    def _candidate_caption(c: Any) -> str:
+        m = c.measures or {}
+        if c.status != "done":
+            return f"**{c.id}** · seed {c.seed} · **{c.status}**" + (
+                f": {c.error}" if c.error else "")
+        bits = [f"**{c.id}** · seed {c.seed}", f"seam {_fmt(m.get('seam'))}",
+                f"stability {_fmt(m.get('stability'))}"]
+        if c.color_corrected:
+            bits.append("colour corrected")
+        if c.chosen:
+            bits.append("✅ chosen")
+        return " · ".join(bits)
+
+    @staticmethod
+    def _measure_row(c: Any) -> list[Any]:
+        m = c.measures or {}
+        return [c.id, c.seed, c.status, _fmt(m.get("seam")), _fmt(m.get("stability")),
+                _fmt(m.get("drift")), _fmt(m.get("score")),
+                _fmt((c.timings or {}).get("generate_s"), 1), "✅" if c.chosen else ""]
+
+    @staticmethod
+    def _segment_choices(tl: Any) -> list[tuple[str, str]]:
+        out = []
+        for s in sorted(tl.tree, key=lambda v: (v.depth, v.id)):
+            tags = []
+            if s.on_path:
+                tags.append("on path")
+            if s.branch_point:
+                tags.append(f"branch point ({len(s.children)})")
+            if s.parent:
+                tags.append(f"from {s.parent}/{s.parent_candidate}")
+            label = (f"{'· ' * s.depth}{s.id}: poses {s.start}–{s.end - 1}, "
+                     f"{len(s.candidates)} cand." + (f" [{', '.join(tags)}]" if tags else ""))
+            out.append((label, s.id))
+        return out
+
+    @staticmethod
+    def _timeline_markdown(tl: Any) -> str:
+        if not tl.tree:
+            return "_No segments yet._"
+        steps = []
+        for s in tl.path:
+            chosen = next((c for c in s.candidates if c.chosen), None)
+            mark = f"{chosen.id} (seed {chosen.seed})" if chosen else "not chosen yet"
+            fork = f" ⑂ {len(s.children)} branches" if s.branch_point else ""
+            steps.append(f"**{s.id}** [{s.start}–{s.end - 1}] {mark}{fork}")
+        text = " → ".join(steps)
+        others = len(tl.tree) - len(tl.path)
+        text += (f"\n\nChosen path: {tl.total_frames} frames of {tl.poses_total} poses"
+                 + (f" · {others} segment(s) on other branches" if others else ""))
+        if tl.can_continue and tl.next_range:
+            text += f" · Continue would cover poses {tl.next_range[0]}–{tl.next_range[1] - 1}"
+        return text
+
+    def _candidates_json(self, tl: Any, segment_id: str | None) -> list[dict[str, Any]]:
+        view = next((s for s in tl.tree if s.id == segment_id), None)
+        if view is None:
+            return []
+        return [{"id": c.id, "segment": c.segment, "seed": c.seed, "status": c.status,
+                 "chosen": c.chosen, "frames": c.num_frames, "measures": c.measures,
+                 "timings": c.timings, "error": c.error} for c in view.candidates]
+
+    def _project_dict(self, pid: str, owner: str | None) -> dict[str, Any]:
+        project = self.studio.get_project(pid, owner=owner)
+        data = {"id": project.id, "name": project.name, "width": project.width,
+                "height": project.height, "fit": project.reference.fit,
+                "poses": project.poses.count if project.poses else 0}
+        data["timeline"] = self.studio.timeline(pid, owner=owner).to_dict()
+        return data

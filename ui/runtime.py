@@ -1,0 +1,156 @@
+"""What the app runs on: the model choice (lazy pipeline + pose detector factories, status text),
+the studio service built on them, and the ZeroGPU decorator. No Gradio components here.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from unianimate.errors import UniAnimateError, WeightsMissingError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL_SOURCE = "camenduru/unianimate"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def gpu(fn: F | None = None, *, duration: int = 120) -> Any:
+    """``spaces.GPU(duration=...)`` when the ``spaces`` package imports (Hugging Face ZeroGPU),
+    otherwise the function unchanged. Usable as ``@gpu`` or ``@gpu(duration=300)``."""
+    def wrap(f: F) -> F:
+        try:
+            import spaces  # type: ignore[import-not-found]
+        except ImportError:
+            return f
+        try:
+            return spaces.GPU(duration=duration)(f)
+        except Exception as err:  # noqa: BLE001 - third-party decorator: never break the app
+            log.warning("spaces.GPU could not wrap %s (%s); running without it",
+                        getattr(f, "__name__", f), err)
+            return f
+    return wrap if fn is None else wrap(fn)
+
+
+class ModelManager:
+    """The model the app uses: ``"tiny"``, ``"real"`` (the released weights) or a repo/folder.
+
+    Builds nothing at construction; :meth:`pipeline_factory` and :meth:`detector_factory` are
+    handed to :class:`unianimate.studio.Studio`, which calls them on first use.
+    """
+
+    def __init__(self, model: str = "real", device: str = "auto", dtype: str = "auto") -> None:
+        model = str(model or "real").strip()
+        self.spec = model
+        self.is_tiny = model.lower() == "tiny"
+        self.source: str | None = None if self.is_tiny else (
+            DEFAULT_MODEL_SOURCE if model.lower() == "real" else model)
+        self.device = device
+        self.dtype = dtype
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+
+    # ---- factories handed to the studio ----------------------------------------------------
+    def pipeline_factory(self, report: Callable[[str], None] | None = None) -> Any:
+        """Build the pipeline (tiny random weights, or the released weights from ``source``)."""
+        from unianimate.pipeline import UniAnimatePipeline
+        try:
+            if self.is_tiny:
+                device = "cpu" if self.device == "auto" else self.device
+                log.warning("TINY pipeline with random weights: its output is noise, not animation")
+                pipe = UniAnimatePipeline.tiny(seed=0, device=device)
+            else:
+                if report is not None:
+                    report(f"loading the UniAnimate weights from {self.source} (downloading what "
+                           "is missing; several GB on first use)")
+                pipe = UniAnimatePipeline.from_pretrained(self.source, device=self.device,
+                                                          dtype=self.dtype)
+        except UniAnimateError as err:
+            self.last_error = str(err)
+            raise
+        self.last_error = None
+        return pipe
+
+    def detector_factory(self) -> Any:
+        """The DWPose detector. With the tiny model it is used only when its files are already
+        on this machine (no download); otherwise they are fetched like the other weights."""
+        from unianimate import hub
+        from unianimate.pose import DWPoseDetector
+        local_only = True if self.is_tiny else None
+        source = None if self.is_tiny else self.source
+        det = hub.resolve_file("dwpose_det", source, local_files_only=local_only)
+        pose = hub.resolve_file("dwpose_pose", source, local_files_only=local_only)
+        return DWPoseDetector.from_files(det, pose)
+
+    # ---- status ----------------------------------------------------------------------------
+    def missing(self) -> list[Any]:
+        """Weights files not on this machine (never touches the network)."""
+        if self.is_tiny:
+            return []
+        from unianimate import hub
+        try:
+            return hub.missing_files(self.source)
+        except (UniAnimateError, OSError, ValueError) as err:
+            log.warning("cannot check the weights files: %s", err)
+            return []
+
+    def status_markdown(self, loaded: dict[str, Any] | None = None) -> str:
+        """A human summary: which model, whether it is loaded, what is missing and how to get it."""
+        loaded = loaded or {}
+        if self.is_tiny:
+            state = "loaded" if loaded.get("loaded") else "builds in a second on first use"
+            return ("**Model: tiny random-weight pipeline** (`--model tiny`, " + state + "). "
+                    "It exercises the whole studio, but its output is noise, not animation. "
+                    "Start `python app.py` for the released UniAnimate weights.")
+        lines = [f"**Model: UniAnimate** from `{self.source}`"]
+        if loaded.get("loaded"):
+            lines[0] += f" — loaded ({loaded.get('model_name')})."
+            return "\n\n".join(lines)
+        missing = self.missing()
+        from unianimate import hub
+        if not missing:
+            lines[0] += " — all files are on this machine; they load on the first generation " \
+                        "(or press *Load model*)."
+        else:
+            how = ("downloads are off (`HF_HUB_OFFLINE`), so put them in place by hand"
+                   if hub.offline() else
+                   "they are downloaded into the Hugging Face cache on first use (or press "
+                   "*Load model*); without network access get them by hand")
+            lines[0] += f" — {len(missing)} file(s) are not on this machine yet; {how}:"
+            for f in missing:
+                lines.append(f"- `{f.filename}` ({f.description}, {f.size}) from `{f.repo_id}`: "
+                             f"`{f.command()}`")
+            lines.append("Or pass a folder holding them: `python app.py --model /path/to/folder`. "
+                         "To try the studio without weights: `python app.py --model tiny`.")
+        if self.last_error:
+            lines.append(f"Last attempt failed: {self.last_error}")
+        return "\n".join(lines)
+
+    def status_text(self) -> str:
+        """One-line status for the log."""
+        if self.is_tiny:
+            return "tiny random-weight pipeline (output is noise)"
+        missing = self.missing()
+        return (f"UniAnimate from {self.source}; " +
+                (f"missing {', '.join(f.filename for f in missing)}" if missing else
+                 "all files present"))
+
+
+def build_studio(projects_dir: str | os.PathLike, models: ModelManager) -> Any:
+    """The app service on ``projects_dir`` with the model manager's lazy factories."""
+    from unianimate.studio import Studio
+    return Studio(Path(projects_dir), pipeline_factory=models.pipeline_factory,
+                  detector_factory=models.detector_factory)
+
+
+def describe_error(err: BaseException) -> str:
+    """The message shown to the user for a service error."""
+    if isinstance(err, WeightsMissingError):
+        return f"Weights missing: {err}"
+    return str(err) or type(err).__name__
+
+
+__all__ = ["DEFAULT_MODEL_SOURCE", "ModelManager", "build_studio", "gpu", "describe_error"]
