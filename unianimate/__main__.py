@@ -93,11 +93,18 @@ def _factories(args: argparse.Namespace) -> tuple[Any, Any]:
             report(f"loading weights from {args.model}")
         return UniAnimatePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
 
+    # A pose file needs the detector only for the reference's pose (alignment): use the DWPose
+    # files when they are already here, never wait on a download for that.
+    driving = Path(args.driving)
+    is_pose_file = driving.is_dir() or driving.suffix.lower() in (".json", ".zip")
+
     def detector_factory() -> Any:
+        from unianimate.hub import resolve_file
         from unianimate.pose import DWPoseDetector
-        if args.dwpose:
-            return DWPoseDetector.from_pretrained(args.dwpose)
-        return DWPoseDetector.from_pretrained()
+        local_only = True if is_pose_file else None
+        det = resolve_file("dwpose_det", args.dwpose, local_files_only=local_only)
+        pose = resolve_file("dwpose_pose", args.dwpose, local_files_only=local_only)
+        return DWPoseDetector.from_files(det, pose)
 
     return pipeline_factory, detector_factory
 

@@ -499,6 +499,8 @@ class Studio:
             fps = float(getattr(driving, "fps", 0) or 0)
             if not fps > 0:
                 raise InputError("the driving input has no usable frame rate")
+            if getattr(driving, "kind", None) == "keypoints":
+                frame_interval = 1          # a pose JSON is used as saved (its own fps)
             info = PoseInfo(count=count, fps=fps, images="poses/images",
                             frame_interval=int(frame_interval), start=start, end=end,
                             source_fps=fps * int(frame_interval),
@@ -1207,6 +1209,8 @@ def _detect(detector: Any, image: np.ndarray) -> Any:
         fn = getattr(detector, name, None)
         if fn is not None:
             pose = fn(image)
+            if hasattr(pose, "pose") and not hasattr(pose, "body"):   # DWPose DetectionResult
+                pose = pose.pose
             if isinstance(pose, (list, tuple)):
                 pose = pose[0] if pose else None
             if pose is not None and hasattr(pose, "is_empty") and pose.is_empty():
