@@ -117,3 +117,9 @@ def test_extract_trim_one_frame_and_no_person(tmp_path, detector) -> None:
     assert all(p.is_empty() for p in res.sequence) and any("no person was found in any frame" in m for m in res.messages)
     with pytest.raises(InputError, match="detector"):
         extract_poses(one, None)
+
+
+def test_from_pretrained_resolves_through_the_hub_module(models) -> None:
+    pytest.importorskip("unianimate.hub")
+    det = DWPoseDetector.from_pretrained(models[0].parent, providers=["CPUExecutionProvider"])
+    assert det(person_frames(1, 640, 640)[0]).person_count == 2

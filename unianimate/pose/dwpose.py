@@ -98,20 +98,30 @@ def letterbox(img: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float
     return np.ascontiguousarray(padded.transpose(2, 0, 1), dtype=np.float32), r
 
 
+_GRID_CACHE: dict[tuple[int, int, tuple[int, ...]], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _grids(size: tuple[int, int], strides: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    key = (size[0], size[1], strides)
+    if key not in _GRID_CACHE:
+        grids, expanded = [], []
+        for s in strides:
+            gh, gw = size[0] // s, size[1] // s
+            xv, yv = np.meshgrid(np.arange(gw), np.arange(gh))
+            grids.append(np.stack((xv, yv), 2).reshape(-1, 2))      # (gh*gw, 2)
+            expanded.append(np.full((gh * gw, 1), s))
+        _GRID_CACHE[key] = (np.concatenate(grids), np.concatenate(expanded))  # (N, 2), (N, 1)
+    return _GRID_CACHE[key]
+
+
 def decode_yolox(pred: np.ndarray, size: tuple[int, int], strides: Sequence[int] = (8, 16, 32)) -> np.ndarray:
-    """YOLOX raw output (N, 5 + C) for a (h, w) input -> same array with centre/size in pixels."""
-    grids, expanded = [], []
-    for s in strides:
-        gh, gw = size[0] // s, size[1] // s
-        xv, yv = np.meshgrid(np.arange(gw), np.arange(gh))
-        grids.append(np.stack((xv, yv), 2).reshape(-1, 2))      # (gh*gw, 2)
-        expanded.append(np.full((gh * gw, 1), s))
-    grid = np.concatenate(grids)                                  # (N, 2)
-    stride = np.concatenate(expanded)                             # (N, 1)
+    """YOLOX raw output (N, 5 + C) for a (h, w) input -> (N, 6): centre/size in pixels, objectness,
+    person (class 0) score; the other classes are not needed (NMS is per class)."""
+    grid, stride = _grids(size, tuple(strides))
     if grid.shape[0] != pred.shape[0]:
         raise InputError(f"the detector produced {pred.shape[0]} anchors, expected {grid.shape[0]} "
                          f"for a {size[1]}x{size[0]} input; is this the YOLOX-L DWPose detector?")
-    out = pred.astype(np.float64).copy()
+    out = pred[:, :6].astype(np.float64)
     out[:, :2] = (out[:, :2] + grid) * stride
     out[:, 2:4] = np.exp(out[:, 2:4]) * stride
     return out
@@ -139,16 +149,16 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 def postprocess_detections(pred: np.ndarray, size: tuple[int, int], ratio: float,
                            cfg: DWPoseConfig) -> tuple[np.ndarray, np.ndarray]:
     """Raw (N, 85) -> person boxes (K, 4) in image pixels and their scores (K,), best first."""
-    p = decode_yolox(pred, size)
+    p = decode_yolox(pred, size)                                  # (N, 6)
     boxes = np.empty((len(p), 4))
     boxes[:, 0] = p[:, 0] - p[:, 2] / 2.0
     boxes[:, 1] = p[:, 1] - p[:, 3] / 2.0
     boxes[:, 2] = p[:, 0] + p[:, 2] / 2.0
     boxes[:, 3] = p[:, 1] + p[:, 3] / 2.0
     boxes /= ratio
-    scores = p[:, 4:5] * p[:, 5:]                                 # (N, C)
-    # class-aware NMS; only class 0 (person) is kept afterwards, and NMS is per class
-    person = scores[:, 0]
+    # the reference runs class-aware NMS on all classes and then keeps class 0; NMS being per
+    # class, that equals NMS on the person scores alone
+    person = p[:, 4] * p[:, 5]                                    # (N,) objectness x class 0
     mask = person > cfg.det_pre_score
     if not mask.any():
         return np.zeros((0, 4)), np.zeros(0)
@@ -307,8 +317,8 @@ class DWPoseDetector:
         scale = fix_aspect(scale, w / h)
         mat = warp_matrix(center, scale, w, h)
         crop = cv2.warpAffine(bgr, mat, (w, h), flags=cv2.INTER_LINEAR)
-        crop = ((crop - MEAN) / STD).astype(np.float32)
-        feed = np.ascontiguousarray(crop.transpose(2, 0, 1))[None]        # (1, 3, h, w)
+        chw = crop.transpose(2, 0, 1).astype(np.float64)                   # (3, h, w)
+        feed = ((chw - MEAN[:, None, None]) / STD[:, None, None]).astype(np.float32)[None]  # (1, 3, h, w)
         simcc_x, simcc_y = self.pose.run(None, {self._pose_input.name: feed})[:2]
         locs, vals = decode_simcc(simcc_x[0], simcc_y[0], self.config.simcc_split_ratio)
         kpts = locs / np.array([w, h]) * scale + center - scale / 2

@@ -99,8 +99,10 @@ def extract_poses(video_path: str | os.PathLike, detector: Detector, frame_inter
     messages += reader.warnings
     several = [i for i, c in enumerate(counts) if c > 1]
     if several:
+        policy = getattr(getattr(detector, "config", None), "select", "largest_central")
+        chosen = "the highest-scoring person" if policy == "first" else "the largest, most central person"
         messages.append(f"several people found in {len(several)} frame(s) (up to {max(counts)}); "
-                        f"the largest, most central person was used")
+                        f"{chosen} was used in each")
     filled: list[int] = []
     if missing:
         if len(missing) == len(poses):
