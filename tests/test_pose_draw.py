@@ -96,3 +96,12 @@ def test_bad_sizes_and_overlay() -> None:
     assert image[0, 0].tolist() == [100, 100, 100]
     with pytest.raises(InputError):
         draw_overlay(synthetic_pose(), image.astype(np.float32))
+
+
+def test_far_points_do_not_crash() -> None:
+    body = synthetic_pose().body.copy()
+    body[4] = (1e9, -1e9)
+    hands = synthetic_pose().hands.copy()
+    hands[1] = 5e8
+    img = draw_pose(synthetic_pose().replace(body=body, hands=hands), 768, 512)
+    assert img.any()

@@ -67,3 +67,12 @@ def test_fill_gaps_linear_and_hold() -> None:
     assert short[2].is_empty() and short[3].is_empty()
     with pytest.raises(InputError):
         fill_gaps(poses, method="cubic")
+
+
+def test_smooth_sequence_uses_its_fps() -> None:
+    from unianimate.pose import PoseSequence
+    from unianimate.pose.smooth import smooth_sequence
+    _, noisy = _noisy_track(12)
+    seq = PoseSequence(noisy, fps=8.0, width=512, height=768)
+    out = smooth_sequence(seq, min_cutoff=0.5)
+    assert len(out) == 12 and out.fps == 8.0 and not out[5].allclose(seq[5])

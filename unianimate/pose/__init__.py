@@ -16,7 +16,7 @@ from unianimate.pose.types import BODY_NAMES, MISSING, Pose, PoseSequence
 
 _LAZY = {
     "OneEuroConfig": "unianimate.pose.smooth", "smooth_poses": "unianimate.pose.smooth",
-    "fill_gaps": "unianimate.pose.smooth",
+    "fill_gaps": "unianimate.pose.smooth", "smooth_sequence": "unianimate.pose.smooth",
     "DWPoseConfig": "unianimate.pose.dwpose", "DWPoseDetector": "unianimate.pose.dwpose",
     "DetectionResult": "unianimate.pose.dwpose",
     "ExtractionResult": "unianimate.pose.extract", "extract_poses": "unianimate.pose.extract",

@@ -257,6 +257,10 @@ def align_poses_report(reference: Pose, driving: Sequence[Pose], *, from_frame: 
         messages.append("warning: a negative global ratio (the driving person faces the other way "
                         "than the reference?) mirrors the poses, as the reference method does")
     messages += skipped + fallbacks
+    extreme = {k: r for k, r in bone_ratios.items() if not 0.2 <= r <= 5.0}
+    if extreme:
+        messages.append("warning: extreme bone ratios (check the detections of the reference and of "
+                        "the driving frame): " + ", ".join(f"{k} {r:.2f}" for k, r in extreme.items()))
     for name, count in frames_skipping.items():
         messages.append(f"{name}: not moved in {count} frame(s) where its points are missing")
     report = AlignmentReport(

@@ -11,7 +11,8 @@ Drawn pose images carry no keypoints, so they cannot be aligned to the reference
 says so in ``messages``. ``frame_interval`` applies to every source with frames (videos, folders,
 zips); a JSON sequence is used as saved.
 
-Zips are read in memory, never extracted: members with absolute paths or ``..`` parts, members that
+Folders: the images directly inside (.png .jpg .jpeg .bmp .webp), natural order; other files are
+ignored. Zips are read in memory, never extracted: members with absolute paths or ``..`` parts, members that
 are not images, too many members, and oversized or over-compressed members are refused. macOS
 ``__MACOSX/`` entries and folders are ignored.
 """

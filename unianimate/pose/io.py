@@ -160,7 +160,7 @@ def sequence_from_dict(data: Any) -> PoseSequence:
 
 def dumps(seq: PoseSequence) -> str:
     """The sequence as a JSON string."""
-    return json.dumps(sequence_to_dict(seq), allow_nan=False)
+    return json.dumps(sequence_to_dict(seq), allow_nan=False, default=str)
 
 
 def loads(text: str | bytes) -> PoseSequence:

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from unianimate.errors import InputError
-from unianimate.pose.types import MISSING, Pose, stack_poses, unstack_poses
+from unianimate.pose.types import MISSING, Pose, PoseSequence, stack_poses, unstack_poses
 
 PARTS = ("body", "hands", "face")
 _SCORES = {"body": "body_scores", "hands": "hand_scores", "face": "face_scores"}
@@ -86,6 +86,13 @@ def smooth_poses(poses: Sequence[Pose], config: OneEuroConfig = OneEuroConfig(),
             flat[..., axis] = one_euro(flat[..., axis], valid, config)
         arrays[part] = flat.reshape(pts.shape)
     return unstack_poses(arrays)
+
+
+def smooth_sequence(seq: PoseSequence, min_cutoff: float = 1.0, beta: float = 0.0,
+                    d_cutoff: float = 1.0) -> PoseSequence:
+    """One-Euro smoothing of a whole sequence at its own fps."""
+    cfg = OneEuroConfig(min_cutoff=min_cutoff, beta=beta, d_cutoff=d_cutoff, fps=seq.fps)
+    return seq.with_poses(smooth_poses(seq.poses, cfg))
 
 
 def fill_gaps(poses: Sequence[Pose], max_gap: int = 3, method: str = "linear",
