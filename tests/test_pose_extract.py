@@ -123,3 +123,21 @@ def test_from_pretrained_resolves_through_the_hub_module(models) -> None:
     pytest.importorskip("unianimate.hub")
     det = DWPoseDetector.from_pretrained(models[0].parent, providers=["CPUExecutionProvider"])
     assert det(person_frames(1, 640, 640)[0]).person_count == 2
+
+
+def test_extract_rotated_and_variable_frame_rate(tmp_path, detector) -> None:
+    import subprocess
+
+    import imageio_ffmpeg
+    video = write_video(tmp_path / "upright.mp4", person_frames(8, 160, 240), fps=16)
+    rotated = tmp_path / "rotated.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-display_rotation", "270", "-i",
+                    str(video), "-c", "copy", str(rotated)], check=True)
+    res = extract_poses(rotated, detector, frame_interval=2)
+    assert (res.sequence.width, res.sequence.height) == (240, 160) and len(res.sequence) == 4
+    assert any("rotated by 270" in m for m in res.messages)
+    times = [0.0, 0.04, 0.3, 0.32, 0.34, 0.6, 0.7, 1.0]
+    vfr = write_video(tmp_path / "vfr.mp4", person_frames(8, 160, 240), pts_seconds=times)
+    res = extract_poses(vfr, detector, frame_interval=1)
+    assert any("variable frame rate" in m for m in res.messages)
+    assert len(res.sequence) >= 7 and all(not p.is_empty() for p in res.sequence)
