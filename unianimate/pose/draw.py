@@ -99,6 +99,8 @@ def draw_body_bgr(canvas: np.ndarray, body: np.ndarray, reverse: bool = False) -
     fW, fH = float(W), float(H)
     present = ((body[:, 0] != MISSING) & (body[:, 1] != MISSING)
                & (np.abs(body) <= FAR_LIMIT).all(axis=1))
+    lo = [W, H]   # bounding box of everything drawn so far: only it needs the dimming
+    hi = [-1, -1]
     for i, (a, b) in enumerate(LIMBS):
         if not (present[a] and present[b]):
             continue
@@ -110,7 +112,15 @@ def draw_body_bgr(canvas: np.ndarray, body: np.ndarray, reverse: bool = False) -
         angle = math.degrees(math.atan2(X0 - X1, Y0 - Y1))
         polygon = cv2.ellipse2Poly((int(mY), int(mX)), (int(length / 2), STICK_WIDTH), int(angle), 0, 360, 1)
         cv2.fillConvexPoly(canvas, polygon, colors[i])
-    canvas = cv2.LUT(canvas, _DIM_LUT)  # == (canvas * 0.6).astype(np.uint8)
+        pmin, pmax = polygon.min(axis=0), polygon.max(axis=0)
+        lo = [min(lo[0], int(pmin[0])), min(lo[1], int(pmin[1]))]
+        hi = [max(hi[0], int(pmax[0])), max(hi[1], int(pmax[1]))]
+    # == (canvas * 0.6).astype(np.uint8) on the whole canvas: outside the box every pixel is 0
+    x0, y0 = max(lo[0] - 1, 0), max(lo[1] - 1, 0)
+    x1, y1 = min(hi[0] + 2, W), min(hi[1] + 2, H)
+    if x1 > x0 and y1 > y0:
+        roi = canvas[y0:y1, x0:x1]
+        canvas[y0:y1, x0:x1] = cv2.LUT(roi, _DIM_LUT)
     for i in range(len(body)):
         if not present[i]:
             continue
