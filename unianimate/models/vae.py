@@ -161,7 +161,9 @@ class LatentVAE:
         self.dtype = dtype
         self.scale = float(scale)
         self.decode_chunk = int(decode_chunk)
-        self.model.to(self.device, self.dtype)
+        self.model.to(self.device)
+        if next(self.model.parameters()).dtype != dtype:  # diffusers logs on every dtype cast
+            self.model.to(dtype)
 
     @classmethod
     def from_diffusers_folder(cls, folder: str | os.PathLike, **kwargs: Any) -> "LatentVAE":
