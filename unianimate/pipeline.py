@@ -356,6 +356,11 @@ class UniAnimatePipeline:
             raise InputError(f"noise_prior_t must be in 0..999 (or None), got {noise_prior_t}")
         return ref, pose_arr, rpose, first
 
+    @staticmethod
+    def _check_output_type(output_type: str) -> None:
+        if output_type not in ("uint8", "latent"):
+            raise InputError(f"output_type must be 'uint8' or 'latent', got {output_type!r}")
+
     @torch.no_grad()
     def encode_reference(self, reference_image: ImageLike, seed: int) -> torch.Tensor:
         """Scaled VAE latent (1,4,h,w) of the reference, posterior noise from ``derive_seed(seed)``."""
@@ -465,18 +470,21 @@ class UniAnimatePipeline:
                          guidance_scale: float = 2.5, noise_prior_t: int | None = 949,
                          latents: torch.Tensor | None = None, callback: Callback | None = None,
                          should_cancel: Callable[[], bool] | None = None, *,
-                         batch_guidance: bool | None = None, decode_chunk: int | None = None) -> np.ndarray:
+                         batch_guidance: bool | None = None, decode_chunk: int | None = None,
+                         output_type: str = "uint8") -> np.ndarray | torch.Tensor:
         """Animate ``reference_image`` along ``poses`` -> uint8 (F,H,W,3).
 
         All images are PIL or uint8 (H,W,3) at the same size (multiples of 64). Reference mode when
         ``first_frame`` is None; first-frame mode otherwise (conditions: module docstring).
         ``callback(step, total, preview)`` after each step (preview: uint8 (F,h,w,3) latent-space
         approximation of the predicted clean video); ``should_cancel()`` is polled between steps
-        and raises ``GenerationCancelled``.
+        and raises ``GenerationCancelled``. ``output_type="latent"`` returns the final scaled
+        latents (1,4,F,h,w) float32 instead of decoding them.
         """
         ref, pose_arr, rpose, first = self._validate(reference_image, poses, ref_pose, first_frame,
                                                      num_frames, num_inference_steps, guidance_scale,
                                                      noise_prior_t)
+        self._check_output_type(output_type)
         seed = _seed_int(seed)
         f = len(pose_arr)
         ref_latent = self.encode_reference(ref, seed)  # (1,4,h,w)
@@ -487,7 +495,7 @@ class UniAnimatePipeline:
             x = self._check_latents(latents, (1, ref_latent.shape[1], f, *ref_latent.shape[2:]))
         bg = self.batch_guidance if batch_guidance is None else bool(batch_guidance)
         x = self._sample(x, cond, num_inference_steps, guidance_scale, bg, callback, should_cancel)
-        return self.decode(x, decode_chunk)
+        return x if output_type == "latent" else self.decode(x, decode_chunk)
 
     @torch.no_grad()
     def generate_long(self, reference_image: ImageLike, poses: Sequence[ImageLike] | np.ndarray,
@@ -496,7 +504,8 @@ class UniAnimatePipeline:
                       noise_prior_t: int | None = 939, window: int = 32, overlap: int = 8,
                       latents: torch.Tensor | None = None, callback: Callback | None = None,
                       should_cancel: Callable[[], bool] | None = None, *,
-                      batch_guidance: bool | None = None, decode_chunk: int | None = None) -> np.ndarray:
+                      batch_guidance: bool | None = None, decode_chunk: int | None = None,
+                      output_type: str = "uint8") -> np.ndarray | torch.Tensor:
         """The reference's sliding-window long video -> uint8 (F,H,W,3) for any number of poses.
 
         At every step the UNet runs on each ``window``-frame window (see :func:`sliding_windows`);
@@ -507,6 +516,7 @@ class UniAnimatePipeline:
         """
         ref, pose_arr, rpose, first = self._validate(reference_image, poses, ref_pose, first_frame, None,
                                                      num_inference_steps, guidance_scale, noise_prior_t)
+        self._check_output_type(output_type)
         seed = _seed_int(seed)
         f = len(pose_arr)
         windows = sliding_windows(f, int(window), int(overlap))
@@ -518,7 +528,7 @@ class UniAnimatePipeline:
             x = self._check_latents(latents, (1, ref_latent.shape[1], f, *ref_latent.shape[2:]))
         bg = self.batch_guidance if batch_guidance is None else bool(batch_guidance)
         x = self._sample(x, cond, num_inference_steps, guidance_scale, bg, callback, should_cancel, windows)
-        return self.decode(x, decode_chunk)
+        return x if output_type == "latent" else self.decode(x, decode_chunk)
 
     def __repr__(self) -> str:
         return (f"UniAnimatePipeline(model_name={self.model_name!r}, device={self.device}, dtype={self.dtype}, "
