@@ -61,11 +61,11 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                     "frame, re-roll any segment, export one video.")
         with gr.Row(equal_height=True):
             with gr.Column(scale=5):
-                model_md = gr.Markdown(elem_id="model-status")
+                model_md = gr.Markdown(label="model status", elem_id="model-status")
             with gr.Column(scale=1, min_width=160):
                 load_btn = gr.Button("Load model", elem_id="load-model")
                 status_btn = gr.Button("Refresh status", size="sm", elem_id="model-refresh")
-        status = gr.Markdown("", elem_id="status")
+        status = gr.Markdown("", label="status", elem_id="status")
         with gr.Row(equal_height=True):
             project = gr.Dropdown(label="Project", choices=[], value=None,
                                   allow_custom_value=True, scale=4, elem_id="project")
@@ -128,7 +128,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                     height=300, elem_id="pose-overlay")
             pose_video = gr.Video(label="Driving skeleton", interactive=False, height=300,
                                   autoplay=True, loop=True, elem_id="pose-video")
-        pose_info = gr.Markdown(elem_id="pose-info")
+        pose_info = gr.Markdown(label="pose info", elem_id="pose-info")
 
         # ---- 2: the studio --------------------------------------------------------------
         gr.Markdown("## 2 · Studio: candidates, choose, continue, re-roll")
@@ -157,6 +157,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                                 autoplay=True, loop=True, height=320,
                                                 visible=i == 0, elem_id=f"slot{i}-video"))
                     slot_infos.append(gr.Markdown("No candidates yet.", visible=i == 0,
+                                                  label=f"candidate {i} info",
                                                   elem_id=f"slot{i}-info",
                                                   elem_classes=["cand-info"]))
         measures = gr.Dataframe(headers=MEASURE_HEADERS, value=[], interactive=False,
@@ -164,12 +165,13 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                       "stability: frame-to-frame change; lower is smoother)",
                                 elem_id="measures")
         with gr.Row(equal_height=True):
-            candidate = gr.Radio(label="Candidate", choices=[], scale=3, elem_id="candidate")
+            candidate = gr.Dropdown(label="Candidate to choose", choices=[], value=None,
+                                    allow_custom_value=True, scale=3, elem_id="candidate")
             choose_btn = gr.Button("Choose", variant="primary", scale=1, elem_id="choose")
             continue_btn = gr.Button("Continue from its last frame", scale=1,
                                      elem_id="continue")
         gr.Markdown("### Timeline of the chosen path")
-        timeline_md = gr.Markdown(elem_id="timeline")
+        timeline_md = gr.Markdown(label="timeline", elem_id="timeline")
         path_gallery = gr.Gallery(label="Chosen path (last frame of each segment)", columns=8,
                                   height=200, allow_preview=True, elem_id="path-gallery")
         branch_btn = gr.Button("Make the selected segment's branch the chosen path",

@@ -127,6 +127,9 @@ class StudioHandlers:
         self.studio = studio
         self.models = models
         self.isolate = isolate_sessions
+        #: settings given to every new project (the tiny CPU model gets short, cheap segments)
+        self.new_project_settings: dict[str, Any] = (
+            {"frames_per_segment": 8, "steps": 4} if models.is_tiny else {})
 
     # ---- sessions ----------------------------------------------------------------------
     def owner_of(self, token: str | None, request: gr.Request | None = None) -> str | None:
@@ -187,7 +190,7 @@ class StudioHandlers:
     @user_errors
     def create_project(self, token: str | None, reference: str | None, resolution: str,
                        width: float | None, height: float | None, fit: str, name: str | None,
-                       request: gr.Request = None) -> tuple[dict[str, Any], str, dict[str, Any]]:
+                       request: gr.Request = None) -> tuple[str, str, dict[str, Any]]:
         """New project from the reference image, size preset (or custom) and fit mode."""
         owner = self.owner_of(token, request)
         if not reference:
@@ -196,9 +199,10 @@ class StudioHandlers:
         project = self.studio.create_project(self._upload_path(reference), width=w, height=h,
                                              fit=fit, name=(name or "").strip() or None,
                                              owner=owner)
+        if self.new_project_settings:
+            self.studio.set_settings(project.id, owner=owner, **self.new_project_settings)
         msg = f"Project **{project.name}** created ({w}x{h}, {fit}). Next: load the driving poses."
-        return (gr.update(choices=self._project_choices(owner), value=project.id), msg,
-                self._project_dict(project.id, owner))
+        return project.id, msg, self._project_dict(project.id, owner)
 
     @user_errors
     def set_reference(self, token: str | None, project_id: str | None, reference: str | None,
@@ -269,7 +273,7 @@ class StudioHandlers:
                             guidance: float, noise_prior: float, base_seed: float,
                             candidates: float, request: gr.Request = None,
                             progress: gr.Progress = gr.Progress(track_tqdm=True)
-                            ) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+                            ) -> tuple[str | None, str, list[dict[str, Any]]]:
         """Apply the settings, then generate candidates of a segment (default: the active one;
         the first segment when there is none) and show them side by side."""
         owner = self.owner_of(token, request)
@@ -283,7 +287,7 @@ class StudioHandlers:
     def reroll(self, token: str | None, project_id: str | None, segment_id: str | None,
                candidates: float, request: gr.Request = None,
                progress: gr.Progress = gr.Progress(track_tqdm=True)
-               ) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+               ) -> tuple[str | None, str, list[dict[str, Any]]]:
         """New candidates (fresh seeds) for any segment; older candidates and branches stay."""
         owner = self.owner_of(token, request)
         pid = self._pid(project_id)
@@ -293,7 +297,7 @@ class StudioHandlers:
         return self._generate(pid, seg, self._count(candidates), owner, progress)
 
     def _generate(self, pid: str, segment_id: str | None, n: int | None, owner: str | None,
-                  progress: gr.Progress) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+                  progress: gr.Progress) -> tuple[str | None, str, list[dict[str, Any]]]:
         progress(0, desc="Queued for the GPU")
         try:
             made = _on_gpu(self.studio.generate_candidates if n is None else self.studio.reroll,
@@ -305,8 +309,7 @@ class StudioHandlers:
             message = "Generation cancelled; finished candidates are kept."
         tl = self.studio.timeline(pid, owner=owner)
         seg = segment_id or tl.active_leaf
-        return (gr.update(choices=self._segment_choices(tl), value=seg), message,
-                self._candidates_json(tl, seg))
+        return seg, message, self._candidates_json(tl, seg)
 
     @user_errors
     def cancel(self, token: str | None, project_id: str | None,
@@ -339,7 +342,7 @@ class StudioHandlers:
     @user_errors
     def continue_segment(self, token: str | None, project_id: str | None,
                          request: gr.Request = None
-                         ) -> tuple[dict[str, Any], str, dict[str, Any]]:
+                         ) -> tuple[str, str, dict[str, Any]]:
         """Start the next segment from the chosen candidate's last frame."""
         owner = self.owner_of(token, request)
         pid = self._pid(project_id)
@@ -347,19 +350,19 @@ class StudioHandlers:
         tl = self.studio.timeline(pid, owner=owner)
         msg = (f"Segment {seg.id} (poses {seg.start}–{seg.end - 1}) continues from the chosen "
                "last frame. Generate its candidates.")
-        return gr.update(choices=self._segment_choices(tl), value=seg.id), msg, tl.to_dict()
+        return seg.id, msg, tl.to_dict()
 
     @user_errors
     def select_branch(self, token: str | None, project_id: str | None, segment_id: str | None,
                       request: gr.Request = None
-                      ) -> tuple[dict[str, Any], str, dict[str, Any]]:
+                      ) -> tuple[str, str, dict[str, Any]]:
         """Make the branch through a segment the chosen path (other branches stay)."""
         owner = self.owner_of(token, request)
         pid = self._pid(project_id)
         if not segment_id:
             raise InputError("pick a segment of the branch to select")
         tl = self.studio.select_branch(pid, str(segment_id), owner=owner)
-        return (gr.update(choices=self._segment_choices(tl), value=str(segment_id)),
+        return (str(segment_id),
                 f"The chosen path now goes through segment {segment_id} "
                 f"({len(tl.path)} segment(s), {tl.total_frames} frames).", tl.to_dict())
 

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_SOURCE = "camenduru/unianimate"
 F = TypeVar("F", bound=Callable[..., Any])
+_TINY_CACHE: dict[str, Any] = {}
+_TINY_LOCK = threading.Lock()
 
 
 def gpu(fn: F | None = None, *, duration: int = 120) -> Any:
@@ -60,14 +62,22 @@ class ModelManager:
         try:
             if self.is_tiny:
                 device = "cpu" if self.device == "auto" else self.device
-                log.warning("TINY pipeline with random weights: its output is noise, not animation")
-                pipe = UniAnimatePipeline.tiny(seed=0, device=device)
+                with _TINY_LOCK:      # one tiny pipeline per process and device (it is stateless)
+                    pipe = _TINY_CACHE.get(device)
+                    if pipe is None:
+                        log.warning("TINY pipeline with random weights: its output is noise")
+                        pipe = _TINY_CACHE[device] = UniAnimatePipeline.tiny(seed=0, device=device)
             else:
                 if report is not None:
                     report(f"loading the UniAnimate weights from {self.source} (downloading what "
                            "is missing; several GB on first use)")
+
+                def stage(message: str, fraction: float) -> None:
+                    if report is not None:
+                        report(f"{message} ({fraction:.0%})")
+
                 pipe = UniAnimatePipeline.from_pretrained(self.source, device=self.device,
-                                                          dtype=self.dtype)
+                                                          dtype=self.dtype, progress=stage)
         except UniAnimateError as err:
             self.last_error = str(err)
             raise
