@@ -89,9 +89,12 @@ def _factories(args: argparse.Namespace) -> tuple[Any, Any]:
                         "for real results pass --model with the released weights")
             return UniAnimatePipeline.tiny(seed=0, device="cpu" if args.device == "auto"
                                            else args.device)
-        if report is not None:
-            report(f"loading weights from {args.model}")
-        return UniAnimatePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+        def on_load(message: str, fraction: float) -> None:
+            if report is not None:
+                report(f"{message} ({fraction:.0%})")
+
+        return UniAnimatePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+                                                  progress=on_load)
 
     # A pose file needs the detector only for the reference's pose (alignment): use the DWPose
     # files when they are already here, never wait on a download for that.

@@ -12,8 +12,8 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 from unianimate.errors import GenerationCancelled
 
@@ -37,6 +37,7 @@ class Progress:
     candidates: int = 0
     queue_position: int = 0       # 0 = running now; n = n jobs ahead
     message: str = ""
+    preview: Any = field(default=None, repr=False, compare=False)  # uint8 (F,h,w,3) rough preview
 
     @property
     def fraction(self) -> float:

@@ -762,16 +762,14 @@ class Studio:
                 for job in p.jobs:
                     if job.id == job_id:
                         job.candidates.append(cand.id)
-            base = i * settings.steps
-            ticks: list[float] = []
-
-            def callback(step: int, total: int, preview: Any = None, _base: int = base,
-                         _i: int = i) -> None:
-                ticks.append(time.monotonic())
-                eta = clock.tick(_base + step)
-                report(progress, Progress("generating", step=_base + step,
-                                          total=count * settings.steps, eta_s=eta,
-                                          candidate=_i + 1, candidates=count,
+            def callback(step: int, total: int, preview: Any = None, _i: int = i) -> None:
+                # ``total`` is the pipeline's count of denoising calls for one candidate
+                clock.total = max(1, count * int(total))
+                done_steps = _i * int(total) + int(step)
+                eta = clock.tick(done_steps)
+                report(progress, Progress("generating", step=done_steps, total=clock.total,
+                                          eta_s=eta, candidate=_i + 1, candidates=count,
+                                          preview=preview,
                                           message=f"candidate {_i + 1}/{count}: step {step}/{total}"))
 
             t0 = time.monotonic()
@@ -787,9 +785,9 @@ class Studio:
                                        error=_describe(err))
                 raise
             gen_s = time.monotonic() - t0
-            report(progress, Progress("saving", step=base + settings.steps,
-                                      total=count * settings.steps, candidate=i + 1,
-                                      candidates=count, message="saving frames"))
+            report(progress, Progress("saving", step=clock.done, total=clock.total,
+                                      candidate=i + 1, candidates=count,
+                                      message=f"candidate {i + 1}/{count}: saving frames"))
             frames, correction, measures = self._measure_and_correct(project, seg, inputs, frames,
                                                                       settings)
             rel = f"segments/{segment_id}/{cand.id}"
@@ -810,8 +808,7 @@ class Studio:
             log.info("project %s segment %s: candidate %s (seed %d) done in %.1f s",
                      project_id, segment_id, cand.id, cand.seed, gen_s)
         self._set_job(project_id, owner, job_id, status="done")
-        report(progress, Progress("done", step=count * settings.steps,
-                                  total=count * settings.steps, candidates=count,
+        report(progress, Progress("done", step=clock.total, total=clock.total, candidates=count,
                                   message=f"{count} candidate(s) ready"))
         return done
 

@@ -1,0 +1,94 @@
+"""The headless CLI: python -m unianimate with --model tiny on tiny inputs."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unianimate.__main__ import EXIT_INPUT, EXIT_OK, main
+from unianimate.pose import PoseSequence, save_pose_sequence
+from unianimate.pose.synthetic import synthetic_pose
+from unianimate.video.writer import probe_media
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tiny model is fastest on one thread (and the CI machine is shared); restore after."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    ref = tmp_path / "ref.png"
+    img = np.zeros((96, 64, 3), np.uint8)
+    img[...] = (90, 120, 150)
+    img[20:80, 24:40] = 230
+    Image.fromarray(img).save(ref)
+    rng = np.random.default_rng(3)
+    seq = PoseSequence([synthetic_pose(rng, jitter=0.01) for _ in range(9)], fps=10.0,
+                       width=64, height=64)
+    poses = save_pose_sequence(seq, tmp_path / "poses.json")
+    return ref, poses
+
+
+def test_cli_end_to_end_tiny(inputs, tmp_path, caplog):
+    ref, poses = inputs
+    out = tmp_path / "out.mp4"
+    root = tmp_path / "projects"
+    caplog.set_level("INFO")
+    code = main(["--reference", str(ref), "--driving", str(poses), "--out", str(out),
+                 "--model", "tiny", "--width", "64", "--height", "64", "--segment-frames", "5",
+                 "--candidates", "2", "--choose", "best", "--steps", "2", "--frame-interval", "1",
+                 "--projects-root", str(root), "--png-zip"])
+    assert code == EXIT_OK
+    info = probe_media(out)
+    assert info.frames == 2 * (5 - 1) + 1 and info.fps == pytest.approx(10.0)
+    assert (tmp_path / "out_frames.zip").is_file()
+    text = caplog.text
+    assert "segment 2/2" in text and "chose" in text and "TINY" in text
+    # the project was kept and can be reopened by the app
+    from unianimate.studio import Studio
+    [summary] = Studio(root).list_projects()
+    assert summary.chosen_frames == 9
+
+
+def test_cli_bad_input_exit_codes(inputs, tmp_path, caplog):
+    ref, poses = inputs
+    out = tmp_path / "o.mp4"
+    base = ["--model", "tiny", "--out", str(out), "--width", "64", "--height", "64",
+            "--steps", "1", "--frame-interval", "1"]
+    bad_img = tmp_path / "bad.png"
+    bad_img.write_bytes(b"not an image")
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text('{"format": "nope"}')
+    cases = {
+        "does not exist": ["--reference", str(tmp_path / "missing.png"), "--driving", str(poses)],
+        "image": ["--reference", str(bad_img), "--driving", str(poses)],
+        "fewer than one segment": ["--reference", str(ref), "--driving", str(poses),
+                                   "--segment-frames", "50"],
+        "multiple of 64": ["--reference", str(ref), "--driving", str(poses), "--width", "100"],
+        "pose": ["--reference", str(ref), "--driving", str(bad_json)],
+    }
+    for expected, extra in cases.items():
+        caplog.clear()
+        assert main(base + extra) == EXIT_INPUT, expected
+        assert "bad input" in caplog.text and expected in caplog.text.lower(), caplog.text
+    assert not out.exists()
+    # as a process: non-zero exit status and the message on stderr
+    proc = subprocess.run([sys.executable, "-m", "unianimate", *base, "--reference",
+                           str(tmp_path / "missing.png"), "--driving", str(poses)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == EXIT_INPUT and "does not exist" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "unianimate", "--help"], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "--segment-frames" in proc.stdout
