@@ -253,3 +253,15 @@ def test_model_configs_roundtrip() -> None:
     assert ModelConfigs.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(InputError):
         ModelConfigs.from_dict({"unet": {"not_a_field": 1}})
+
+
+def test_switches_channels_last_and_bf16(pipe: UniAnimatePipeline, images: dict) -> None:
+    base = _run(pipe, images, seed=7, num_inference_steps=1, output_type="latent")
+    cl = UniAnimatePipeline.tiny(seed=0, channels_last=True)
+    torch.testing.assert_close(_run(cl, images, seed=7, num_inference_steps=1, output_type="latent"), base,
+                               rtol=1e-4, atol=1e-4)
+    bf = UniAnimatePipeline.tiny(seed=0, dtype="bf16", decode_chunk=1)
+    assert bf.unet.dtype == torch.bfloat16
+    out = _run(bf, images, seed=7, num_inference_steps=1, output_type="latent")
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    assert (out - base).abs().mean() < 0.1 * base.abs().mean()

@@ -175,7 +175,7 @@ class UniAnimatePipeline:
                  device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
                  model_name: str = RELEASED_MODEL_NAME, is_tiny: bool = False,
                  batch_guidance: bool = True, offload: bool | None = None, decode_chunk: int = 2,
-                 compile: bool = False, channels_last: bool = False) -> None:
+                 compile: bool | str = False, channels_last: bool = False) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model_name = model_name
@@ -186,10 +186,16 @@ class UniAnimatePipeline:
         self.channels_last = bool(channels_last)
         self.compiled = bool(compile)
         self.unet = unet.eval().requires_grad_(False).to(self.device, self.dtype)
-        if self.channels_last:
-            self.unet.to(memory_format=torch.channels_last)
-        self._unet_call: Callable[..., torch.Tensor] = (
-            torch.compile(self.unet) if compile else self.unet)  # type: ignore[assignment]
+        if self.channels_last:  # 2-D conv weights only (Module.to refuses the 5-D temporal convs)
+            for m in self.unet.modules():
+                if isinstance(m, torch.nn.Conv2d):
+                    m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+        # compile: True or a torch.compile mode ("reduce-overhead", "max-autotune"); lazy, the
+        # first call per input shape pays the compilation
+        self._unet_call: Callable[..., torch.Tensor] = self.unet
+        if compile:
+            mode = compile if isinstance(compile, str) else None
+            self._unet_call = torch.compile(self.unet, mode=mode)  # type: ignore[assignment]
         self.clip = clip
         self.vae = vae
         home = torch.device("cpu") if self.offload else self.device
