@@ -169,11 +169,18 @@ def test_rerender_is_deterministic(studio, tmp_path):
     studio.generate_candidates(p.id)
     studio.choose(p.id, "s0", "c0")
     s1 = studio.continue_from(p.id)
-    studio.generate_candidates(p.id, s1.id)
-    for seg in ("s0", s1.id):
-        saved = studio.candidate_frames(p.id, seg, "c0")
+    studio.set_settings(p.id, color_threshold=0.0)          # force the colour correction
+    [cand] = studio.generate_candidates(p.id, s1.id)
+    corr = cand.color_correction
+    assert corr is not None and corr["jump_after"] <= corr["jump_before"]
+    assert cand.measures["color_jump"] == pytest.approx(corr["jump_after"], abs=1e-3)
+    studio.set_settings(p.id, color_correction=False)
+    [plain] = studio.reroll(p.id, s1.id, n=1)
+    assert plain.color_correction is None
+    for seg, cid in (("s0", "c0"), (s1.id, "c0"), (s1.id, "c1")):
+        saved = studio.candidate_frames(p.id, seg, cid)
         np.testing.assert_array_equal(Studio(studio.root, pipeline_factory=tiny_pipeline)
-                                      .rerender(p.id, seg, "c0"), saved)
+                                      .rerender(p.id, seg, cid), saved)
 
 
 def test_export_errors_and_empty_project(studio, tmp_path):
@@ -323,6 +330,7 @@ def test_sigkill_during_generation_loses_nothing_chosen(studio, tmp_path):
     s1 = proj.segment("s1")
     assert [(c.id, c.status) for c in s1.candidates] == [("c0", "interrupted")]
     assert proj.jobs[-1].status == "interrupted"
+    assert not list((studio.root / p.id).glob("segments/*/*.tmp"))
     # and the project keeps working: export what was chosen, re-roll the interrupted segment
     assert reopened.export(p.id, tmp_path / "after.mp4").frames == N
     reopened.set_settings(p.id, steps=2)

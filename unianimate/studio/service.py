@@ -254,7 +254,9 @@ class Studio:
         if project.owner != self._owner(owner):
             raise ProjectError(f"no project {project_id!r}; pick one from the project list")
         if self._mark_interrupted(project):
-            save_project(project, folder)
+            with _lock_for(folder):
+                save_project(project, folder)
+                _sweep_leftovers(folder)
         return project
 
     @staticmethod
@@ -458,8 +460,15 @@ class Studio:
         if needs_detector and detector is None:
             raise InputError("pose extraction from a video needs the DWPose detector, which is "
                              "not available here; upload a pose sequence (JSON) instead")
-        driving = load_driving(path, detector=detector, frame_interval=int(frame_interval),
-                               start=start, end=end, progress=on_frames)
+        if needs_detector:      # DWPose may run on the GPU: take a turn in the queue
+            on_wait = (lambda pos: report(progress, Progress(
+                "queued", queue_position=pos, message=f"waiting for the GPU: {pos} job(s) ahead")))
+            with GPU_QUEUE.slot(on_wait=on_wait):
+                driving = load_driving(path, detector=detector, frame_interval=int(frame_interval),
+                                       start=start, end=end, progress=on_frames)
+        else:
+            driving = load_driving(path, detector=detector, frame_interval=int(frame_interval),
+                                   start=start, end=end, progress=on_frames)
         return self._store_driving(project_id, owner, driving, path, int(frame_interval),
                                    start, end, align)
 
@@ -594,14 +603,17 @@ class Studio:
             raise InputError("this project has no poses yet; load a driving video or pose file")
         folder = self._folder(project_id)
         info = project.poses
-        frames = _read_pngs(folder / info.images, 0, info.count)
         video = folder / "poses/preview.mp4"
+        overlay_path = folder / "poses/overlay.png"
+        if video.is_file() and overlay_path.is_file():       # poses/ is replaced on any change
+            return PosePreview(skeleton_video=str(video), overlay_image=str(overlay_path),
+                               count=info.count, fps=info.fps, messages=list(info.messages))
+        frames = _read_pngs(folder / info.images, 0, info.count)
         write_mp4(frames, video, fps=info.fps, quality=23)
         ref = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
         pose0 = frames[0]
         mask = pose0.max(axis=2, keepdims=True) > 0
         overlay = np.where(mask, pose0, (ref * 0.6).astype(np.uint8))
-        overlay_path = folder / "poses/overlay.png"
         _save_png(overlay_path, overlay)
         return PosePreview(skeleton_video=str(video), overlay_image=str(overlay_path),
                            count=info.count, fps=info.fps, messages=list(info.messages))
@@ -1136,6 +1148,13 @@ class _SimpleDriving:
     fps: float
     messages: list[str]
     source_video: Any
+
+
+def _sweep_leftovers(folder: Path) -> None:
+    """Remove half-written media a killed process left (``*.tmp`` frame folders, staging)."""
+    for tmp in list(folder.glob("segments/*/*.tmp")) + list(folder.glob(".poses-*")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        log.info("removed leftover %s", tmp.relative_to(folder))
 
 
 def _check_upload_size(path: Path, limit: int, what: str) -> None:
