@@ -54,6 +54,8 @@ def test_tiny_is_labelled(pipe: UniAnimatePipeline, caplog: pytest.LogCaptureFix
     assert pipe.is_tiny
     assert "TINY RANDOM WEIGHTS" in pipe.model_name and "not UniAnimate" in pipe.model_name
     assert pipe.dtype == torch.float32 and pipe.device.type == "cpu"
+    info = pipe.info()
+    assert info["is_tiny"] and info["dtype"] == "float32" and not info["offload"]
     with caplog.at_level("WARNING"):
         UniAnimatePipeline.tiny(seed=1)
     assert any("TINY RANDOM WEIGHTS" in r.getMessage() for r in caplog.records)

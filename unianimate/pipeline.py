@@ -34,6 +34,7 @@ import json
 import logging
 import math
 import os
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -198,6 +199,7 @@ class UniAnimatePipeline:
             self._unet_call = torch.compile(self.unet, mode=mode)  # type: ignore[assignment]
         self.clip = clip
         self.vae = vae
+        self._lock = threading.RLock()  # one generation at a time (components move between devices)
         home = torch.device("cpu") if self.offload else self.device
         self.clip.to(home)
         self.vae.to(home)
@@ -493,15 +495,16 @@ class UniAnimatePipeline:
         self._check_output_type(output_type)
         seed = _seed_int(seed)
         f = len(pose_arr)
-        ref_latent = self.encode_reference(ref, seed)  # (1,4,h,w)
-        cond = self._conditions(ref, pose_arr, rpose, first, ref_latent)
-        if latents is None:
-            x = self.prepare_latents(ref_latent, f, seed, noise_prior_t)
-        else:
-            x = self._check_latents(latents, (1, ref_latent.shape[1], f, *ref_latent.shape[2:]))
-        bg = self.batch_guidance if batch_guidance is None else bool(batch_guidance)
-        x = self._sample(x, cond, num_inference_steps, guidance_scale, bg, callback, should_cancel)
-        return x if output_type == "latent" else self.decode(x, decode_chunk)
+        with self._lock:
+            ref_latent = self.encode_reference(ref, seed)  # (1,4,h,w)
+            cond = self._conditions(ref, pose_arr, rpose, first, ref_latent)
+            if latents is None:
+                x = self.prepare_latents(ref_latent, f, seed, noise_prior_t)
+            else:
+                x = self._check_latents(latents, (1, ref_latent.shape[1], f, *ref_latent.shape[2:]))
+            bg = self.batch_guidance if batch_guidance is None else bool(batch_guidance)
+            x = self._sample(x, cond, num_inference_steps, guidance_scale, bg, callback, should_cancel)
+            return x if output_type == "latent" else self.decode(x, decode_chunk)
 
     @torch.no_grad()
     def generate_long(self, reference_image: ImageLike, poses: Sequence[ImageLike] | np.ndarray,
@@ -526,15 +529,25 @@ class UniAnimatePipeline:
         seed = _seed_int(seed)
         f = len(pose_arr)
         windows = sliding_windows(f, int(window), int(overlap))
-        ref_latent = self.encode_reference(ref, seed)
-        cond = self._conditions(ref, pose_arr, rpose, first, ref_latent)
-        if latents is None:
-            x = self.prepare_latents(ref_latent, f, seed, noise_prior_t, offset_after_prior=True)
-        else:
-            x = self._check_latents(latents, (1, ref_latent.shape[1], f, *ref_latent.shape[2:]))
-        bg = self.batch_guidance if batch_guidance is None else bool(batch_guidance)
-        x = self._sample(x, cond, num_inference_steps, guidance_scale, bg, callback, should_cancel, windows)
-        return x if output_type == "latent" else self.decode(x, decode_chunk)
+        with self._lock:
+            ref_latent = self.encode_reference(ref, seed)
+            cond = self._conditions(ref, pose_arr, rpose, first, ref_latent)
+            if latents is None:
+                x = self.prepare_latents(ref_latent, f, seed, noise_prior_t, offset_after_prior=True)
+            else:
+                x = self._check_latents(latents, (1, ref_latent.shape[1], f, *ref_latent.shape[2:]))
+            bg = self.batch_guidance if batch_guidance is None else bool(batch_guidance)
+            x = self._sample(x, cond, num_inference_steps, guidance_scale, bg, callback, should_cancel,
+                             windows)
+            return x if output_type == "latent" else self.decode(x, decode_chunk)
+
+    def info(self) -> dict[str, Any]:
+        """What is loaded and how it runs (for status displays and manifests)."""
+        return {"model_name": self.model_name, "is_tiny": self.is_tiny, "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", ""), "offload": self.offload,
+                "batch_guidance": self.batch_guidance, "decode_chunk": self.decode_chunk,
+                "compile": self.compiled, "channels_last": self.channels_last,
+                "unet_parameters": sum(p.numel() for p in self.unet.parameters())}
 
     def __repr__(self) -> str:
         return (f"UniAnimatePipeline(model_name={self.model_name!r}, device={self.device}, dtype={self.dtype}, "
