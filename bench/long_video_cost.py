@@ -5,17 +5,15 @@ its frames plus the reference slot (spec §3.3: the reference image is frame 0 o
 every denoising step makes two passes (conditional + unconditional guidance, spec §4), whether
 they run as two calls or one batched call. The counts come from the actual window schedules below.
 
-* Reference sliding window (released long-video script, ``context_size 32, context_overlap 8,
-  context_stride 1``): every step denoises ALL frames window by window and averages overlapping
-  predictions. Its scheduler is always called with step 0, so the windows are the same at every
-  step: starts 0, 24, 48, ... while start < F - overlap, each window covering ``window`` frames
-  (indices wrap modulo F), then the last window is replaced by the final ``window`` frames.
-* First-frame continuation (paper §5, this project's ``generate_long``): segments of n frames;
-  segment k+1 starts on the last frame of segment k, which it receives as the first frame
-  (first-frame mode), so each later segment adds n - 1 new frames; the last one is shortened.
-
-``sliding_window_schedule`` and ``continuation_schedule`` are plain functions so that the pipeline
-can use the same schedules (they belong next to ``generate_long``; see the report).
+* Reference sliding window (released long-video script, ``context_size 32, context_overlap 8``):
+  every step denoises ALL frames window by window and averages overlapping predictions. The
+  windows are ``unianimate.pipeline.sliding_windows`` -- the very schedule ``generate_long`` runs
+  (starts 0, 24, 48, ... while start < F - overlap; the last window replaced by the final 32).
+* First-frame continuation (paper §5; the studio's segment tree): segments of n frames; segment
+  k+1 starts on the last frame of segment k, which it receives as the first frame (first-frame
+  mode), so each later segment adds n - 1 new frames; the last one is shortened.
+  ``continuation_schedule`` below is that schedule as a plain function (the studio's
+  ``continue_from`` gives a child the pose slice starting at ``parent.end - 1``, the same rule).
 
 Usage: python bench/long_video_cost.py [--frames 300] [--steps 30] [--segments 16 32 64]
 Writes bench/results/long_video_cost.json.
@@ -32,23 +30,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "bench" / "results"
-
-
-def sliding_window_schedule(num_frames: int, window: int = 32, overlap: int = 8) -> list[list[int]]:
-    """The reference's context windows over ``num_frames`` (the same at every denoising step).
-
-    Each window is a list of ``window`` frame indices; overlapping predictions are averaged.
-    """
-    if num_frames < 1 or window < 1 or not 0 <= overlap < window:
-        raise ValueError(f"need num_frames >= 1, window >= 1, 0 <= overlap < window; got "
-                         f"{num_frames}, {window}, {overlap}")
-    if num_frames <= window:
-        return [list(range(num_frames))]
-    stride = window - overlap
-    windows = [[i % num_frames for i in range(start, start + window)]
-               for start in range(0, num_frames - overlap, stride)]
-    windows[-1] = list(range(num_frames - window, num_frames))  # the reference's final-window fix
-    return windows
 
 
 def continuation_schedule(num_frames: int, segment_frames: int) -> list[range]:
@@ -88,13 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=str(RESULTS / "long_video_cost.json"))
     args = parser.parse_args(argv)
 
+    from unianimate.pipeline import sliding_windows
     from unianimate.sampling import reference_timesteps
     from unianimate.utils import atomic_write_json
 
     timesteps = len(reference_timesteps(args.steps))
     n = args.frames
     rows: list[tuple[str, dict[str, Any]]] = []
-    ref = schedule_cost(sliding_window_schedule(n, args.window, args.overlap), n, timesteps)
+    ref = schedule_cost(sliding_windows(n, args.window, args.overlap), n, timesteps)
     rows.append((f"reference sliding window {args.window}/{args.overlap}", ref))
     for seg in args.segments:
         rows.append((f"first-frame continuation, n={seg}", schedule_cost(continuation_schedule(n, seg), n, timesteps)))
