@@ -92,3 +92,23 @@ def test_cli_bad_input_exit_codes(inputs, tmp_path, caplog):
     proc = subprocess.run([sys.executable, "-m", "unianimate", "--help"], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "--segment-frames" in proc.stdout
+
+
+def test_cli_driving_video_keeps_audio(inputs, tmp_path):
+    """A driving video with sound, DWPose from a local folder (the small test models)."""
+    from tests.test_export import make_video_with_audio
+    from unianimate.pose.synthetic import export_tiny_dwpose
+    ref, _ = inputs
+    export_tiny_dwpose(tmp_path / "dwpose")
+    drv = make_video_with_audio(tmp_path / "drv.mp4", seconds=2.0, fps=16)
+    out = tmp_path / "v.mp4"
+    code = main(["--reference", str(ref), "--driving", str(drv), "--out", str(out),
+                 "--model", "tiny", "--dwpose", str(tmp_path / "dwpose"), "--width", "64",
+                 "--height", "64", "--segment-frames", "4", "--candidates", "1", "--steps", "1",
+                 "--frame-interval", "2", "--start", "0.5", "--max-segments", "2",
+                 "--side-by-side", "-q"])
+    assert code == EXIT_OK
+    info = probe_media(out)
+    assert info.frames == 2 * (4 - 1) + 1 and info.fps == pytest.approx(8.0) and info.has_audio
+    assert info.audio_duration == pytest.approx(7 / 8.0, abs=0.15)
+    assert probe_media(tmp_path / "v_side_by_side.mp4").width == 3 * 64

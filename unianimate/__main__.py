@@ -27,6 +27,9 @@ log = logging.getLogger("unianimate.cli")
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_WEIGHTS, EXIT_PROJECT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
 
+#: tiny pipelines built in this process (main() may run several times in one process)
+_TINY_CACHE: dict[str, Any] = {}
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's arguments."""
@@ -87,8 +90,10 @@ def _factories(args: argparse.Namespace) -> tuple[Any, Any]:
         if args.model == "tiny":
             log.warning("using the TINY pipeline (random weights): the output is noise-like; "
                         "for real results pass --model with the released weights")
-            return UniAnimatePipeline.tiny(seed=0, device="cpu" if args.device == "auto"
-                                           else args.device)
+            device = "cpu" if args.device == "auto" else args.device
+            if device not in _TINY_CACHE:        # seeded and never modified: safe to reuse
+                _TINY_CACHE[device] = UniAnimatePipeline.tiny(seed=0, device=device)
+            return _TINY_CACHE[device]
         def on_load(message: str, fraction: float) -> None:
             if report is not None:
                 report(f"{message} ({fraction:.0%})")
