@@ -254,9 +254,16 @@ class Studio:
         if project.owner != self._owner(owner):
             raise ProjectError(f"no project {project_id!r}; pick one from the project list")
         if self._mark_interrupted(project):
+            # re-read under the lock: the job may have finished (and stopped being live) after
+            # the unlocked read above; never write back a stale copy
             with _lock_for(folder):
-                save_project(project, folder)
-                _sweep_leftovers(folder)
+                project = load_project(folder)
+                if self._mark_interrupted(project):
+                    save_project(project, folder)
+                    with _TOKENS_LOCK:
+                        busy = str(folder) in _TOKENS
+                    if not busy:
+                        _sweep_leftovers(folder)
         return project
 
     @staticmethod
@@ -632,11 +639,7 @@ class Studio:
         with self._edit(project_id, owner) as project:
             typed = {}
             for key, value in changes.items():
-                kind = type(getattr(project.settings, key))
-                try:
-                    typed[key] = bool(value) if kind is bool else kind(value)
-                except (TypeError, ValueError):
-                    raise InputError(f"setting {key}={value!r} is not a {kind.__name__}") from None
+                typed[key] = _typed_setting(key, value, type(getattr(project.settings, key)))
             try:
                 project.settings = replace(project.settings, **typed).validated()
             except ProjectError as err:
@@ -848,10 +851,10 @@ class Studio:
         prev_last = first
         anchor = None
         if seg.parent is not None:
-            root = project.ancestry(seg.id)[0]
-            path = {s.id: c for s, c in project.active_path()}
-            anchor_c = path.get(root.id) or (root.candidate(root.chosen) if root.chosen else None)
-            if anchor_c is not None and anchor_c.measures.get("mean_color") is not None:
+            # anchor: the root candidate this branch grew from (the first segment's colours)
+            chain = project.ancestry(seg.id)
+            anchor_c = chain[0].candidate(chain[1].parent_candidate or "")
+            if anchor_c.measures.get("mean_color") is not None:
                 anchor = np.asarray(anchor_c.measures["mean_color"], dtype=np.float64)
         if anchor is None:
             anchor = M.mean_color(ref[None])
@@ -1148,6 +1151,30 @@ class _SimpleDriving:
     fps: float
     messages: list[str]
     source_video: Any
+
+
+def _typed_setting(key: str, value: Any, kind: type) -> Any:
+    """Convert a UI/CLI value to the setting's type; InputError for anything lossy or odd."""
+    bad = InputError(f"setting {key}={value!r} is not a valid {kind.__name__}")
+    if kind is bool:
+        if isinstance(value, str):
+            if value.strip().lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.strip().lower() in ("0", "false", "no", "off"):
+                return False
+            raise bad
+        return bool(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise bad from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise bad
+    if kind is int:
+        if not number.is_integer():
+            raise bad
+        return int(number)
+    return number
 
 
 def _sweep_leftovers(folder: Path) -> None:
