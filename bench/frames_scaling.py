@@ -7,15 +7,13 @@ random weights (``init_random_weights_``, so every path is live). The UNet sees 
 i.e. act(F_max) / act(F_min) <= 1.06 x F_max / F_min.
 
 Memory method. Every (module, F) point runs in a fresh subprocess of this script, so no point
-inherits the allocator state of another:
-  * CPU: the worker builds the model and all inputs, then reads its resident set (VmRSS of
-    /proc/self/status), resets the kernel's peak-RSS counter (writes "5" to /proc/self/clear_refs,
-    Linux >= 4.0, so VmHWM restarts at the current RSS), runs the step(s) and reads VmHWM.
-    Activation = VmHWM - RSS before the step: weights and inputs are excluded, every temporary of
-    the forward (however short-lived) is included. glibc serves large tensors with mmap and
-    returns them on free, so the RSS tracks live tensors closely.
-    Where clear_refs cannot be written, the worker falls back to ru_maxrss (then the model build
-    is in the peak too) and the table says so.
+inherits the allocator state of another. Inside it, ``bench._common.PeakMemory`` measures:
+  * CPU: after the model and all inputs are built, it resets the kernel's peak-RSS counter
+    (writes "5" to /proc/self/clear_refs, Linux >= 4.0, so VmHWM restarts at the current RSS)
+    and reads VmRSS; after the step it reads VmHWM. Activation = VmHWM - RSS before the step:
+    weights and inputs are excluded, every temporary of the forward (however short-lived) is
+    included. glibc serves large tensors with mmap and returns them on free, so the RSS tracks
+    live tensors closely. Where clear_refs cannot be written the table says "NOT reset".
   * CUDA: torch.cuda.reset_peak_memory_stats() after the build; activation =
     max_memory_allocated - memory_allocated before the step (allocator view, not nvidia-smi).
 A warm-up step at F=1 runs before the baseline is read, so one-time set-up (oneDNN primitives,
@@ -50,33 +48,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._common import PeakMemory, environment, sync, write_json  # noqa: E402
+
 logger = logging.getLogger("bench.frames_scaling")
 
 CONFIGS = {"reduced": dict(dim=64, size=(128, 128)), "full": dict(dim=320, size=(64, 64))}
 LINEAR_SLACK = 1.06  # allowed ratio over perfectly proportional growth
-RESULTS = ROOT / "bench" / "results"
 
 
 # ------------------------------------------------------------------------------ worker side
-
-def _proc_status_kib(field: str) -> int:
-    """A 'VmRSS'/'VmHWM'-style field of /proc/self/status, in KiB."""
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    """Restart VmHWM at the current RSS (Linux clear_refs); False where not permitted."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
 
 def _build(dim: int, module: str, device: str, dtype: str, seed: int = 0) -> Any:
     import torch
@@ -119,35 +99,22 @@ def run_point(module: str, frames: int, dim: int, height: int, width: int, devic
     with torch.inference_mode():  # warm-up at F=1: one-time kernel/allocator set-up stays out of the point
         unet(**_inputs(unet, 1, height, width))
     inputs = _inputs(unet, frames, height, width)
-    cuda = unet.device.type == "cuda"
     params = unet.num_parameters()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        method = "cuda max_memory_allocated"
-    else:
-        base = _proc_status_kib("VmRSS") * 1024
-        method = "peak RSS (clear_refs)" if _reset_peak_rss() else "ru_maxrss (includes build!)"
     times = []
-    with torch.inference_mode():
+    with torch.inference_mode(), PeakMemory(unet.device) as mem:
         for _ in range(max(1, repeats)):
             t0 = time.perf_counter()
             out = unet(**inputs)
-            if cuda:
-                torch.cuda.synchronize()
+            sync(unet.device)
             times.append(time.perf_counter() - t0)
             if not torch.isfinite(out).all():
                 raise FloatingPointError(f"non-finite output for {module} F={frames}")
             del out
-    if cuda:
-        peak = torch.cuda.max_memory_allocated()
-    elif method.startswith("peak RSS"):
-        peak = _proc_status_kib("VmHWM") * 1024
+    if unet.device.type == "cuda":
+        method = "cuda max_memory_allocated"
     else:
-        import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return dict(module=module, frames=frames, act_bytes=max(0, peak - base), base_bytes=base,
+        method = "peak RSS (clear_refs)" if mem.peak_reset else "peak RSS NOT reset (includes build!)"
+    return dict(module=module, frames=frames, act_bytes=mem.growth, base_bytes=mem.before,
                 seconds=min(times), all_seconds=times, params=params, mem_method=method)
 
 
@@ -225,20 +192,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    import torch
-
-    from unianimate.utils import atomic_write_json
-
-    machine = dict(platform=platform.platform(), processor=platform.processor() or platform.machine(),
-                   cpu_count=os.cpu_count(), torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                   cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                   loadavg_start=os.getloadavg())
+    env = environment()
     print(f"frames scaling: UNet dim={args.dim} at {args.height}x{args.width} px "
           f"(latent {args.height // 8}x{args.width // 8}), batch 1, conditional pass, "
           f"{args.device} {args.dtype}, frames {args.frames} (+1 reference slot)")
-    print(f"machine: {machine['processor']}, {machine['cpu_count']} cores, torch {machine['torch']}, "
-          f"load average {machine['loadavg_start'][0]:.1f} at start")
-    results: dict[str, Any] = dict(machine=machine, dim=args.dim, height=args.height, width=args.width,
+    print(f"machine: {platform.processor() or env['machine']}, {env['cpu_count']} cores, torch {env['torch']}"
+          + (f", {env['cuda_device']}" if "cuda_device" in env else "")
+          + f", load average {env.get('loadavg_1m', float('nan')):.1f} at start")
+    results: dict[str, Any] = dict(environment_start=env, dim=args.dim, height=args.height, width=args.width,
                                    device=args.device, dtype=args.dtype, frames=args.frames, modules={})
     summaries = []
     for module in args.modules:
@@ -253,10 +214,12 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + text, flush=True)
         results["modules"][module] = dict(points=points, summary=summary)
         summaries.append(summary)
-    results["machine"]["loadavg_end"] = os.getloadavg()
-    out = Path(args.json) if args.json else RESULTS / f"frames_scaling_{args.device}_{args.config if args.size is None and args.dim == preset['dim'] else f'dim{args.dim}_{args.height}x{args.width}'}.json"
-    atomic_write_json(out, results)
-    print(f"\nload average at end {results['machine']['loadavg_end'][0]:.1f}; wrote {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}")
+    load_end = os.getloadavg()[0]
+    results["loadavg_1m_end"] = load_end
+    custom = args.size is not None or args.dim != preset["dim"]
+    name = f"frames_scaling_{args.device}_" + (f"dim{args.dim}_{args.height}x{args.width}" if custom else args.config)
+    out = write_json(name, results, args.json)
+    print(f"\nload average at end {load_end:.1f}; wrote {out}")
     failed = [s["module"] for s in summaries if s.get("linear") is False]
     return 1 if failed else 0
 
