@@ -305,6 +305,19 @@ def test_sinusoidal_embedding_formula():
     torch.testing.assert_close(emb.double(), torch.cat([args.cos(), args.sin()], dim=1), rtol=1e-5, atol=1e-4)
 
 
+def test_temporal_conv_block_matches_conv3d_definition():
+    """Our Conv2d-on-(B,C,F,h*w) evaluation equals the reference's GN/SiLU/Conv3d stages on 5-D input."""
+    torch.manual_seed(0)
+    block = TemporalConvBlock(32).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.normal_(0, 0.2)
+    x = torch.randn(2, 5, 32, 3, 4).transpose(1, 2)  # (B,C,F,h,w), non-contiguous like in the UNet
+    with torch.inference_mode():
+        theirs = x + block.conv4(block.conv3(block.conv2(block.conv1(x))))
+        torch.testing.assert_close(block(x), theirs, rtol=1e-5, atol=1e-5)
+
+
 def test_temporal_transformer_matches_conv1d_layout():
     """Our linear-on-tokens proj_in/proj_out equal the reference's Conv1d on (b h w) c f."""
     torch.manual_seed(0)

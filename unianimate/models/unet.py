@@ -300,7 +300,8 @@ class UniAnimateUNet(nn.Module):
     def _image_tokens(self, embedding: torch.Tensor) -> torch.Tensor:
         """(b,C) -> (b,num_tokens,C)."""
         cfg = self.config
-        return self.pre_image_condition(embedding).view(-1, cfg.num_tokens, cfg.context_dim)
+        tokens = self.pre_image_condition(embedding)  # (b,num_tokens*C)
+        return tokens.view(-1, cfg.num_tokens, cfg.context_dim)  # (b,num_tokens,C)
 
     @staticmethod
     def _keep_mask(drop: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
