@@ -243,12 +243,20 @@ def test_weights_missing_reaches_the_caller(tmp_path):
     from unianimate.pipeline import UniAnimatePipeline
     empty = tmp_path / "no_weights"
     empty.mkdir()
-    studio = Studio(tmp_path / "projects",
-                    pipeline_factory=lambda: UniAnimatePipeline.from_pretrained(str(empty), device="cpu"))
+
+    def factory(report):           # a factory may take a report(message) for loading progress
+        return UniAnimatePipeline.from_pretrained(str(empty), device="cpu",
+                                                  progress=lambda msg, frac: report(msg))
+
+    studio = Studio(tmp_path / "projects", pipeline_factory=factory)
+    assert studio.pipeline_info()["loaded"] is False          # nothing built at start
     p = new_project(studio, tmp_path, candidates=1)
+    reports = []
     with pytest.raises(WeightsMissingError) as err:
-        studio.generate_candidates(p.id)
+        studio.generate_candidates(p.id, progress=reports.append)
     assert str(err.value)
+    loading = [r.message for r in reports if r.stage == "loading"]
+    assert len(loading) >= 2 and "locating weights files" in loading
     proj = studio.get_project(p.id)
     assert proj.jobs[-1].status == "failed" and "WeightsMissingError" in proj.jobs[-1].error
     assert proj.segments[0].candidates == []

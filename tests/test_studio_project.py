@@ -12,7 +12,7 @@ from unianimate.pose import PoseSequence
 from unianimate.pose.synthetic import synthetic_pose
 from unianimate.studio import GenerationSettings, Studio, seed_for
 from unianimate.studio.project import (FORMAT, VERSION, Candidate, Project, Segment,
-                                       check_relative, load_project, save_project)
+                                       check_relative)
 
 
 def _ref(seed=0, h=80, w=72):
