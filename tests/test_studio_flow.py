@@ -374,3 +374,34 @@ def test_video_driver_with_audio_export_has_trimmed_audio(tmp_path):
     assert media.audio_duration == pytest.approx(N / 8.0, abs=0.15)
     silent = studio.export(p.id, tmp_path / "silent.mp4", with_audio=False)
     assert not probe_media(silent.video).has_audio
+
+
+def test_queue_position_and_cancel_while_queued(studio, tmp_path):
+    """One GPU job at a time: a second job waits with its queue position and can be cancelled
+    before it starts (nothing recorded but a cancelled job)."""
+    from unianimate.studio import GPU_QUEUE
+    p = new_project(studio, tmp_path, candidates=1)
+    reports, errors = [], []
+
+    def run():
+        try:
+            studio.generate_candidates(p.id, progress=reports.append)
+        except GenerationCancelled as exc:
+            errors.append(exc)
+
+    with GPU_QUEUE.slot():                       # someone else holds the GPU
+        t = threading.Thread(target=run)
+        t.start()
+        deadline = time.monotonic() + 30
+        while not any(r.stage == "queued" for r in reports) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [r.queue_position for r in reports if r.stage == "queued"][0] == 1
+        with pytest.raises(InputError, match="already queued or running"):
+            studio.generate_candidates(p.id)
+        assert studio.cancel(p.id)
+        t.join(30)
+    assert errors and not t.is_alive()
+    proj = studio.get_project(p.id)
+    assert proj.jobs[-1].status == "cancelled" and proj.segments[0].candidates == []
+    assert not studio.cancel(p.id)
+    assert studio.generate_candidates(p.id)[0].status == "done"     # the queue moved on

@@ -359,6 +359,10 @@ class Project:
                 if not valid_id(cand.id):
                     raise ProjectError(f"{where}: candidate id {cand.id!r} is not a valid id")
                 cand.settings.validated()
+                if cand.status == "done" and (cand.num_frames != seg.num_frames
+                                              or cand.frames_dir is None):
+                    raise ProjectError(f"{where}.{cand.id}: a done candidate needs frames_dir and "
+                                       f"{seg.num_frames} frames (has {cand.num_frames})")
                 paths += [(f"{where}.{cand.id}.frames_dir", cand.frames_dir),
                           (f"{where}.{cand.id}.poster", cand.poster),
                           (f"{where}.{cand.id}.preview", cand.preview)]
