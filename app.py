@@ -11,8 +11,10 @@ import logging
 import os
 from pathlib import Path
 
-from ui.blocks import build_ui, launch_kwargs
-from ui.runtime import DEFAULT_MODEL_SOURCE, ModelManager, build_studio
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry; works offline
+
+from ui.blocks import build_ui, launch_kwargs  # noqa: E402  (after the environment default)
+from ui.runtime import DEFAULT_MODEL_SOURCE, ModelManager, build_studio  # noqa: E402
 
 log = logging.getLogger("unianimate.app")
 

@@ -38,10 +38,10 @@ def _examples(models: ModelManager) -> list[list[Any]]:
         log.warning("example assets missing in %s; run python assets/make_assets.py", ASSETS)
         return []
     if models.is_tiny:    # small frames: the tiny model runs on a CPU in seconds
-        return [[str(ref), str(dance), "custom", 128, 192, "crop"],
-                [str(ref), str(dance), "512x768", 512, 768, "crop"]]
-    return [[str(ref), str(dance), "512x768", 512, 768, "crop"],
-            [str(ref), str(dance), "768x1216", 768, 1216, "pad"]]
+        return [[str(ref), [str(dance)], "custom", 128, 192, "crop"],
+                [str(ref), [str(dance)], "512x768", 512, 768, "crop"]]
+    return [[str(ref), [str(dance)], "512x768", 512, 768, "crop"],
+            [str(ref), [str(dance)], "768x1216", 768, 1216, "pad"]]
 
 
 def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
@@ -66,10 +66,11 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                 load_btn = gr.Button("Load model", elem_id="load-model")
                 status_btn = gr.Button("Refresh status", size="sm", elem_id="model-refresh")
         status = gr.Markdown("", label="status", elem_id="status")
-        with gr.Row(equal_height=True):
-            project = gr.Dropdown(label="Project", choices=[], value=None,
-                                  allow_custom_value=True, scale=4, elem_id="project")
-            list_btn = gr.Button("Refresh list", size="sm", scale=1, elem_id="list-projects")
+        with gr.Row():
+            project = gr.Dropdown(label="Project (this session's projects)", choices=[],
+                                  value=None, allow_custom_value=True, scale=5, elem_id="project")
+            with gr.Column(scale=1, min_width=160):
+                list_btn = gr.Button("Refresh list", size="sm", elem_id="list-projects")
 
         # ---- 1: reference and driving poses -------------------------------------------
         gr.Markdown("## 1 · Reference and driving poses")
@@ -133,14 +134,17 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         # ---- 2: the studio --------------------------------------------------------------
         gr.Markdown("## 2 · Studio: candidates, choose, continue, re-roll")
         with gr.Row():
-            frames = gr.Slider(2, 64, value=16, step=1, label="Frames per segment")
-            steps = gr.Slider(1, 100, value=30, step=1, label="Denoising steps")
+            frames = gr.Slider(2, 64, value=16, step=1, label="Frames per segment",
+                               elem_id="frames")
+            steps = gr.Slider(1, 100, value=30, step=1, label="Denoising steps", elem_id="steps")
             guidance = gr.Slider(0.0, 10.0, value=2.5, step=0.1, label="Guidance")
+        with gr.Row():
             noise_prior = gr.Slider(0, 999, value=949, step=1, label="Noise prior t",
                                     info="raise to 959/969 if the reference leaks in")
             base_seed = gr.Number(label="Base seed", value=0, precision=0, minimum=0,
                                   info="seed = base + 1000 x depth + candidate")
-            n_cands = gr.Slider(1, SLOTS, value=2, step=1, label="Candidates")
+            n_cands = gr.Slider(1, SLOTS, value=2, step=1, label="Candidates",
+                                elem_id="n-candidates")
         with gr.Row(equal_height=True):
             segment = gr.Dropdown(label="Segment (the tree; pick one to see or re-roll it)",
                                   choices=[], value=None, allow_custom_value=True, scale=3,
@@ -173,7 +177,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         gr.Markdown("### Timeline of the chosen path")
         timeline_md = gr.Markdown(label="timeline", elem_id="timeline")
         path_gallery = gr.Gallery(label="Chosen path (last frame of each segment)", columns=8,
-                                  height=200, allow_preview=True, elem_id="path-gallery")
+                                  height=220, preview=False, object_fit="contain",
+                                  elem_id="path-gallery")
         branch_btn = gr.Button("Make the selected segment's branch the chosen path",
                                size="sm", elem_id="select-branch")
 

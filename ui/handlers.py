@@ -572,8 +572,8 @@ class StudioHandlers:
         parts = [f"**{info.count} poses** at {info.fps:g} fps"]
         if info.source_name:
             parts.append(f"from `{info.source_name}`")
-        if info.frame_interval > 1:
-            parts.append(f"every {info.frame_interval}th frame")
+        if info.frame_interval > 1 and not str(info.source_name or "").lower().endswith(".json"):
+            parts.append(f"frame interval {info.frame_interval}")
         parts.append("aligned to the reference" if info.aligned else "not aligned")
         if info.audio:
             parts.append("with audio")

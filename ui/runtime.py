@@ -119,8 +119,16 @@ class ModelManager:
         if loaded.get("loaded"):
             lines[0] += f" — loaded ({loaded.get('model_name')})."
             return "\n\n".join(lines)
-        missing = self.missing()
         from unianimate import hub
+        folder = Path(str(self.source)).expanduser() if hub.is_local_source(self.source) or \
+            str(self.source).startswith((".", "/", "~")) else None
+        if folder is not None and not folder.is_dir():
+            lines[0] += f" — the weights folder `{folder}` does not exist."
+            lines.append("Create it and put the weights files in it (see the README's weights "
+                         "table), or start `python app.py` to download them from the Hub. To try "
+                         "the studio without weights: `python app.py --model tiny`.")
+            return "\n".join(lines)
+        missing = self.missing()
         if not missing:
             lines[0] += " — all files are on this machine; they load on the first generation " \
                         "(or press *Load model*)."
@@ -130,9 +138,13 @@ class ModelManager:
                    "they are downloaded into the Hugging Face cache on first use (or press "
                    "*Load model*); without network access get them by hand")
             lines[0] += f" — {len(missing)} file(s) are not on this machine yet; {how}:"
+            if folder is not None:
+                how = f"put them into `{folder}`"
+                lines[0] = lines[0].rsplit(" — ", 1)[0] + \
+                    f" — {len(missing)} file(s) are missing in the folder; {how}:"
             for f in missing:
                 lines.append(f"- `{f.filename}` ({f.description}, {f.size}) from `{f.repo_id}`: "
-                             f"`{f.command()}`")
+                             f"`{f.command(local_dir=folder) if folder is not None else f.command()}`")
             lines.append("Or pass a folder holding them: `python app.py --model /path/to/folder`. "
                          "To try the studio without weights: `python app.py --model tiny`.")
         if self.last_error:

@@ -1,0 +1,202 @@
+"""The UI handlers called as plain functions over a real Studio with the tiny pipeline."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gr = pytest.importorskip("gradio")
+
+from ui.handlers import SLOTS, VIEW_FIELDS, StudioHandlers, parse_size  # noqa: E402
+from ui.runtime import ModelManager, build_studio  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+REF = str(ASSETS / "example_reference.png")
+DANCE = str(ASSETS / "example_dance.json")
+ALICE, BOB = "a" * 32, "b" * 32          # owner tokens of two browser sessions
+
+
+@pytest.fixture()
+def ui(tmp_path: Path) -> StudioHandlers:
+    models = ModelManager("tiny")
+    return StudioHandlers(build_studio(tmp_path / "projects", models), models)
+
+
+def _project(ui: StudioHandlers, token: str = ALICE, poses: bool = True) -> str:
+    pid, msg, data = ui.create_project(token, REF, "custom", 64, 64, "crop", "t")
+    assert data["width"] == 64 and "created" in msg
+    if poses:
+        msg, data = ui.load_pose_file(token, pid, [DANCE], 0, 0, 1, True)
+        assert "40 poses" in msg and data["poses"] == 40
+    return pid
+
+
+def _error(fn, *args, **kwargs) -> str:
+    with pytest.raises(gr.Error) as info:
+        fn(*args, **kwargs)
+    return str(info.value.message)
+
+
+def test_parse_size_presets_and_custom() -> None:
+    assert parse_size("512x768", None, None) == (512, 768)
+    assert parse_size("768x512", 1, 1) == (768, 512)
+    assert parse_size("768x1216", None, None) == (768, 1216)
+    assert parse_size("custom", 128, 192.0) == (128, 192)
+    from unianimate.errors import InputError
+    for w, h in ((100, 192), (0, 64), (64.5, 64), ("x", 64), (4096, 64)):
+        with pytest.raises(InputError):
+            parse_size("custom", w, h)
+    with pytest.raises(InputError):
+        parse_size("999x999", None, None)
+
+
+def test_bad_uploads_give_clear_messages_and_the_handlers_keep_working(
+        ui: StudioHandlers, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    assert "empty" in _error(ui.create_project, ALICE, str(empty), "512x768", 0, 0, "crop", None).lower()
+    msg = _error(ui.create_project, ALICE, str(text), "512x768", 0, 0, "crop", None)
+    assert "image" in msg.lower()
+    assert "reference image" in _error(ui.create_project, ALICE, None, "512x768", 0, 0, "crop", "")
+    assert "multiple of 64" in _error(ui.create_project, ALICE, REF, "custom", 100, 64, "crop", "")
+
+    pid = _project(ui, poses=False)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"format": "unianimate-pose", "version": 1, "fps": 8,
+                                 "width": 64, "height": 64,
+                                 "frames": [{"body": [[0.5, 0.5]] * 3}]}))
+    msg = _error(ui.load_pose_file, ALICE, pid, [str(wrong)], 0, 0, 1, True)
+    assert "body" in msg and "frame 0" in msg
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert "JSON" in _error(ui.load_pose_file, ALICE, pid, [str(broken)], 0, 0, 1, True)
+    zero = tmp_path / "zero.json"
+    zero.write_bytes(b"")
+    assert _error(ui.load_pose_file, ALICE, pid, [str(zero)], 0, 0, 1, True)
+    assert "pose sequence" in _error(ui.load_pose_file, ALICE, pid, None, 0, 0, 1, True)
+    assert "frame interval" in _error(ui.load_pose_file, ALICE, pid, [DANCE], 0, 0, 0, True)
+    assert "driving video" in _error(ui.extract_poses, ALICE, pid, None, 0, 0, 1, True)
+
+    # still serving: the same project takes a good pose file afterwards
+    msg, data = ui.load_pose_file(ALICE, pid, [DANCE], 0, 0, 1, False)
+    assert data["poses"] == 40 and "not aligned" in msg
+
+
+def test_choose_or_export_too_early_and_unknown_projects(ui: StudioHandlers) -> None:
+    pid = _project(ui)
+    assert "generate candidates" in _error(ui.choose, ALICE, pid, None, "c7")
+    assert "nothing to export" in _error(ui.export, ALICE, pid, 18, False, False, True).lower()
+    assert "Continue" not in _error(ui.continue_segment, ALICE, pid)
+    assert "no project" in _error(ui.view, ALICE, "ffffffffffff")
+    assert "not a valid project id" in _error(ui.timeline, ALICE, "../etc")
+    assert "no project is open" in _error(ui.generate_candidates, ALICE, None, None, 4, 2, 2.5,
+                                          949, 0, 1)
+    assert ui.cancel(ALICE, pid) == "Nothing is running for this project."
+
+
+def test_sessions_see_only_their_own_projects(ui: StudioHandlers) -> None:
+    pid = _project(ui, ALICE, poses=False)
+    update, rows = ui.list_projects(ALICE)
+    assert [r["id"] for r in rows] == [pid]
+    update, rows = ui.list_projects(BOB)
+    assert rows == [] and update["choices"] == []
+    assert "no project" in _error(ui.view, BOB, pid)
+    assert "no project" in _error(ui.load_pose_file, BOB, pid, [DANCE], 0, 0, 1, True)
+    # a session without a stored token falls back to its Gradio session hash
+    req = gr.Request(session_hash="abc123")
+    assert ui.owner_of(None, req) == "s-abc123" != ui.owner_of(ALICE, req)
+    token, same, update, status = ui.init_session(None, req)
+    assert token == same and len(token) == 32 and "tiny" in status.lower()
+    assert ui.init_session(ALICE, req)[0] == ALICE
+    assert ui.init_session("../../evil", req)[0] != "../../evil"
+
+
+def test_view_generate_choose_continue_reroll_export(ui: StudioHandlers) -> None:
+    pid = _project(ui)
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid)))
+    assert view["reference_preview"].endswith("fitted.png")
+    assert view["pose_video"].endswith(".mp4") and view["pose_overlay"].endswith(".png")
+    assert view["frames_per_segment"] == 8 and view["steps"] == 4     # tiny defaults
+
+    seg, msg, cands = ui.generate_candidates(ALICE, pid, None, 3, 2, 2.5, 949, 5, 2)
+    assert seg == "s0" and "2 candidate(s)" in msg
+    assert [c["seed"] for c in cands] == [5, 6] and all(c["status"] == "done" for c in cands)
+    assert all(c["measures"]["stability"] is not None for c in cands)
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))
+    assert view["slot0_video"]["value"].endswith("preview.mp4")
+    assert "seed 6" in view["slot1_info"]["value"] and not view[f"slot{SLOTS - 1}_info"]["visible"]
+    assert [r[0] for r in view["measures"]] == ["c0", "c1"]
+
+    assert "no candidate 'c9'" in _error(ui.choose, ALICE, pid, seg, "c9")
+    msg, tl = ui.choose(ALICE, pid, seg, "c1")
+    assert "Chose c1" in msg and tl["total_frames"] == 3
+    seg1, msg, tl = ui.continue_segment(ALICE, pid)
+    assert seg1 == "s1" and "poses 2–4" in msg
+    seg1_, msg, cands1 = ui.reroll(ALICE, pid, seg1, 1)
+    assert seg1_ == "s1" and [c["seed"] for c in cands1] == [1005]
+    assert cands1[0]["measures"]["seam"] is not None
+    ui.choose(ALICE, pid, seg1, "c0")
+    # re-roll the first segment and choose the new take: a second branch appears
+    _, _, more = ui.reroll(ALICE, pid, "s0", 1)
+    assert [c["id"] for c in more] == ["c0", "c1", "c2"]
+    msg, tl = ui.choose(ALICE, pid, "s0", "c2")
+    assert [s["id"] for s in tl["path"]] == ["s0"]
+    seg_b, _, tl = ui.continue_segment(ALICE, pid)
+    assert seg_b == "s2" and tl["tree"][0]["branch_point"]
+    back, msg, tl = ui.select_branch(ALICE, pid, "s1")
+    assert [s["id"] for s in tl["path"]] == ["s0", "s1"] and tl["total_frames"] == 5
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid)))
+    assert "⑂ 2 branches" in view["timeline_md"] and len(view["path_gallery"]) == 2
+
+    video, files, msg = ui.export(ALICE, pid, 23, True, True, True)
+    assert video.endswith(".mp4") and len(files) == 3 and "5 frames" in msg
+    projects = ui.studio.root
+    assert all(Path(f).resolve().is_relative_to(projects) for f in files)
+
+
+def test_cancel_stops_a_running_generation(ui: StudioHandlers) -> None:
+    pid = _project(ui)
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        out["result"] = ui.generate_candidates(ALICE, pid, None, 3, 50, 2.5, 949, 0, 2)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not ui.studio.cancel(pid, owner=ui.owner_of(ALICE)):
+        time.sleep(0.05)
+    worker.join(120)
+    assert not worker.is_alive()
+    seg, msg, cands = out["result"]
+    assert "cancelled" in msg.lower()
+    assert cands and cands[-1]["status"] == "interrupted"
+    # the app keeps working for this project afterwards
+    assert ui.timeline(ALICE, pid)["tree"][0]["id"] == "s0"
+
+
+def test_model_status_tiny_and_missing_real_weights(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    tiny = ModelManager("tiny")
+    assert "tiny random-weight" in tiny.status_markdown()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    real = ModelManager("real")
+    ui = StudioHandlers(build_studio(tmp_path / "projects", real), real)
+    text = ui.model_status()
+    assert "unianimate_16f_32f_non_ema_223000.pth" in text and "hf download" in text
+    assert "HF_HUB_OFFLINE" in text and "--model tiny" in text
+    after = ui.load_model()              # no weights, no network: a message, not a crash
+    assert "Last attempt failed" in after and "missing" in after
+    assert "does not exist" in ModelManager(str(tmp_path / "weights")).status_markdown()
+    (tmp_path / "weights").mkdir()
+    text = ModelManager(str(tmp_path / "weights")).status_markdown()
+    assert "missing in the folder" in text and f"--local-dir {tmp_path / 'weights'}" in text
