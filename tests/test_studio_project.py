@@ -171,7 +171,10 @@ def test_nonsense_manifest_gives_clear_error_and_loses_nothing_else(studio, edit
 def test_tree_helpers_and_active_path():
     from unianimate.studio.project import ReferenceInfo, PoseInfo
     s = GenerationSettings()
-    done = lambda cid, i: Candidate(id=cid, index=i, seed=i, settings=s, status="done")
+    def done(cid, i):
+        return Candidate(id=cid, index=i, seed=i, settings=s, status="done", num_frames=5,
+                         frames_dir=f"segments/x/{cid}")
+
     root = Segment("s0", None, None, 0, 0, 5, candidates=[done("c0", 0), done("c1", 1)], chosen="c1")
     a = Segment("s1", "s0", "c0", 1, 4, 9, "segments/s1/first_frame.png",
                 candidates=[done("c0", 0)], chosen="c0")
@@ -188,4 +191,8 @@ def test_tree_helpers_and_active_path():
     bad = json.loads(json.dumps(p.to_json()))
     bad["segments"][1]["start"] = 3                      # not parent.end - 1
     with pytest.raises(ProjectError, match="starts at"):
+        Project.from_json(bad)
+    bad = json.loads(json.dumps(p.to_json()))
+    bad["segments"][0]["candidates"][0]["num_frames"] = 4
+    with pytest.raises(ProjectError, match="needs frames_dir and 5 frames"):
         Project.from_json(bad)
