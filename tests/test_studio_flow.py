@@ -190,7 +190,10 @@ def test_export_errors_and_empty_project(studio, tmp_path):
     with pytest.raises(InputError, match="driving"):
         studio.generate_candidates(p.id)
     p = new_project(studio, tmp_path, candidates=1)
+    studio.ensure_root(p.id)
+    studio.set_settings(p.id, frames_per_segment=4)      # an empty segment follows the setting
     studio.generate_candidates(p.id)
+    assert studio.timeline(p.id).tree[0].end == 4
     with pytest.raises(InputError, match="nothing to export"):     # generated, nothing chosen
         studio.export(p.id, tmp_path / "x.mp4")
     with pytest.raises(InputError, match="choose a candidate"):

@@ -666,6 +666,19 @@ class Studio:
             project.active_leaf = root.id
             return root
 
+    def _fit_empty_segment(self, project_id: str, segment_id: str, owner: str | None) -> None:
+        """A segment with no candidates yet follows the current 'frames per segment'."""
+        with self._edit(project_id, owner) as project:
+            seg = project.segment(segment_id)
+            if seg.candidates or project.children(seg.id) or project.poses is None:
+                return
+            n = project.settings.frames_per_segment
+            count = project.poses.count
+            if seg.parent is None and count < n:
+                raise InputError(f"the pose sequence has {count} frames, fewer than one segment "
+                                 f"of {n}; lower 'frames per segment' or use a longer driving input")
+            seg.end = min(seg.start + n, count)
+
     def generate_candidates(self, project_id: str, segment_id: str | None = None,
                             n: int | None = None, progress: ProgressFn | None = None,
                             should_cancel: Callable[[], bool] | None = None,
@@ -680,6 +693,7 @@ class Studio:
         """
         if segment_id is None:
             segment_id = self.ensure_root(project_id, owner).id
+        self._fit_empty_segment(project_id, segment_id, owner)
         project = self._load(project_id, owner)
         seg = project.segment(segment_id)
         if project.poses is None:
