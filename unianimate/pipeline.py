@@ -47,6 +47,7 @@ from . import hub
 from .errors import GenerationCancelled, InputError
 from .imaging import ImageLike, check_size, to_rgb_array
 from .models.clip import ClipConfig, ClipEncoder
+from .models.config import UNetConfig
 from .models.vae import LatentVAE, VaeConfig
 from .sampling import apply_guidance, initial_latents, make_scheduler
 from .utils import make_generator, resolve_device, resolve_dtype
@@ -79,7 +80,7 @@ class ModelConfigs:
     A folder without the file holds the released model (all defaults).
     """
 
-    unet: Any = None  # UNetConfig
+    unet: UNetConfig = UNetConfig()
     clip: ClipConfig = ClipConfig()
     vae: VaeConfig = VaeConfig()
     model_name: str | None = None
@@ -87,8 +88,6 @@ class ModelConfigs:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfigs":
         """Parse the JSON form; unknown keys raise ``InputError``."""
-        from .models.config import UNetConfig
-
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -114,9 +113,7 @@ class ModelConfigs:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (``from_dict(to_dict())`` round-trips)."""
-        from .models.config import UNetConfig
-
-        return {"unet": (self.unet or UNetConfig()).to_dict(), "clip": self.clip.to_dict(),
+        return {"unet": self.unet.to_dict(), "clip": self.clip.to_dict(),
                 "vae": self.vae.to_dict(), "model_name": self.model_name}
 
 
@@ -222,7 +219,6 @@ class UniAnimatePipeline:
         channels_last). Raises ``WeightsMissingError`` / ``CheckpointError``.
         """
         from .models.checkpoint import load_state_dict_file
-        from .models.config import UNetConfig
         from .models.unet import UniAnimateUNet
 
         def report(msg: str, frac: float) -> None:
@@ -233,7 +229,7 @@ class UniAnimatePipeline:
         if configs is None:
             cfg_file = Path(source) / CONFIG_FILENAME if hub.is_local_source(source) else None
             configs = ModelConfigs.from_file(cfg_file) if cfg_file and cfg_file.is_file() else ModelConfigs()
-        unet_cfg = configs.unet or UNetConfig()
+        unet_cfg = configs.unet
         released = unet_cfg == UNetConfig()
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
@@ -247,7 +243,7 @@ class UniAnimatePipeline:
         report(f"loading UNet from {unet_path.name}", 0.1)
         with torch.device("meta"):
             unet = UniAnimateUNet(unet_cfg)
-        unet = unet.to(dt).to_empty(device=dev)  # no memory is touched until here; no weights yet
+        unet = unet.to(dt).to_empty(device=dev)  # allocated in the target dtype, filled below
         state = load_state_dict_file(unet_path, mmap=True)
         unet.load_official_state_dict(state)
         del state
@@ -275,7 +271,6 @@ class UniAnimatePipeline:
         import open_clip
         from diffusers import AutoencoderKL
 
-        from .models.config import UNetConfig
         from .models.unet import UniAnimateUNet
 
         seed = _seed_int(seed)
@@ -284,7 +279,7 @@ class UniAnimatePipeline:
         vae_cfg = VaeConfig.tiny()
         with torch.random.fork_rng(devices=[]):  # library initialisers use the global RNG
             torch.manual_seed(seed)
-            clip_model = open_clip.create_model(clip_cfg.model_name, pretrained=None, **clip_cfg.model_kwargs())
+            clip_model = open_clip.model.CLIP(**clip_cfg.model_kwargs())  # the class ViT-H-14 uses
             vae_model = AutoencoderKL(**vae_cfg.diffusers_kwargs())
         unet = UniAnimateUNet(unet_cfg).init_random_weights_(seed, scale=0.5)
         clip = ClipEncoder(clip_model, name="tiny open_clip")
