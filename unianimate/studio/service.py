@@ -791,6 +791,7 @@ class Studio:
                 for job in p.jobs:
                     if job.id == job_id:
                         job.candidates.append(cand.id)
+
             def callback(step: int, total: int, preview: Any = None, _i: int = i) -> None:
                 # ``total`` is the pipeline's count of denoising calls for one candidate
                 clock.total = max(1, count * int(total))
@@ -802,9 +803,18 @@ class Studio:
                                           message=f"candidate {_i + 1}/{count}: step {step}/{total}"))
 
             t0 = time.monotonic()
+            rel = f"segments/{segment_id}/{cand.id}"
             try:
                 frames = self._render(pipe, inputs, cand.seed, settings, seg.num_frames,
                                       callback, token)
+                gen_s = time.monotonic() - t0
+                report(progress, Progress("saving", step=clock.done, total=clock.total,
+                                          candidate=i + 1, candidates=count,
+                                          message=f"candidate {i + 1}/{count}: saving frames"))
+                frames, correction, measures = self._measure_and_correct(project, seg, inputs,
+                                                                          frames, settings)
+                fps = project.poses.fps if project.poses else 8.0
+                self._save_candidate_media(folder, rel, frames, fps)
             except GenerationCancelled:
                 self._finish_candidate(project_id, owner, segment_id, cand.id, "interrupted",
                                        error="cancelled by the user")
@@ -813,16 +823,9 @@ class Studio:
                 self._finish_candidate(project_id, owner, segment_id, cand.id, "failed",
                                        error=_describe(err))
                 raise
-            gen_s = time.monotonic() - t0
-            report(progress, Progress("saving", step=clock.done, total=clock.total,
-                                      candidate=i + 1, candidates=count,
-                                      message=f"candidate {i + 1}/{count}: saving frames"))
-            frames, correction, measures = self._measure_and_correct(project, seg, inputs, frames,
-                                                                      settings)
-            rel = f"segments/{segment_id}/{cand.id}"
-            self._save_candidate_media(folder, rel, frames, project.poses.fps if project.poses else 8.0)
             timings = {"generate_s": round(gen_s, 3),
-                       "per_step_s": round(gen_s / max(1, settings.steps), 4)}
+                       "per_step_s": round(gen_s / max(1, settings.steps), 4),
+                       "save_s": round(time.monotonic() - t0 - gen_s, 3)}
             with self._edit(project_id, owner) as p:
                 c = p.segment(segment_id).candidate(cand.id)
                 c.status = "done"
