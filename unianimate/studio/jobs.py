@@ -87,20 +87,23 @@ class GpuQueue:
             ticket = self._next_ticket
             self._next_ticket += 1
             last = -1
-            while self._serving != ticket:
-                pos = ticket - self._serving
-                if on_wait is not None and pos != last:
-                    last = pos
-                    self._cond.release()
-                    try:
-                        on_wait(pos)
-                    finally:
-                        self._cond.acquire()
-                if should_cancel is not None and should_cancel():
-                    # Skip our ticket: wait for our turn cheaply by marking it abandoned.
-                    self._abandon(ticket)
-                    raise GenerationCancelled("generation cancelled while waiting in the queue")
-                self._cond.wait(timeout=0.2)
+            try:
+                while self._serving != ticket:
+                    pos = ticket - self._serving
+                    if on_wait is not None and pos != last:
+                        last = pos
+                        self._cond.release()
+                        try:
+                            on_wait(pos)
+                        finally:
+                            self._cond.acquire()
+                        continue                  # the queue may have moved meanwhile
+                    if should_cancel is not None and should_cancel():
+                        raise GenerationCancelled("generation cancelled while waiting in the queue")
+                    self._cond.wait(timeout=0.2)
+            except BaseException:
+                self._abandon(ticket)             # never leave a dead ticket blocking the queue
+                raise
         try:
             yield
         finally:
