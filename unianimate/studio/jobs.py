@@ -64,16 +64,21 @@ class GpuQueue:
         self._serving = 0
         self._abandoned: set[int] = set()
 
+    def _ahead(self, ticket: int) -> int:
+        """Live jobs ahead of ``ticket`` (abandoned tickets do not count); lock held."""
+        return max(0, ticket - self._serving
+                   - sum(1 for t in self._abandoned if self._serving <= t < ticket))
+
     def position(self, ticket: int) -> int:
         """How many jobs are ahead of ``ticket`` (0 = its turn)."""
         with self._cond:
-            return max(0, ticket - self._serving)
+            return self._ahead(ticket)
 
     @property
     def waiting(self) -> int:
         """Jobs holding or waiting for the GPU."""
         with self._cond:
-            return self._next_ticket - self._serving
+            return self._ahead(self._next_ticket)
 
     @contextmanager
     def slot(self, on_wait: Callable[[int], None] | None = None,
@@ -89,7 +94,7 @@ class GpuQueue:
             last = -1
             try:
                 while self._serving != ticket:
-                    pos = ticket - self._serving
+                    pos = self._ahead(ticket)
                     if on_wait is not None and pos != last:
                         last = pos
                         self._cond.release()
