@@ -234,6 +234,16 @@ def test_from_pretrained_tiny_folder(tmp_path: Path, images: dict) -> None:
     assert out.shape == (F, H, W, 3)
     # the zero_y cache was written next to the CLIP weights
     assert list((tmp_path / "w").glob("unianimate_zero_y.*.safetensors"))
+    # the VAE from an SD-style checkpoint instead of the diffusers folder gives the same decode
+    make_tiny_vae_files(tmp_path / "ckpt_vae", seed=0)
+    w = tmp_path / "w"
+    (tmp_path / "ckpt_vae" / "v2-1_512-ema-pruned.ckpt").rename(w / "v2-1_512-ema-pruned.ckpt")
+    for f in (w / "vae").iterdir():
+        f.unlink()
+    (w / "vae").rmdir()
+    pipe2 = UniAnimatePipeline.from_pretrained(w, device="cpu")
+    z = torch.randn(1, 4, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    np.testing.assert_array_equal(pipe2.decode(z), pipe.decode(z))
 
 
 def test_from_pretrained_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,3 +277,35 @@ def test_switches_channels_last_and_bf16(pipe: UniAnimatePipeline, images: dict)
     out = _run(bf, images, seed=7, num_inference_steps=1, output_type="latent")
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
     assert (out - base).abs().mean() < 0.1 * base.abs().mean()
+
+
+@pytest.mark.gpu
+def test_cuda_tiny_fp16_offload(images: dict) -> None:
+    gpu = UniAnimatePipeline.tiny(seed=0, device="cuda")
+    assert gpu.dtype == torch.float16 and gpu.offload
+    assert next(gpu.vae.model.parameters()).device.type == "cpu"  # parked on the CPU
+    out = _run(gpu, images, seed=1)
+    assert out.shape == (F, H, W, 3) and out.dtype == np.uint8
+    assert next(gpu.clip.model.parameters()).device.type == "cpu"
+    cpu = UniAnimatePipeline.tiny(seed=0)
+    # same seed -> the same initial noise on CPU and CUDA (drawn from CPU generators)
+    ref_cpu = cpu.encode_reference(images["ref"], 1)
+    ref_gpu = gpu.encode_reference(images["ref"], 1)
+    torch.testing.assert_close(ref_gpu.cpu(), ref_cpu, rtol=1e-3, atol=1e-3)
+    x_cpu = cpu.prepare_latents(ref_cpu, F, 1)
+    x_gpu = gpu.prepare_latents(ref_cpu.cuda(), F, 1)
+    torch.testing.assert_close(x_gpu.cpu(), x_cpu, rtol=1e-6, atol=1e-6)
+    fp32 = UniAnimatePipeline.tiny(seed=0, device="cuda", dtype="fp32", batch_guidance=False)
+    a = _run(fp32, images, seed=1, output_type="latent")
+    b = _run(fp32, images, seed=1, output_type="latent", batch_guidance=True)
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_cuda_compile(images: dict) -> None:
+    eager = UniAnimatePipeline.tiny(seed=0, device="cuda", dtype="fp32")
+    compiled = UniAnimatePipeline.tiny(seed=0, device="cuda", dtype="fp32", compile=True)
+    a = _run(eager, images, seed=2, output_type="latent")
+    b = _run(compiled, images, seed=2, output_type="latent")
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3)
