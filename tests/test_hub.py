@@ -55,6 +55,12 @@ def test_missing_files_local(tmp_path: Path) -> None:
     assert names == {"unianimate_16f_32f_non_ema_223000.pth", "open_clip_pytorch_model.bin",
                      "dw-ll_ucoco_384.onnx"}
     assert hub.resolve_vae(tmp_path) == (tmp_path / "v2-1_512-ema-pruned.ckpt").resolve()
+    with pytest.raises(WeightsMissingError) as err:
+        hub.resolve_file("vae_weights", tmp_path)
+    folder = tmp_path.resolve()
+    assert (f"hf download stabilityai/stable-diffusion-2-1-base vae/diffusion_pytorch_model.safetensors "
+            f"--local-dir {folder}`") in str(err.value)
+    assert f"put it in {folder / 'vae'}" in str(err.value)
     vae = tmp_path / "vae"
     vae.mkdir()
     (vae / "config.json").write_text("{}")

@@ -154,7 +154,8 @@ def _missing_message(entry: HubFile, repo: str, revision: str | None, reason: st
     target = where / entry.subfolder if entry.subfolder else where
     lines = [
         f"{entry.filename} ({entry.description}, {entry.size}) is missing: {reason}.",
-        f"Get it from the Hugging Face repository {repo}: `{entry.command(repo, target, revision)}` "
+        # `hf download --local-dir` keeps the repo path (vae/...), so it gets the folder itself
+        f"Get it from the Hugging Face repository {repo}: `{entry.command(repo, where, revision)}` "
         f"(or download {entry.url(repo, revision)}) and put it in {target}, "
         f"then pass that folder as the weights source.",
     ]
