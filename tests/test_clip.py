@@ -159,3 +159,20 @@ def test_bad_file(tmp_path: Path) -> None:
         ClipEncoder.from_file(tmp_path / "trunc.bin", cfg)
     with pytest.raises(CheckpointError):  # wrong config for the weights
         ClipEncoder.from_file(path, ClipConfig.tiny(width=48))
+
+
+def test_fingerprint(tmp_path: Path) -> None:
+    from unianimate.models.clip import weights_fingerprint
+
+    a = tmp_path / "a.bin"
+    a.write_bytes(b"x" * 3_000_000)
+    b = tmp_path / "b.bin"
+    b.write_bytes(b"x" * 2_999_999 + b"y")  # differs in the last MiB
+    assert weights_fingerprint(a) != weights_fingerprint(b)
+    blobs = tmp_path / "models--x--y" / "blobs"
+    blobs.mkdir(parents=True)
+    digest = "ab" * 32
+    (blobs / digest).write_bytes(b"w")
+    link = tmp_path / "models--x--y" / "snapshot.bin"
+    link.symlink_to(blobs / digest)
+    assert weights_fingerprint(link) == digest[:16]

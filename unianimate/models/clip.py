@@ -115,8 +115,15 @@ def load_open_clip(path: str | os.PathLike, config: ClipConfig | None = None) ->
 
 
 def weights_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Cheap content fingerprint: sha256 of the size and the first and last MiB (hex, 16 chars)."""
+    """Content fingerprint of a weights file (hex, 16 chars), without reading gigabytes.
+
+    A file in the Hugging Face cache is a link to ``blobs/<sha256 of its content>``: that hash is
+    used. Otherwise: sha256 of the size and the first and last MiB.
+    """
     path = Path(path)
+    blob = path.resolve()
+    if blob.parent.name == "blobs" and len(blob.name) == 64 and all(c in "0123456789abcdef" for c in blob.name):
+        return blob.name[:16]
     size = path.stat().st_size
     h = hashlib.sha256(str(size).encode())
     with path.open("rb") as fh:
