@@ -477,8 +477,14 @@ class UniAnimatePipeline:
                          output_type: str = "uint8") -> np.ndarray | torch.Tensor:
         """Animate ``reference_image`` along ``poses`` -> uint8 (F,H,W,3).
 
-        All images are PIL or uint8 (H,W,3) at the same size (multiples of 64). Reference mode when
-        ``first_frame`` is None; first-frame mode otherwise (conditions: module docstring).
+        All images are PIL or uint8 (H,W,3) at the same size (multiples of 64).
+
+        Conditional pass, reference mode (``first_frame=None``): CLIP embedding of
+        ``reference_image``, its VAE latent, ``ref_pose``, ``poses``. First-frame mode
+        (``first_frame`` given): the same four PLUS ``first_frame`` (repeated over F), so the segment
+        continues from that frame (paper §5); frame 0 of the output corresponds to it. The
+        unconditional pass drops all of them (only ``zero_y``); v = v_u + guidance_scale (v_c - v_u).
+        The initial latent uses the noise prior at ``noise_prior_t`` on the reference latent.
         ``callback(step, total, preview)`` after each step (preview: uint8 (F,h,w,3) latent-space
         approximation of the predicted clean video); ``should_cancel()`` is polled between steps
         and raises ``GenerationCancelled``. ``output_type="latent"`` returns the final scaled
