@@ -82,3 +82,17 @@ def test_bad_writer_inputs(tmp_path):
     with pytest.raises(InputError):
         probe_media(tmp_path / "missing.mp4")
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_frames_can_be_streamed_from_a_generator(tmp_path):
+    frames = _frames(5)
+    out = write_mp4((f for f in frames), tmp_path / "g.mp4", fps=10)
+    assert probe_media(out).frames == 5
+    z = write_png_zip(iter(frames), tmp_path / "g.zip")
+    assert len(zipfile.ZipFile(z).namelist()) == 5
+    mixed = [frames[0], np.zeros((32, 32, 3), np.uint8)]
+    with pytest.raises(InputError, match="the first was"):
+        write_mp4(iter(mixed), tmp_path / "m.mp4", fps=10)
+    with pytest.raises(InputError, match="no frames"):
+        write_mp4(iter([]), tmp_path / "e.mp4", fps=10)
+    assert not (tmp_path / "m.mp4").exists() and not list(tmp_path.glob(".m.*"))

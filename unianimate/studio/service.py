@@ -1083,25 +1083,36 @@ class Studio:
                         next_range=next_range, can_continue=can_continue)
 
     # ---- export -----------------------------------------------------------------------
-    def chosen_frames(self, project_id: str, owner: str | None = None
-                      ) -> tuple[np.ndarray, list[int]]:
-        """The chosen path stitched (shared join frames dropped) and the pose index of each frame."""
-        project = self._load(project_id, owner)
-        folder = self._folder(project_id)
-        parts: list[np.ndarray] = []
-        pose_idx: list[int] = []
+    def _chosen_plan(self, project: Project) -> list[tuple[Path, int, int, list[int]]]:
+        """Per chosen segment: (frames folder, first frame to use, frame count, pose indices).
+
+        The first segment gives all its frames, every later one drops its first (shared) frame.
+        """
+        folder = self._folder(project.id)
+        plan = []
         for k, (seg, cand) in enumerate(project.active_path()):
             if cand is None:
                 break
-            frames = _read_pngs(self._inside(folder, cand.frames_dir or ""), 0, cand.num_frames)
-            idx = list(range(seg.start, seg.end))
-            if k > 0:
-                frames, idx = frames[1:], idx[1:]
-            parts.append(frames)
-            pose_idx.extend(idx)
-        if not parts:
+            skip = 1 if k > 0 else 0
+            plan.append((self._inside(folder, cand.frames_dir or ""), skip, cand.num_frames,
+                         list(range(seg.start + skip, seg.end))))
+        if not plan:
             raise InputError("nothing to export yet: generate candidates and choose one first")
-        return np.concatenate(parts, axis=0), pose_idx
+        return plan
+
+    @staticmethod
+    def _iter_plan(plan: list[tuple[Path, int, int, list[int]]]) -> Iterator[np.ndarray]:
+        """The stitched frames one by one (read lazily from the PNGs)."""
+        for frames_dir, skip, count, _ in plan:
+            for i in range(skip, count):
+                yield _read_pngs(frames_dir, i, i + 1)[0]
+
+    def chosen_frames(self, project_id: str, owner: str | None = None
+                      ) -> tuple[np.ndarray, list[int]]:
+        """The chosen path stitched (shared join frames dropped) and the pose index of each frame."""
+        plan = self._chosen_plan(self._load(project_id, owner))
+        frames = np.stack(list(self._iter_plan(plan)), axis=0)
+        return frames, [i for *_, idx in plan for i in idx]
 
     def export(self, project_id: str, path: str | os.PathLike | None = None,
                fps: float | None = None, quality: int = 18, side_by_side: bool = False,
@@ -1111,14 +1122,21 @@ class Studio:
         video's audio trimmed to match, plus optional side-by-side MP4 and PNG zip.
 
         ``path`` None writes into the project's ``exports/`` folder. k segments of n frames give
-        exactly k*(n-1)+1 frames; fps defaults to source fps / frame interval.
+        exactly k*(n-1)+1 frames; fps defaults to source fps / frame interval. Frames are
+        streamed from disk, so long videos do not need to fit in memory.
         """
         from unianimate.video.writer import AudioSpan, side_by_side_frames, write_mp4, write_png_zip
         project = self._load(project_id, owner)
         folder = self._folder(project_id)
-        frames, pose_idx = self.chosen_frames(project_id, owner)
-        assert project.poses is not None
-        out_fps = float(fps) if fps else project.poses.fps
+        plan = self._chosen_plan(project)
+        pose_idx = [i for *_, idx in plan for i in idx]
+        n_frames = len(pose_idx)
+        info = project.poses
+        assert info is not None
+        try:
+            out_fps = float(fps) if fps else info.fps
+        except (TypeError, ValueError):
+            raise InputError(f"fps must be a positive number, got {fps!r}") from None
         if not out_fps > 0:
             raise InputError(f"fps must be positive, got {fps}")
         if not (0 <= int(quality) <= 51):
@@ -1127,35 +1145,40 @@ class Studio:
         video = Path(path) if path is not None else folder / "exports" / f"{stamp}.mp4"
         video.parent.mkdir(parents=True, exist_ok=True)
         audio = None
-        info = project.poses
         if with_audio and info.audio and info.source_video:
             src = self._inside(folder, info.source_video)
             start = info.audio_start + pose_idx[0] * info.frame_interval / (info.source_fps or out_fps)
-            audio = AudioSpan(path=str(src), start=start, duration=len(frames) / out_fps)
-        report(progress, Progress("exporting", step=0, total=3, message="writing video"))
-        write_mp4(frames, video, fps=out_fps, quality=int(quality), audio=audio)
+            audio = AudioSpan(path=str(src), start=start, duration=n_frames / out_fps)
+        steps = 1 + int(side_by_side) + int(png_zip)
+        report(progress, Progress("exporting", step=0, total=steps, message="writing the video"))
+        write_mp4(self._iter_plan(plan), video, fps=out_fps, quality=int(quality), audio=audio)
         sbs_path = zip_path = None
         if side_by_side:
-            report(progress, Progress("exporting", step=1, total=3, message="side by side"))
+            report(progress, Progress("exporting", step=1, total=steps, message="side by side"))
             ref = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
-            poses = _read_pngs(folder / info.images, 0, info.count)
-            sbs = side_by_side_frames(ref, poses[pose_idx], frames)
+            images = folder / info.images
+
+            def panels() -> Iterator[np.ndarray]:
+                for frame, idx in zip(self._iter_plan(plan), pose_idx):
+                    pose = _read_pngs(images, idx, idx + 1)
+                    yield side_by_side_frames(ref, pose, frame[None])[0]
+
             sbs_path = video.with_name(video.stem + "_side_by_side.mp4")
-            write_mp4(sbs, sbs_path, fps=out_fps, quality=int(quality), audio=audio)
+            write_mp4(panels(), sbs_path, fps=out_fps, quality=int(quality), audio=audio)
         if png_zip:
-            report(progress, Progress("exporting", step=2, total=3, message="PNG zip"))
+            report(progress, Progress("exporting", step=steps - 1, total=steps,
+                                      message="PNG sequence zip"))
             zip_path = video.with_name(video.stem + "_frames.zip")
-            write_png_zip(frames, zip_path)
-        result = ExportResult(video=str(video), frames=int(len(frames)), fps=out_fps,
+            write_png_zip(self._iter_plan(plan), zip_path)
+        result = ExportResult(video=str(video), frames=n_frames, fps=out_fps,
                               has_audio=audio is not None,
                               side_by_side=str(sbs_path) if sbs_path else None,
-                              png_zip=str(zip_path) if zip_path else None,
-                              segments=sum(1 for _, c in project.active_path() if c is not None))
+                              png_zip=str(zip_path) if zip_path else None, segments=len(plan))
         with self._edit(project_id, owner) as p:
             p.exports.append({**asdict(result), "time": time.time()})
             p.exports[:] = p.exports[-50:]
-        report(progress, Progress("done", step=3, total=3, message=f"exported {video.name}"))
-        log.info("exported project %s: %d frames at %.3f fps -> %s", project_id, len(frames),
+        report(progress, Progress("done", step=steps, total=steps, message=f"exported {video.name}"))
+        log.info("exported project %s: %d frames at %.3f fps -> %s", project_id, n_frames,
                  out_fps, video)
         return result
 

@@ -12,7 +12,7 @@ import os
 import subprocess
 import tempfile
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -68,64 +68,106 @@ def _as_frames(frames: np.ndarray | Iterable[np.ndarray]) -> np.ndarray:
     return arr
 
 
+def _frame_iter(frames: np.ndarray | Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Frames one by one, each checked to be uint8 (H,W,3) of one size; InputError if none."""
+    if isinstance(frames, np.ndarray):
+        frames = _as_frames(frames)
+    size = None
+    count = 0
+    for frame in frames:
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
+            raise InputError(f"frame {count} must be uint8 (H,W,3), got {frame.shape} {frame.dtype}")
+        if size is None:
+            size = frame.shape
+        elif frame.shape != size:
+            raise InputError(f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, the first was "
+                             f"{size[1]}x{size[0]}")
+        count += 1
+        yield frame
+    if count == 0:
+        raise InputError("there are no frames to write")
+
+
 def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike, fps: float,
               quality: int = 18, audio: AudioSpan | None = None, preset: str = "medium") -> Path:
-    """Encode frames (uint8 (F,H,W,3)) to an H.264/yuv420p MP4 at ``fps``; CRF ``quality``
-    (0 best .. 51 worst, 18 visually lossless). Odd sizes are padded by one black pixel (yuv420p
-    needs even sizes). With ``audio`` the span is muxed as AAC and cut to the video's length.
-    The file appears atomically (temp name, then rename)."""
-    arr = _as_frames(frames)
+    """Encode frames (uint8 (F,H,W,3) array, or any iterable of (H,W,3) frames, streamed) to an
+    H.264/yuv420p MP4 at ``fps``; CRF ``quality`` (0 best .. 51 worst, 18 visually lossless).
+    Odd sizes are padded by one black pixel (yuv420p needs even sizes). With ``audio`` the span
+    is muxed as AAC and cut to the video's length. The file appears atomically (temp + rename)."""
     if not (fps and float(fps) > 0):
         raise InputError(f"fps must be positive, got {fps}")
     if not (0 <= int(quality) <= 51):
         raise InputError(f"quality (CRF) must be in 0..51, got {quality}")
-    f, h, w, _ = arr.shape
-    pad_h, pad_w = h % 2, w % 2
-    if pad_h or pad_w:
-        arr = np.pad(arr, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-        h, w = h + pad_h, w + pad_w
+    if audio is not None and not Path(audio.path).is_file():
+        raise InputError(f"audio source {audio.path!r} does not exist")
+    it = _frame_iter(frames)
+    first = next(it)
+    h0, w0 = first.shape[:2]
+    pad_h, pad_w = h0 % 2, w0 % 2
+    h, w = h0 + pad_h, w0 + pad_w
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
     os.close(fd)
-    duration = f / float(fps)
     cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
     if audio is not None:
-        if not Path(audio.path).is_file():
-            raise InputError(f"audio source {audio.path!r} does not exist")
-        cmd += ["-ss", f"{max(0.0, audio.start):.6f}",
-                "-t", f"{(audio.duration if audio.duration else duration):.6f}",
-                "-i", str(audio.path), "-map", "0:v:0", "-map", "1:a:0?",
+        cmd += ["-ss", f"{max(0.0, audio.start):.6f}"]
+        if audio.duration:
+            cmd += ["-t", f"{audio.duration:.6f}"]
+        cmd += ["-i", str(audio.path), "-map", "0:v:0", "-map", "1:a:0?",
                 "-c:a", "aac", "-b:a", "160k", "-shortest"]
     cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(int(quality)),
             "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", tmp]
     log.debug("ffmpeg: %s", " ".join(cmd))
+    count = 0
     try:
-        proc = subprocess.run(cmd, input=np.ascontiguousarray(arr).tobytes(),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
-        if proc.returncode != 0:
-            raise UniAnimateError("video encoding failed: "
-                                  + proc.stderr.decode("utf-8", "replace").strip()[-800:])
+        with tempfile.TemporaryFile() as errlog:
+            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                    stderr=errlog)
+            assert proc.stdin is not None
+            try:
+                for frame in _chain(first, it):
+                    if pad_h or pad_w:
+                        frame = np.pad(frame, ((0, pad_h), (0, pad_w), (0, 0)))
+                    proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+                    count += 1
+                proc.stdin.close()
+            except BrokenPipeError:
+                pass                                  # ffmpeg died: its message follows
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
+            code = proc.wait()
+            if code != 0:
+                errlog.seek(0)
+                text = errlog.read().decode("utf-8", "replace").strip()
+                raise UniAnimateError(f"video encoding failed (ffmpeg exit {code}): {text[-800:]}")
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    log.info("wrote %s (%d frames, %dx%d, %.3f fps%s)", path.name, f, w, h, float(fps),
+    log.info("wrote %s (%d frames, %dx%d, %.3f fps%s)", path.name, count, w, h, float(fps),
              ", with audio" if audio is not None else "")
     return path
+
+
+def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest
 
 
 def write_png_zip(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike,
                   prefix: str = "frame_") -> Path:
     """Frames as ``frame_000000.png`` ... in a zip (stored: PNG is already compressed)."""
-    arr = _as_frames(frames)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".zip")
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for i, frame in enumerate(arr):
+            for i, frame in enumerate(_frame_iter(frames)):
                 buf = io.BytesIO()
                 Image.fromarray(frame).save(buf, format="PNG")
                 zf.writestr(f"{prefix}{i:06d}.png", buf.getvalue())
