@@ -29,6 +29,7 @@ Two ways to fit this machine (both keep the released architecture, only sizes ch
 
 Usage: python bench/frames_scaling.py [--frames 16 32 64 128 256] [--modules transformer mamba]
        [--config reduced|full] [--size 128x128] [--device cpu] [--dtype fp32] [--repeats 1]
+       [--threads N]
 Writes bench/results/frames_scaling_<device>_<config>.json.
 """
 from __future__ import annotations
@@ -124,6 +125,8 @@ def _spawn_point(args: argparse.Namespace, module: str, frames: int) -> dict[str
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--modules", module,
            "--frames", str(frames), "--dim", str(args.dim), "--size", f"{args.height}x{args.width}",
            "--device", args.device, "--dtype", args.dtype, "--repeats", str(args.repeats)]
+    if args.threads is not None:
+        cmd += ["--threads", str(args.threads)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.point_timeout, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -176,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--repeats", type=int, default=1, help="steps per point; time = best of them")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads per point (default: torch's); 1 is steadier on a busy CPU")
     parser.add_argument("--point-timeout", type=float, default=1800.0, help="seconds per point")
     parser.add_argument("--json", default=None, help="output path (default bench/results/...)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -186,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     args.height, args.width = (int(v) for v in size.lower().split("x"))
 
     if args.worker:  # one point, result as one JSON line on stdout
+        if args.threads is not None:
+            import torch
+            torch.set_num_threads(args.threads)
         result = run_point(args.modules[0], args.frames[0], args.dim, args.height, args.width,
                            args.device, args.dtype, args.repeats)
         print(json.dumps(result), flush=True)
@@ -199,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {platform.processor() or env['machine']}, {env['cpu_count']} cores, torch {env['torch']}"
           + (f", {env['cuda_device']}" if "cuda_device" in env else "")
           + f", load average {env.get('loadavg_1m', float('nan')):.1f} at start")
-    results: dict[str, Any] = dict(environment_start=env, dim=args.dim, height=args.height, width=args.width,
+    results: dict[str, Any] = dict(environment_start=env, threads=args.threads, dim=args.dim, height=args.height, width=args.width,
                                    device=args.device, dtype=args.dtype, frames=args.frames, modules={})
     summaries = []
     for module in args.modules:
