@@ -240,20 +240,22 @@ class UniAnimatePipeline:
         clip_path = hub.resolve_file("clip", source, **kw)
         vae_path = hub.resolve_vae(source, **kw)
 
-        report(f"loading UNet from {unet_path.name}", 0.1)
+        # CLIP first: open_clip reads its whole state dict before copying it (a transient second
+        # copy), and its text tower is freed once zero_y is cached; the peak stays lower this way
+        offload = options.get("offload")
+        home = torch.device("cpu") if (dev.type == "cuda" if offload is None else offload) else dev
+        report(f"loading CLIP from {clip_path.name}", 0.05)
+        clip = ClipEncoder.from_file(clip_path, configs.clip, device=home)
+        report(f"loading VAE from {vae_path.name}", 0.3)
+        vae = LatentVAE.load(vae_path, configs.vae, device=home)
+
+        report(f"loading UNet from {unet_path.name}", 0.4)
         with torch.device("meta"):
             unet = UniAnimateUNet(unet_cfg)
         unet = unet.to(dt).to_empty(device=dev)  # allocated in the target dtype, filled below
-        state = load_state_dict_file(unet_path, mmap=True)
+        state = load_state_dict_file(unet_path, mmap=True)  # memory-mapped: no second copy
         unet.load_official_state_dict(state)
         del state
-
-        offload = options.get("offload")
-        home = torch.device("cpu") if (dev.type == "cuda" if offload is None else offload) else dev
-        report(f"loading CLIP from {clip_path.name}", 0.6)
-        clip = ClipEncoder.from_file(clip_path, configs.clip, device=home)
-        report(f"loading VAE from {vae_path.name}", 0.85)
-        vae = LatentVAE.load(vae_path, configs.vae, device=home)
         name = configs.model_name or (RELEASED_MODEL_NAME if released else CUSTOM_MODEL_NAME)
         if not released:
             logger.warning("UNet config differs from the released UniAnimate config: %s", name)
