@@ -126,13 +126,13 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     input-dependent (also (D,N) or (Bt,G,N,L)); D (D,); z (Bt,D,L); delta_bias (D,).
     Returns y (Bt,D,L) in u's dtype, and the last state (Bt,D,N) fp32 if ``return_last_state``.
 
-    How: the frame axis is cut into chunks of T frames sized so that a (Bt,D,T,N) fp32 buffer
+    How: the frame axis is cut into chunks of T frames sized so that a (T,Bt,D,N) fp32 buffer
     stays under 64 MiB. Per chunk, the discretised decay exp(dt A) and input dt B u are computed
     for all T frames at once (vectorised); then a short loop over the T frames runs the recurrence
     with one fused multiply-add on the (Bt,D,N) state; then C contracts the T states in one
-    batched matmul. The work is linear in L and the extra memory is bounded whatever L is. Frames are few
-    (L = F + 1 <= a few hundred), so the loop is cheap; a log-space parallel scan was rejected
-    because exp(-cumsum(dt A)) overflows for long chunks once dt is trained large.
+    batched matmul. The work is linear in L and the extra memory is bounded whatever L is.
+    Frames are few (L = F + 1 <= a few hundred), so the loop is cheap; a log-space parallel scan
+    was rejected because exp(-cumsum(dt A)) overflows for long chunks once dt is trained large.
     Computes in fp32 like the CUDA kernel; differentiable (autograd through the loop).
     """
     if A.is_complex():
