@@ -31,6 +31,20 @@ CSS = """
 """
 
 
+class ReferenceImage(gr.Image):
+    """``gr.Image`` whose upload reaches the service unopened: the service checks images (empty,
+    truncated, not an image, decompression bombs) with clear messages, which Gradio's own decoding
+    in ``gr.Image.preprocess`` would replace by a generic error. Same frontend as ``gr.Image``."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        """The uploaded file's path as is (pasted data URLs go through ``gr.Image``)."""
+        if payload is not None and payload.path and not str(payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return super().preprocess(payload)
+
+
 def _examples(models: ModelManager) -> list[list[Any]]:
     """Example rows: reference image, pose JSON, resolution preset, custom width and height."""
     ref, dance = ASSETS / "example_reference.png", ASSETS / "example_dance.json"
@@ -76,17 +90,15 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         gr.Markdown("## 1 · Reference and driving poses")
         with gr.Row():
             with gr.Column(scale=1):
-                reference = gr.Image(label="Reference image (the person)", type="filepath",
+                reference = ReferenceImage(label="Reference image (the person)", type="filepath",
                                      sources=["upload", "clipboard"], height=300,
                                      elem_id="reference")
                 name = gr.Textbox(label="Project name (optional)", max_lines=1)
                 resolution = gr.Dropdown(label="Resolution (W x H)", choices=PRESET_CHOICES,
                                          value="512x768", elem_id="resolution")
                 with gr.Row():
-                    width = gr.Number(label="Custom width", value=512, precision=0, step=64,
-                                      minimum=64, maximum=2048)
-                    height = gr.Number(label="Custom height", value=768, precision=0, step=64,
-                                       minimum=64, maximum=2048)
+                    width = gr.Number(label="Custom width", value=512, precision=0, step=64)
+                    height = gr.Number(label="Custom height", value=768, precision=0, step=64)
                 fit = gr.Radio(label="Fit the reference to W x H", choices=FIT_CHOICES,
                                value="crop", elem_id="fit")
                 with gr.Row():
@@ -178,6 +190,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         timeline_md = gr.Markdown(label="timeline", elem_id="timeline")
         path_gallery = gr.Gallery(label="Chosen path (last frame of each segment)", columns=8,
                                   height=220, preview=False, object_fit="contain",
+                                  fit_columns=False,
                                   elem_id="path-gallery")
         branch_btn = gr.Button("Make the selected segment's branch the chosen path",
                                size="sm", elem_id="select-branch")

@@ -1,0 +1,105 @@
+"""A real browser (Debian's chromium through Playwright) clicks through the studio, tiny model.
+
+Skipped cleanly when /usr/bin/chromium or the playwright package is missing. Screenshots go to
+``$UNIANIMATE_ARTIFACTS`` when set, else to the test's temporary folder.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path(os.environ.get("UNIANIMATE_CHROMIUM", "/usr/bin/chromium"))
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed")]
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+sync_api = pytest.importorskip("playwright.sync_api")
+pytest.importorskip("gradio")
+
+from ui.blocks import build_ui, launch_kwargs  # noqa: E402
+from ui.runtime import ModelManager, build_studio  # noqa: E402
+
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run",
+        "--disable-dev-shm-usage"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("projects")
+    models = ModelManager("tiny")
+    demo = build_ui(build_studio(root, models), models)
+    kwargs = launch_kwargs(root, port=_free_port())
+    demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+    try:
+        yield f"http://127.0.0.1:{kwargs['server_port']}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture()
+def page(tmp_path: Path) -> Iterator[object]:
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+            pg.set_default_timeout(30_000)
+            yield pg
+        finally:
+            browser.close()
+
+
+def _shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("UNIANIMATE_ARTIFACTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_click_through_examples_generate_choose_continue_export(app_url: str, page: object,
+                                                                tmp_path: Path) -> None:
+    expect = sync_api.expect
+    pg = page
+    pg.goto(app_url)
+    expect(pg.locator("#tiny-banner")).to_contain_text("TINY TEST MODEL")
+    expect(pg.locator("#model-status")).to_contain_text("tiny random-weight")
+
+    pg.get_by_text("figure + dance (small, fast)").click()      # the example row
+    expect(pg.locator("#pose-files")).to_contain_text("example_dance")
+    pg.locator("#create-project").click()
+    expect(pg.locator("#pose-info")).to_contain_text("40 poses", timeout=60_000)
+    expect(pg.locator("#reference-preview img")).to_be_visible()
+
+    for selector, value in (("#frames", "3"), ("#steps", "2")):
+        box = pg.locator(f"{selector} input[type=number]")
+        box.fill(value)
+        box.press("Enter")
+    pg.locator("#generate").click()
+    expect(pg.locator("#slot1-info")).to_contain_text("seed 1", timeout=240_000)
+    expect(pg.locator("#slot0-info")).to_contain_text("stability")
+    expect(pg.locator("#slot0-video video")).to_be_visible()
+    expect(pg.locator("#measures")).to_contain_text("c1")
+    shots = _shots(tmp_path)
+    pg.screenshot(path=str(shots / "studio_candidates.png"), full_page=True)
+
+    pg.locator("#choose").click()
+    expect(pg.locator("#status")).to_contain_text("Chose c0", timeout=60_000)
+    expect(pg.locator("#timeline")).to_contain_text("c0 (seed 0)")
+    pg.locator("#continue").click()
+    expect(pg.locator("#status")).to_contain_text("continues from", timeout=60_000)
+    expect(pg.locator("#timeline")).to_contain_text("s1")
+
+    pg.locator("#export").click()
+    expect(pg.locator("#status")).to_contain_text("Exported 3 frames", timeout=120_000)
+    expect(pg.locator("#export-files")).to_contain_text(".mp4")
+    expect(pg.locator("#export-video video")).to_be_visible()
+    pg.screenshot(path=str(shots / "studio_exported.png"), full_page=True)
+    assert (shots / "studio_exported.png").stat().st_size > 10_000

@@ -1,0 +1,297 @@
+"""The studio's Gradio Blocks layout and event wiring (every action has a named API endpoint).
+
+``build_ui(studio, models)`` returns the Blocks (queued: GPU work one job at a time);
+``launch_kwargs(projects_dir, ...)`` gives the matching ``Blocks.launch`` arguments (bind address,
+upload limit, files served only from the projects folder, theme and CSS).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from ui.handlers import (FIT_CHOICES, MEASURE_HEADERS, PRESET_CHOICES, SLOTS, VIEW_FIELDS,
+                         StudioHandlers)
+from ui.runtime import ModelManager
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+GPU_ID = "gpu"          # every handler that runs the model shares this concurrency id (limit 1)
+
+CSS = """
+#tiny-banner {background: #fff3cd; border: 2px solid #e0a800; border-radius: 8px;
+              padding: 8px 14px; color: #5c4400;}
+#tiny-banner p {margin: 0; font-weight: 600;}
+#model-status {font-size: 0.92em;}
+.cand-info p {margin: 2px 0; font-size: 0.9em;}
+"""
+
+from gradio.events import Dependency
+
+class ReferenceImage(gr.Image):
+    """``gr.Image`` whose upload reaches the service unopened: the service checks images (empty,
+    truncated, not an image, decompression bombs) with clear messages, which Gradio's own decoding
+    in ``gr.Image.preprocess`` would replace by a generic error. Same frontend as ``gr.Image``."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        """The uploaded file's path as is (pasted data URLs go through ``gr.Image``)."""
+        if payload is not None and payload.path and not str(payload.url or "").startswith("data:"):
+            return str(payload.path)
+        return super().preprocess(payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _examples(models: ModelManager) -> list[list[Any]]:
+    """Example rows: reference image, pose JSON, resolution preset, custom width and height."""
+    ref, dance = ASSETS / "example_reference.png", ASSETS / "example_dance.json"
+    if not (ref.is_file() and dance.is_file()):
+        log.warning("example assets missing in %s; run python assets/make_assets.py", ASSETS)
+        return []
+    if models.is_tiny:    # small frames: the tiny model runs on a CPU in seconds
+        return [[str(ref), [str(dance)], "custom", 128, 192, "crop"],
+                [str(ref), [str(dance)], "512x768", 512, 768, "crop"]]
+    return [[str(ref), [str(dance)], "512x768", 512, 768, "crop"],
+            [str(ref), [str(dance)], "768x1216", 768, 1216, "pad"]]
+
+
+def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
+             queue_size: int = 32, handlers: StudioHandlers | None = None) -> gr.Blocks:
+    """The studio UI on ``studio`` (queue configured; not launched)."""
+    h = handlers or StudioHandlers(studio, models, isolate_sessions=isolate_sessions)
+    with gr.Blocks(title="UniAnimate Studio", delete_cache=(3600, 86400)) as demo:
+        owner = gr.State(None)
+        stored_owner = gr.BrowserState(None, storage_key="unianimate-studio-owner")
+        if models.is_tiny:
+            gr.Markdown("⚠️ **TINY TEST MODEL** — random weights (`--model tiny`): every "
+                        "video it makes is noise, not animation. Use it to try the studio; start "
+                        "`python app.py` for the released UniAnimate weights.",
+                        elem_id="tiny-banner")
+        gr.Markdown("# UniAnimate Studio\nAnimate a person photo with a dance, segment by "
+                    "segment: generate candidates, choose the best, continue from its last "
+                    "frame, re-roll any segment, export one video.")
+        with gr.Row(equal_height=True):
+            with gr.Column(scale=5):
+                model_md = gr.Markdown(label="model status", elem_id="model-status")
+            with gr.Column(scale=1, min_width=160):
+                load_btn = gr.Button("Load model", elem_id="load-model")
+                status_btn = gr.Button("Refresh status", size="sm", elem_id="model-refresh")
+        status = gr.Markdown("", label="status", elem_id="status")
+        with gr.Row():
+            project = gr.Dropdown(label="Project (this session's projects)", choices=[],
+                                  value=None, allow_custom_value=True, scale=5, elem_id="project")
+            with gr.Column(scale=1, min_width=160):
+                list_btn = gr.Button("Refresh list", size="sm", elem_id="list-projects")
+
+        # ---- 1: reference and driving poses -------------------------------------------
+        gr.Markdown("## 1 · Reference and driving poses")
+        with gr.Row():
+            with gr.Column(scale=1):
+                reference = ReferenceImage(label="Reference image (the person)", type="filepath",
+                                     sources=["upload", "clipboard"], height=300,
+                                     elem_id="reference")
+                name = gr.Textbox(label="Project name (optional)", max_lines=1)
+                resolution = gr.Dropdown(label="Resolution (W x H)", choices=PRESET_CHOICES,
+                                         value="512x768", elem_id="resolution")
+                with gr.Row():
+                    width = gr.Number(label="Custom width", value=512, precision=0, step=64)
+                    height = gr.Number(label="Custom height", value=768, precision=0, step=64)
+                fit = gr.Radio(label="Fit the reference to W x H", choices=FIT_CHOICES,
+                               value="crop", elem_id="fit")
+                with gr.Row():
+                    create_btn = gr.Button("Create project", variant="primary",
+                                           elem_id="create-project")
+                    setref_btn = gr.Button("Apply image / size / fit", elem_id="set-reference")
+            with gr.Column(scale=1):
+                with gr.Tabs():
+                    with gr.Tab("Pose sequence"):
+                        pose_files = gr.File(label="Pose JSON, zip of pose images, or pose images",
+                                             file_count="multiple",
+                                             file_types=[".json", ".zip", "image"],
+                                             height=140, elem_id="pose-files")
+                        posefile_btn = gr.Button("Load pose sequence", elem_id="load-poses")
+                    with gr.Tab("Driving video"):
+                        video = gr.Video(label="Driving video (DWPose extracts the poses)",
+                                         sources=["upload"], height=220, elem_id="driving-video")
+                        extract_btn = gr.Button("Extract poses (DWPose)", elem_id="extract-poses")
+                with gr.Row():
+                    trim_start = gr.Number(label="Trim start (s)", value=0, minimum=0)
+                    trim_end = gr.Number(label="Trim end (s, 0 = end)", value=0, minimum=0)
+                    interval = gr.Number(label="Frame interval", value=1, precision=0,
+                                         minimum=1, maximum=16,
+                                         info="keep every n-th frame; fps = source fps / n")
+                align = gr.Checkbox(label="Align the driving poses to the reference body",
+                                    value=True)
+        with gr.Accordion("Examples (made by the project: a drawn figure and a procedural "
+                          "dance)", open=True):
+            gr.Examples(examples=_examples(models),
+                        inputs=[reference, pose_files, resolution, width, height, fit],
+                        label="Click a row, then press Create project", elem_id="examples",
+                        example_labels=["figure + dance (small, fast)" if models.is_tiny else
+                                        "figure + dance, 512x768",
+                                        "figure + dance, 512x768" if models.is_tiny else
+                                        "figure + dance, 768x1216 padded"][:len(_examples(models))])
+        with gr.Row():
+            ref_preview = gr.Image(label="Reference as the model sees it", interactive=False,
+                                   height=300, elem_id="reference-preview")
+            pose_overlay = gr.Image(label="Pose 0 over the reference", interactive=False,
+                                    height=300, elem_id="pose-overlay")
+            pose_video = gr.Video(label="Driving skeleton", interactive=False, height=300,
+                                  autoplay=True, loop=True, elem_id="pose-video")
+        pose_info = gr.Markdown(label="pose info", elem_id="pose-info")
+
+        # ---- 2: the studio --------------------------------------------------------------
+        gr.Markdown("## 2 · Studio: candidates, choose, continue, re-roll")
+        with gr.Row():
+            frames = gr.Slider(2, 64, value=16, step=1, label="Frames per segment",
+                               elem_id="frames")
+            steps = gr.Slider(1, 100, value=30, step=1, label="Denoising steps", elem_id="steps")
+            guidance = gr.Slider(0.0, 10.0, value=2.5, step=0.1, label="Guidance")
+        with gr.Row():
+            noise_prior = gr.Slider(0, 999, value=949, step=1, label="Noise prior t",
+                                    info="raise to 959/969 if the reference leaks in")
+            base_seed = gr.Number(label="Base seed", value=0, precision=0, minimum=0,
+                                  info="seed = base + 1000 x depth + candidate")
+            n_cands = gr.Slider(1, SLOTS, value=2, step=1, label="Candidates",
+                                elem_id="n-candidates")
+        with gr.Row(equal_height=True):
+            segment = gr.Dropdown(label="Segment (the tree; pick one to see or re-roll it)",
+                                  choices=[], value=None, allow_custom_value=True, scale=3,
+                                  elem_id="segment")
+            gen_btn = gr.Button("Generate candidates", variant="primary", scale=1,
+                                elem_id="generate")
+            reroll_btn = gr.Button("Re-roll segment", scale=1, elem_id="reroll")
+            cancel_btn = gr.Button("Cancel", variant="stop", scale=1, elem_id="cancel")
+        with gr.Row(equal_height=True):
+            slot_videos, slot_infos = [], []
+            for i in range(SLOTS):
+                with gr.Column(min_width=200):
+                    slot_videos.append(gr.Video(label="candidate", interactive=False,
+                                                autoplay=True, loop=True, height=320,
+                                                visible=i == 0, elem_id=f"slot{i}-video"))
+                    slot_infos.append(gr.Markdown("No candidates yet.", visible=i == 0,
+                                                  label=f"candidate {i} info",
+                                                  elem_id=f"slot{i}-info",
+                                                  elem_classes=["cand-info"]))
+        measures = gr.Dataframe(headers=MEASURE_HEADERS, value=[], interactive=False,
+                                label="Measures (seam: jump from the previous chosen frame; "
+                                      "stability: frame-to-frame change; lower is smoother)",
+                                elem_id="measures")
+        with gr.Row(equal_height=True):
+            candidate = gr.Dropdown(label="Candidate to choose", choices=[], value=None,
+                                    allow_custom_value=True, scale=3, elem_id="candidate")
+            choose_btn = gr.Button("Choose", variant="primary", scale=1, elem_id="choose")
+            continue_btn = gr.Button("Continue from its last frame", scale=1,
+                                     elem_id="continue")
+        gr.Markdown("### Timeline of the chosen path")
+        timeline_md = gr.Markdown(label="timeline", elem_id="timeline")
+        path_gallery = gr.Gallery(label="Chosen path (last frame of each segment)", columns=8,
+                                  height=220, preview=False, object_fit="contain",
+                                  elem_id="path-gallery")
+        branch_btn = gr.Button("Make the selected segment's branch the chosen path",
+                               size="sm", elem_id="select-branch")
+
+        # ---- 3: export ------------------------------------------------------------------
+        gr.Markdown("## 3 · Export")
+        with gr.Row(equal_height=True):
+            quality = gr.Slider(0, 51, value=18, step=1, label="Quality (H.264 CRF, lower = "
+                                                               "better)")
+            sbs = gr.Checkbox(label="Also side by side (reference | pose | result)")
+            pngzip = gr.Checkbox(label="Also a PNG zip")
+            audio = gr.Checkbox(label="Audio of the driving video", value=True)
+            export_btn = gr.Button("Export", variant="primary", elem_id="export")
+        with gr.Row():
+            export_video = gr.Video(label="Exported video", interactive=False, height=360,
+                                    elem_id="export-video")
+            export_files = gr.File(label="Downloads", file_count="multiple", interactive=False,
+                                   elem_id="export-files")
+        with gr.Accordion("Project data (JSON, as the API returns it)", open=False):
+            json_btn = gr.Button("Refresh timeline JSON", size="sm", elem_id="timeline-json")
+            project_json = gr.JSON(label="project", elem_id="project-json")
+
+        # ---- events ---------------------------------------------------------------------
+        components: dict[str, Any] = {
+            "project": project, "reference_preview": ref_preview, "pose_video": pose_video,
+            "pose_overlay": pose_overlay, "pose_info": pose_info, "frames_per_segment": frames,
+            "steps": steps, "guidance": guidance, "noise_prior": noise_prior,
+            "base_seed": base_seed, "candidates": n_cands, "segment": segment,
+            "measures": measures, "candidate": candidate, "timeline_md": timeline_md,
+            "path_gallery": path_gallery, "project_json": project_json,
+            **{f"slot{i}_video": v for i, v in enumerate(slot_videos)},
+            **{f"slot{i}_info": m for i, m in enumerate(slot_infos)},
+        }
+        view_out = [components[n] for n in VIEW_FIELDS]
+        view_in = [owner, project, segment]
+        quiet: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+        gpu_kw: dict[str, Any] = {"concurrency_id": GPU_ID, "concurrency_limit": 1}
+
+        demo.load(h.init_session, [stored_owner], [stored_owner, owner, project, model_md],
+                  **quiet).then(h.view, view_in, view_out, **quiet)
+        status_btn.click(h.model_status, None, model_md, api_name="model_status")
+        load_btn.click(h.load_model, None, model_md, api_name="load_model", **gpu_kw)
+        list_btn.click(h.list_projects, [owner], [project, project_json],
+                       api_name="list_projects")
+        project.input(h.view, view_in, view_out, api_name="open_project")
+        segment.input(h.view, view_in, view_out, **quiet)
+
+        create_btn.click(
+            h.create_project, [owner, reference, resolution, width, height, fit, name],
+            [project, status, project_json], api_name="create_project",
+        ).success(h.autoload_poses, [owner, project, pose_files, trim_start, trim_end, interval,
+                                     align], [status, project_json], **quiet,
+                  ).then(h.view, view_in, view_out, **quiet)
+        setref_btn.click(h.set_reference,
+                         [owner, project, reference, resolution, width, height, fit],
+                         [status, project_json], api_name="set_reference",
+                         ).then(h.view, view_in, view_out, **quiet)
+        pose_in = [trim_start, trim_end, interval, align]
+        posefile_btn.click(h.load_pose_file, [owner, project, pose_files, *pose_in],
+                           [status, project_json], api_name="load_pose_file",
+                           ).then(h.view, view_in, view_out, **quiet)
+        extract_btn.click(h.extract_poses, [owner, project, video, *pose_in],
+                          [status, project_json], api_name="extract_poses", **gpu_kw,
+                          ).then(h.view, view_in, view_out, **quiet)
+
+        settings_in = [frames, steps, guidance, noise_prior, base_seed, n_cands]
+        gen_evt = gen_btn.click(h.generate_candidates, [owner, project, segment, *settings_in],
+                                [segment, status, project_json], api_name="generate_candidates",
+                                **gpu_kw)
+        gen_evt.then(h.view, view_in, view_out, **quiet)
+        reroll_evt = reroll_btn.click(h.reroll, [owner, project, segment, n_cands],
+                                      [segment, status, project_json], api_name="reroll",
+                                      **gpu_kw)
+        reroll_evt.then(h.view, view_in, view_out, **quiet)
+        cancel_btn.click(h.cancel, [owner, project], [status], api_name="cancel",
+                         concurrency_limit=None, show_progress="hidden")
+        choose_btn.click(h.choose, [owner, project, segment, candidate], [status, project_json],
+                         api_name="choose").then(h.view, view_in, view_out, **quiet)
+        continue_btn.click(h.continue_segment, [owner, project], [segment, status, project_json],
+                           api_name="continue_segment").then(h.view, view_in, view_out, **quiet)
+        branch_btn.click(h.select_branch, [owner, project, segment],
+                         [segment, status, project_json], api_name="select_branch",
+                         ).then(h.view, view_in, view_out, **quiet)
+        json_btn.click(h.timeline, [owner, project], [project_json], api_name="timeline")
+        export_btn.click(h.export, [owner, project, quality, sbs, pngzip, audio],
+                         [export_video, export_files, status], api_name="export")
+    demo.queue(default_concurrency_limit=4, max_size=queue_size)
+    return demo
+
+
+def launch_kwargs(projects_dir: str | os.PathLike, host: str = "127.0.0.1", port: int | None = 7860,
+                  share: bool = False, max_file_size: str | int | None = "200mb"
+                  ) -> dict[str, Any]:
+    """``Blocks.launch`` arguments: local bind by default, share opt-in, upload size limit,
+    files served only from the projects folder, and the studio's theme/CSS."""
+    return {"server_name": host, "server_port": port, "share": bool(share),
+            "allowed_paths": [str(Path(projects_dir).resolve())],
+            "max_file_size": max_file_size, "show_error": True, "css": CSS,
+            "theme": gr.themes.Soft(), "footer_links": ["api", "gradio"]}
