@@ -196,3 +196,27 @@ def test_tree_helpers_and_active_path():
     bad["segments"][0]["candidates"][0]["num_frames"] = 4
     with pytest.raises(ProjectError, match="needs frames_dir and 5 frames"):
         Project.from_json(bad)
+
+
+def test_set_reference_redraws_poses_and_failures_change_nothing(studio):
+    from PIL import Image
+    p = studio.create_project(_ref(), 64, 64, "crop")
+    info = studio.set_pose_sequence(p.id, _poses(6))
+    folder = studio.project_dir(p.id)
+    assert Image.open(folder / info.images / "000005.png").size == (64, 64)
+    before = studio.get_project(p.id).to_json()
+    with pytest.raises(InputError):
+        studio.set_reference(p.id, None, width=100, height=64)
+    with pytest.raises(InputError):
+        studio.set_reference(p.id, None, fit="squash")
+    assert studio.get_project(p.id).to_json() == before
+    q = studio.set_reference(p.id, None, width=128, height=64, fit="pad")
+    assert (q.width, q.height, q.reference.fit) == (128, 64, "pad")
+    assert Image.open(folder / "reference/fitted.png").size == (128, 64)
+    assert Image.open(folder / q.poses.images / "000005.png").size == (128, 64)
+    assert Image.open(folder / q.reference.pose).size == (128, 64)
+    assert not list(folder.glob(".poses-*")) and not list(folder.glob(".old-*"))
+    preview = studio.pose_preview(p.id)
+    from unianimate.video.writer import probe_media
+    assert probe_media(preview.skeleton_video).frames == 6
+    assert Image.open(preview.overlay_image).size == (128, 64)
