@@ -436,6 +436,10 @@ class Studio:
             shutil.rmtree(folder)
         log.info("deleted project %s", project_id)
 
+    def delete(self, project_id: str, owner: str | None = None) -> None:
+        """Alias of :meth:`delete_project`."""
+        self.delete_project(project_id, owner=owner)
+
     # ---- poses ------------------------------------------------------------------------
     def set_poses_from_file(self, project_id: str, path: str | os.PathLike,
                             frame_interval: int = 2, start: float | None = None,
