@@ -1021,7 +1021,7 @@ class Studio:
             existing = project.children(seg.id, seg.chosen)
             if existing:
                 child = max(existing, key=lambda s: s.created)
-                project.active_leaf = child.id
+                project.active_leaf = self._descend(project, child.id)   # keep its continuation
                 _sync_chosen(project)
                 return child
             assert project.poses is not None
