@@ -136,6 +136,9 @@ def test_whole_flow_branches_export_and_restart(studio, tmp_path):
     assert not studio.timeline(p.id).can_continue
     with pytest.raises(InputError, match="nothing left"):
         studio.continue_from(p.id)
+    # continuing a segment that already has a continuation goes there (no duplicate segment)
+    assert studio.continue_from(p.id, "s0").id == "s1"
+    assert [v.id for v in studio.timeline(p.id).path] == ["s0", "s1", "s3"]
 
     # export: 3 segments of 5 -> 3*4+1 = 13 frames at 8 fps; stitched = chosen frames
     out = studio.export(p.id, tmp_path / "out.mp4", quality=20, side_by_side=True, png_zip=True)
