@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="folder holding the projects (default ./projects)")
     p.add_argument("--max-file-size", default="200mb",
                    help="largest accepted upload, e.g. 200mb or 1gb (default 200mb)")
+    p.add_argument("--dwpose", default=None,
+                   help="folder or Hub repo holding the DWPose ONNX files (default: with the model)")
     p.add_argument("--device", default="auto", help="torch device: auto, cuda, cpu")
     p.add_argument("--dtype", default="auto", help="auto, fp16, bf16 or fp32")
     p.add_argument("--shared-sessions", action="store_true",
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     projects_dir = Path(args.projects_dir).expanduser().resolve()
     projects_dir.mkdir(parents=True, exist_ok=True)
-    models = ModelManager(args.model, device=args.device, dtype=args.dtype)
+    models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose)
     studio = build_studio(projects_dir, models)
     demo = build_ui(studio, models, isolate_sessions=not args.shared_sessions,
                     queue_size=args.queue_size)

@@ -200,3 +200,45 @@ def test_model_status_tiny_and_missing_real_weights(tmp_path: Path,
     (tmp_path / "weights").mkdir()
     text = ModelManager(str(tmp_path / "weights")).status_markdown()
     assert "missing in the folder" in text and f"--local-dir {tmp_path / 'weights'}" in text
+
+
+class _RecordingProgress(gr.Progress):
+    """Gradio's progress object, recording what the handler reports (no server here)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[object, str | None]] = []
+
+    def __call__(self, progress, desc=None, total=None, unit="steps", _tqdm=None):  # noqa: ANN001
+        self.calls.append((progress, desc))
+        return super().__call__(progress, desc=desc, total=total, unit=unit, _tqdm=_tqdm)
+
+
+def test_driving_video_through_dwpose_with_per_frame_progress(tmp_path: Path) -> None:
+    from unianimate.pose.synthetic import export_tiny_dwpose, person_frames, write_video
+    export_tiny_dwpose(tmp_path / "dwpose")
+    video = write_video(tmp_path / "dance.mp4", person_frames(8, 320, 480), fps=8.0)
+    models = ModelManager("tiny", dwpose=str(tmp_path / "dwpose"))
+    ui = StudioHandlers(build_studio(tmp_path / "projects", models), models)
+    pid = _project(ui, poses=False)
+    progress = _RecordingProgress()
+    msg, data = ui.extract_poses(ALICE, pid, str(video), 0, 0, 2, True, None, progress)
+    assert data["poses"] == 4 and "4 poses" in msg and "frame interval 2" in msg
+    frames = [c for c in progress.calls if isinstance(c[0], tuple)]
+    assert frames and frames[-1][0][1] > 0 and "pose" in (frames[-1][1] or "")
+
+
+def test_several_pose_images_are_one_sequence(ui: StudioHandlers, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from unianimate.pose import draw_pose, load_pose_sequence
+    seq = load_pose_sequence(DANCE)
+    files = []
+    for i in range(3):
+        path = tmp_path / f"pose_{i}.png"
+        Image.fromarray(draw_pose(seq[i], 96, 64)).save(path)
+        files.append(str(path))
+    pid = _project(ui, poses=False)
+    msg, data = ui.load_pose_file(ALICE, pid, files, 0, 0, 1, False)
+    assert data["poses"] == 3
+    assert "pose images" in _error(ui.load_pose_file, ALICE, pid, [files[0], DANCE], 0, 0, 1, True)

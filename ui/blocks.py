@@ -6,6 +6,7 @@ upload limit, files served only from the projects folder, theme and CSS).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -64,7 +65,10 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
     h = handlers or StudioHandlers(studio, models, isolate_sessions=isolate_sessions)
     with gr.Blocks(title="UniAnimate Studio", delete_cache=(3600, 86400)) as demo:
         owner = gr.State(None)
-        stored_owner = gr.BrowserState(None, storage_key="unianimate-studio-owner")
+        # the owner token lives in the browser (a reload keeps the projects); the "secret" only
+        # obfuscates localStorage and must stay the same across restarts of the app
+        stored_owner = gr.BrowserState(None, storage_key="unianimate-studio-owner",
+                                       secret=hashlib.sha256(str(studio.root).encode()).hexdigest())
         if models.is_tiny:
             gr.Markdown("⚠️ **TINY TEST MODEL** — random weights (`--model tiny`): every "
                         "video it makes is noise, not animation. Use it to try the studio; start "

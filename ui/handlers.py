@@ -225,11 +225,16 @@ class StudioHandlers:
         """Driving poses from an uploaded pose JSON, a zip of pose images or several images."""
         owner = self.owner_of(token, request)
         pid = self._pid(project_id)
-        path = self._pose_upload(pose_files)
-        info = self.studio.set_poses_from_file(
-            pid, path, frame_interval=self._interval(frame_interval),
-            start=self._time(trim_start), end=self._time(trim_end), align=bool(align),
-            owner=owner)
+        interval = self._interval(frame_interval)
+        start, end = self._time(trim_start), self._time(trim_end)
+        path, gathered = self._pose_upload(pose_files)
+        try:
+            info = self.studio.set_poses_from_file(pid, path, frame_interval=interval,
+                                                   start=start, end=end, align=bool(align),
+                                                   owner=owner)
+        finally:
+            if gathered is not None:
+                shutil.rmtree(gathered, ignore_errors=True)
         return self._pose_message(info), self._project_dict(pid, owner)
 
     def autoload_poses(self, token: str | None, project_id: str | None, pose_files: Any,
@@ -496,22 +501,23 @@ class StudioHandlers:
             raise InputError("the upload did not arrive; upload the file again")
         return str(path)
 
-    def _pose_upload(self, files: Any) -> str:
-        """One pose JSON / zip / video path, or several images gathered into a folder."""
+    def _pose_upload(self, files: Any) -> tuple[str, Path | None]:
+        """One pose JSON / zip / video path, or several images gathered into a temporary folder
+        (returned second, for removal after use)."""
         if not files:
             raise InputError("upload a pose sequence (JSON, a zip of pose images, or the pose "
                              "images themselves) first")
         items = files if isinstance(files, (list, tuple)) else [files]
         paths = [Path(self._upload_path(f)) for f in items]
         if len(paths) == 1:
-            return str(paths[0])
+            return str(paths[0]), None
         if not all(p.suffix.lower() in _IMAGE_EXT for p in paths):
             raise InputError("several files can only be pose images (PNG/JPEG/WebP); upload one "
                              "JSON or zip file instead")
         folder = Path(tempfile.mkdtemp(prefix="unianimate-poses-"))
         for i, p in enumerate(sorted(paths, key=lambda q: q.name)):
             shutil.copyfile(p, folder / f"{i:06d}{p.suffix.lower()}")
-        return str(folder)
+        return str(folder), folder
 
     @staticmethod
     def _interval(value: Any) -> int:

@@ -44,7 +44,8 @@ class ModelManager:
     handed to :class:`unianimate.studio.Studio`, which calls them on first use.
     """
 
-    def __init__(self, model: str = "real", device: str = "auto", dtype: str = "auto") -> None:
+    def __init__(self, model: str = "real", device: str = "auto", dtype: str = "auto",
+                 dwpose: str | None = None) -> None:
         model = str(model or "real").strip()
         self.spec = model
         self.is_tiny = model.lower() == "tiny"
@@ -52,6 +53,8 @@ class ModelManager:
             DEFAULT_MODEL_SOURCE if model.lower() == "real" else model)
         self.device = device
         self.dtype = dtype
+        #: where the DWPose ONNX files come from (a folder or repo); None = with the model
+        self.dwpose = dwpose
         self.last_error: str | None = None
         self._lock = threading.Lock()
 
@@ -85,12 +88,13 @@ class ModelManager:
         return pipe
 
     def detector_factory(self) -> Any:
-        """The DWPose detector. With the tiny model it is used only when its files are already
-        on this machine (no download); otherwise they are fetched like the other weights."""
+        """The DWPose detector (from ``dwpose`` when given, else with the model's weights). With
+        the tiny model and no ``dwpose`` it is used only when its files are already on this
+        machine (no download); otherwise they are fetched like the other weights."""
         from unianimate import hub
         from unianimate.pose import DWPoseDetector
-        local_only = True if self.is_tiny else None
-        source = None if self.is_tiny else self.source
+        local_only = True if self.is_tiny and self.dwpose is None else None
+        source = self.dwpose if self.dwpose is not None else (None if self.is_tiny else self.source)
         det = hub.resolve_file("dwpose_det", source, local_files_only=local_only)
         pose = hub.resolve_file("dwpose_pose", source, local_files_only=local_only)
         return DWPoseDetector.from_files(det, pose)
