@@ -103,3 +103,16 @@ def test_click_through_examples_generate_choose_continue_export(app_url: str, pa
     expect(pg.locator("#export-video video")).to_be_visible()
     pg.screenshot(path=str(shots / "studio_exported.png"), full_page=True)
     assert (shots / "studio_exported.png").stat().st_size > 10_000
+
+    # a reload keeps this browser's projects; another browser (session) does not see them
+    options = "#project [data-testid=dropdown-option]"
+    pg.reload()
+    expect(pg.locator("#model-status")).to_contain_text("tiny random-weight")
+    pg.locator("#project input").click()
+    expect(pg.locator(options)).to_contain_text(["example_reference · 128x192 · 2 seg"])
+    other = pg.context.browser.new_context().new_page()
+    other.goto(app_url)
+    expect(other.locator("#model-status")).to_contain_text("tiny random-weight")
+    other.locator("#project input").click()
+    other.wait_for_timeout(500)
+    assert other.locator(options).count() == 0

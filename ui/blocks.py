@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from ui.handlers import (FIT_CHOICES, MEASURE_HEADERS, PRESET_CHOICES, SLOTS, VIEW_FIELDS,
-                         StudioHandlers)
+                         StudioHandlers, preset_size)
 from ui.runtime import ModelManager
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,10 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                 resolution = gr.Dropdown(label="Resolution (W x H)", choices=PRESET_CHOICES,
                                          value="512x768", elem_id="resolution")
                 with gr.Row():
-                    width = gr.Number(label="Custom width", value=512, precision=0, step=64)
-                    height = gr.Number(label="Custom height", value=768, precision=0, step=64)
+                    width = gr.Number(label="Width (custom: a multiple of 64)", value=512,
+                                      precision=0, step=64, interactive=False, elem_id="width")
+                    height = gr.Number(label="Height (custom: a multiple of 64)", value=768,
+                                       precision=0, step=64, interactive=False, elem_id="height")
                 fit = gr.Radio(label="Fit the reference to W x H", choices=FIT_CHOICES,
                                value="crop", elem_id="fit")
                 with gr.Row():
@@ -240,6 +242,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         list_btn.click(h.list_projects, [owner], [project, project_json],
                        api_name="list_projects")
         project.input(h.view, view_in, view_out, api_name="open_project")
+        resolution.change(preset_size, [resolution, width, height], [width, height], **quiet)
         segment.input(h.view, view_in, view_out, **quiet)
 
         create_btn.click(

@@ -116,6 +116,14 @@ def parse_size(resolution: str, width: Any, height: Any) -> tuple[int, int]:
     return w, h
 
 
+def preset_size(resolution: str, width: Any, height: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Show a preset's width and height in the custom boxes (editable only for "custom")."""
+    size = PRESETS.get(resolution)
+    if size is None:
+        return gr.update(interactive=True), gr.update(interactive=True)
+    return gr.update(value=size[0], interactive=False), gr.update(value=size[1], interactive=False)
+
+
 class StudioHandlers:
     """The UI's actions on one :class:`~unianimate.studio.Studio`.
 
