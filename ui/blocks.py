@@ -77,7 +77,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         gr.Markdown("# UniAnimate Studio\nAnimate a person photo with a dance, segment by "
                     "segment: generate candidates, choose the best, continue from its last "
                     "frame, re-roll any segment, export one video.")
-        with gr.Row(equal_height=True):
+        with gr.Row():
             with gr.Column(scale=5):
                 model_md = gr.Markdown(label="model status", elem_id="model-status")
             with gr.Column(scale=1, min_width=160):
@@ -267,11 +267,13 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         gen_evt = gen_btn.click(h.generate_candidates, [owner, project, segment, *settings_in],
                                 [segment, status, project_json], api_name="generate_candidates",
                                 **gpu_kw)
-        gen_evt.then(h.view, view_in, view_out, **quiet)
+        gen_evt.then(h.view, view_in, view_out, **quiet).then(h.model_status, None, model_md,
+                                                              **quiet)
         reroll_evt = reroll_btn.click(h.reroll, [owner, project, segment, n_cands],
                                       [segment, status, project_json], api_name="reroll",
                                       **gpu_kw)
-        reroll_evt.then(h.view, view_in, view_out, **quiet)
+        reroll_evt.then(h.view, view_in, view_out, **quiet).then(h.model_status, None,
+                                                                 model_md, **quiet)
         cancel_btn.click(h.cancel, [owner, project], [status], api_name="cancel",
                          concurrency_limit=None, show_progress="hidden")
         choose_btn.click(h.choose, [owner, project, segment, candidate], [status, project_json],

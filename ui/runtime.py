@@ -149,7 +149,10 @@ class ModelManager:
             for f in missing:
                 lines.append(f"- `{f.filename}` ({f.description}, {f.size}) from `{f.repo_id}`: "
                              f"`{f.command(local_dir=folder) if folder is not None else f.command()}`")
-            lines.append("Or pass a folder holding them: `python app.py --model /path/to/folder`. "
+            if any(f.key.startswith("vae_") for f in missing):
+                lines.append("\n(The VAE files may be replaced by `v2-1_512-ema-pruned.ckpt` from "
+                             "`camenduru/unianimate`.)")
+            lines.append("\nOr pass a folder holding them: `python app.py --model /path/to/folder`. "
                          "To try the studio without weights: `python app.py --model tiny`.")
         if self.last_error:
             lines.append(f"Last attempt failed: {self.last_error}")
