@@ -242,7 +242,8 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, use_fast_path:
     """
     fused = _causal_conv1d() if (use_fast_path and x.is_cuda) else None
     if fused is not None:
-        return fused(x, weight[:, 0, :], bias, activation="silu")  # weight (D,1,K) -> (D,K)
+        # channel-first contiguous input: the kernel's channel-last path has extra layout limits
+        return fused(x.contiguous(), weight[:, 0, :], bias, activation="silu")  # weight (D,1,K) -> (D,K)
     k = weight.shape[-1]
     x = F.pad(x, (k - 1, 0))  # (Bt,D,L) -> (Bt,D,K-1+L): left padding only, so no future frame leaks in
     return F.silu(F.conv1d(x, weight, bias, groups=weight.shape[0]))  # (Bt,D,L)
