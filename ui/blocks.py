@@ -260,18 +260,19 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                            [status, project_json], api_name="load_pose_file",
                            ).then(h.view, view_in, view_out, **quiet)
         extract_btn.click(h.extract_poses, [owner, project, video, *pose_in],
-                          [status, project_json], api_name="extract_poses", **gpu_kw,
+                          [status, project_json], api_name="extract_poses",
+                          show_progress_on=[pose_video, status], **gpu_kw,
                           ).then(h.view, view_in, view_out, **quiet)
 
         settings_in = [frames, steps, guidance, noise_prior, base_seed, n_cands]
         gen_evt = gen_btn.click(h.generate_candidates, [owner, project, segment, *settings_in],
                                 [segment, status, project_json], api_name="generate_candidates",
-                                **gpu_kw)
+                                show_progress_on=[slot_videos[0], status], **gpu_kw)
         gen_evt.then(h.view, view_in, view_out, **quiet).then(h.model_status, None, model_md,
                                                               **quiet)
         reroll_evt = reroll_btn.click(h.reroll, [owner, project, segment, n_cands],
                                       [segment, status, project_json], api_name="reroll",
-                                      **gpu_kw)
+                                      show_progress_on=[slot_videos[0], status], **gpu_kw)
         reroll_evt.then(h.view, view_in, view_out, **quiet).then(h.model_status, None,
                                                                  model_md, **quiet)
         cancel_btn.click(h.cancel, [owner, project], [status], api_name="cancel",
@@ -285,7 +286,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                          ).then(h.view, view_in, view_out, **quiet)
         json_btn.click(h.timeline, [owner, project], [project_json], api_name="timeline")
         export_btn.click(h.export, [owner, project, quality, sbs, pngzip, audio],
-                         [export_video, export_files, status], api_name="export")
+                         [export_video, export_files, status], api_name="export",
+                         show_progress_on=[export_video])
     demo.queue(default_concurrency_limit=4, max_size=queue_size)
     return demo
 
