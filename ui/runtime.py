@@ -49,8 +49,8 @@ class ModelManager:
         model = str(model or "real").strip()
         self.spec = model
         self.is_tiny = model.lower() == "tiny"
-        self.source: str | None = None if self.is_tiny else (
-            DEFAULT_MODEL_SOURCE if model.lower() == "real" else model)
+        #: weights source for the hub module: None = each file's default Hub repository
+        self.source: str | None = None if self.is_tiny or model.lower() == "real" else model
         self.device = device
         self.dtype = dtype
         #: where the DWPose ONNX files come from (a folder or repo); None = with the model
@@ -72,7 +72,7 @@ class ModelManager:
                         pipe = _TINY_CACHE[device] = UniAnimatePipeline.tiny(seed=0, device=device)
             else:
                 if report is not None:
-                    report(f"loading the UniAnimate weights from {self.source} (downloading what "
+                    report(f"loading the UniAnimate weights from {self.where} (downloading what "
                            "is missing; several GB on first use)")
 
                 def stage(message: str, fraction: float) -> None:
@@ -100,6 +100,13 @@ class ModelManager:
         return DWPoseDetector.from_files(det, pose)
 
     # ---- status ----------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        """Where the weights come from, for messages."""
+        if self.source is None:
+            return f"the Hugging Face Hub (`{DEFAULT_MODEL_SOURCE}` and the repositories below)"
+        return f"`{self.source}`"
+
     def missing(self) -> list[Any]:
         """Weights files not on this machine (never touches the network)."""
         if self.is_tiny:
@@ -119,13 +126,14 @@ class ModelManager:
             return ("**Model: tiny random-weight pipeline** (`--model tiny`, " + state + "). "
                     "It exercises the whole studio, but its output is noise, not animation. "
                     "Start `python app.py` for the released UniAnimate weights.")
-        lines = [f"**Model: UniAnimate** from `{self.source}`"]
+        lines = [f"**Model: UniAnimate** from {self.where}"]
         if loaded.get("loaded"):
             lines[0] += f" — loaded ({loaded.get('model_name')})."
             return "\n\n".join(lines)
         from unianimate import hub
-        folder = Path(str(self.source)).expanduser() if hub.is_local_source(self.source) or \
-            str(self.source).startswith((".", "/", "~")) else None
+        folder = Path(str(self.source)).expanduser() if self.source is not None and (
+            hub.is_local_source(self.source) or str(self.source).startswith((".", "/", "~"))) \
+            else None
         if folder is not None and not folder.is_dir():
             lines[0] += f" — the weights folder `{folder}` does not exist."
             lines.append("Create it and put the weights files in it (see the README's weights "
@@ -147,8 +155,9 @@ class ModelManager:
                 lines[0] = lines[0].rsplit(" — ", 1)[0] + \
                     f" — {len(missing)} file(s) are missing in the folder; {how}:"
             for f in missing:
-                lines.append(f"- `{f.filename}` ({f.description}, {f.size}) from `{f.repo_id}`: "
-                             f"`{f.command(local_dir=folder) if folder is not None else f.command()}`")
+                repo = self.source if self.source and folder is None and f.bundle else f.repo_id
+                lines.append(f"- `{f.filename}` ({f.description}, {f.size}) from `{repo}`: "
+                             f"`{f.command(repo, local_dir=folder)}`")
             if any(f.key.startswith("vae_") for f in missing):
                 lines.append("\n(The VAE files may be replaced by `v2-1_512-ema-pruned.ckpt` from "
                              "`camenduru/unianimate`.)")
@@ -163,7 +172,7 @@ class ModelManager:
         if self.is_tiny:
             return "tiny random-weight pipeline (output is noise)"
         missing = self.missing()
-        return (f"UniAnimate from {self.source}; " +
+        return (f"UniAnimate from {self.where}; " +
                 (f"missing {', '.join(f.filename for f in missing)}" if missing else
                  "all files present"))
 
