@@ -99,6 +99,22 @@ def test_choose_or_export_too_early_and_unknown_projects(ui: StudioHandlers) -> 
     assert "no project is open" in _error(ui.generate_candidates, ALICE, None, None, 4, 2, 2.5,
                                           949, 0, 1)
     assert ui.cancel(ALICE, pid) == "Nothing is running for this project."
+    msg = _error(ui.generate_candidates, ALICE, pid, None, 64, 2, 2.5, 949, 0, 1)
+    assert "40 frames, fewer than one segment of 64" in msg
+
+
+def test_a_project_folder_edited_into_nonsense(ui: StudioHandlers) -> None:
+    pid = _project(ui, poses=False)
+    manifest = ui.studio.root / pid / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["segments"] = "nonsense"
+    data["reference"]["fitted"] = "../../etc/passwd"
+    manifest.write_text(json.dumps(data))
+    update, rows = ui.list_projects(ALICE)
+    assert rows[0]["id"] == pid and rows[0]["error"]
+    assert "damaged" in update["choices"][0][0]
+    assert _error(ui.view, ALICE, pid)
+    assert ui.create_project(ALICE, REF, "custom", 64, 64, "pad", "next")[0] != pid
 
 
 def test_sessions_see_only_their_own_projects(ui: StudioHandlers) -> None:
