@@ -151,7 +151,7 @@ class StudioHandlers:
             return f"s-{session}"
         raise gr.Error("This request has no session; reload the page.")
 
-    def init_session(self, stored_token: str | None, request: gr.Request = None
+    def init_session(self, stored_token: str | None, request: gr.Request | None = None
                      ) -> tuple[str, str, dict[str, Any], str]:
         """Page load: reuse the browser's stored owner token or make one; list its projects."""
         token = stored_token if stored_token and _TOKEN_RE.match(str(stored_token)) else \
@@ -186,7 +186,7 @@ class StudioHandlers:
         return out
 
     @user_errors
-    def list_projects(self, token: str | None, request: gr.Request = None
+    def list_projects(self, token: str | None, request: gr.Request | None = None
                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """This session's projects: dropdown choices and a JSON list."""
         owner = self.owner_of(token, request)
@@ -198,7 +198,7 @@ class StudioHandlers:
     @user_errors
     def create_project(self, token: str | None, reference: str | None, resolution: str,
                        width: float | None, height: float | None, fit: str, name: str | None,
-                       request: gr.Request = None) -> tuple[str, str, dict[str, Any]]:
+                       request: gr.Request | None = None) -> tuple[str, str, dict[str, Any]]:
         """New project from the reference image, size preset (or custom) and fit mode."""
         owner = self.owner_of(token, request)
         if not reference:
@@ -215,7 +215,7 @@ class StudioHandlers:
     @user_errors
     def set_reference(self, token: str | None, project_id: str | None, reference: str | None,
                       resolution: str, width: float | None, height: float | None, fit: str,
-                      request: gr.Request = None) -> tuple[str, dict[str, Any]]:
+                      request: gr.Request | None = None) -> tuple[str, dict[str, Any]]:
         """Change the reference image, size or fit of a project (before anything is generated)."""
         owner = self.owner_of(token, request)
         pid = self._pid(project_id)
@@ -228,7 +228,7 @@ class StudioHandlers:
     @user_errors
     def load_pose_file(self, token: str | None, project_id: str | None, pose_files: Any,
                        trim_start: float | None, trim_end: float | None, frame_interval: float,
-                       align: bool, request: gr.Request = None
+                       align: bool, request: gr.Request | None = None
                        ) -> tuple[str, dict[str, Any]]:
         """Driving poses from an uploaded pose JSON, a zip of pose images or several images."""
         owner = self.owner_of(token, request)
@@ -247,7 +247,7 @@ class StudioHandlers:
 
     def autoload_poses(self, token: str | None, project_id: str | None, pose_files: Any,
                        trim_start: float | None, trim_end: float | None, frame_interval: float,
-                       align: bool, request: gr.Request = None) -> tuple[Any, Any]:
+                       align: bool, request: gr.Request | None = None) -> tuple[Any, Any]:
         """After Create project: load the pose sequence too when one is already uploaded."""
         if not pose_files or not project_id:
             return gr.update(), gr.update()
@@ -257,7 +257,7 @@ class StudioHandlers:
     @user_errors
     def extract_poses(self, token: str | None, project_id: str | None, video: str | None,
                       trim_start: float | None, trim_end: float | None, frame_interval: float,
-                      align: bool, request: gr.Request = None,
+                      align: bool, request: gr.Request | None = None,
                       progress: gr.Progress = gr.Progress()) -> tuple[str, dict[str, Any]]:
         """Driving poses from a video: DWPose on every kept frame, with per-frame progress."""
         owner = self.owner_of(token, request)
@@ -271,20 +271,12 @@ class StudioHandlers:
                        progress=self._progress_fn(progress), owner=owner)
         return self._pose_message(info), self._project_dict(pid, owner)
 
-    @user_errors
-    def pose_preview(self, token: str | None, project_id: str | None,
-                     request: gr.Request = None) -> tuple[str | None, str | None]:
-        """Skeleton video of the driving poses and pose 0 drawn over the reference."""
-        owner = self.owner_of(token, request)
-        prev = self.studio.pose_preview(self._pid(project_id), owner=owner)
-        return self._served(prev.skeleton_video), self._served(prev.overlay_image)
-
     # ---- generation --------------------------------------------------------------------
     @user_errors
     def generate_candidates(self, token: str | None, project_id: str | None,
                             segment_id: str | None, frames_per_segment: float, steps: float,
                             guidance: float, noise_prior: float, base_seed: float,
-                            candidates: float, request: gr.Request = None,
+                            candidates: float, request: gr.Request | None = None,
                             progress: gr.Progress = gr.Progress(track_tqdm=True)
                             ) -> tuple[str | None, str, list[dict[str, Any]]]:
         """Apply the settings, then generate candidates of a segment (default: the active one;
@@ -298,7 +290,7 @@ class StudioHandlers:
 
     @user_errors
     def reroll(self, token: str | None, project_id: str | None, segment_id: str | None,
-               candidates: float, request: gr.Request = None,
+               candidates: float, request: gr.Request | None = None,
                progress: gr.Progress = gr.Progress(track_tqdm=True)
                ) -> tuple[str | None, str, list[dict[str, Any]]]:
         """New candidates (fresh seeds) for any segment; older candidates and branches stay."""
@@ -326,7 +318,7 @@ class StudioHandlers:
 
     @user_errors
     def cancel(self, token: str | None, project_id: str | None,
-               request: gr.Request = None) -> str:
+               request: gr.Request | None = None) -> str:
         """Stop the project's queued or running generation between two steps."""
         owner = self.owner_of(token, request)
         if not project_id:
@@ -338,7 +330,7 @@ class StudioHandlers:
     # ---- choosing, continuing, branches ------------------------------------------------
     @user_errors
     def choose(self, token: str | None, project_id: str | None, segment_id: str | None,
-               candidate_id: str | None, request: gr.Request = None
+               candidate_id: str | None, request: gr.Request | None = None
                ) -> tuple[str, dict[str, Any]]:
         """Choose a candidate of a segment; the chosen path follows it."""
         owner = self.owner_of(token, request)
@@ -354,7 +346,7 @@ class StudioHandlers:
 
     @user_errors
     def continue_segment(self, token: str | None, project_id: str | None,
-                         request: gr.Request = None
+                         request: gr.Request | None = None
                          ) -> tuple[str, str, dict[str, Any]]:
         """Start the next segment from the chosen candidate's last frame."""
         owner = self.owner_of(token, request)
@@ -367,7 +359,7 @@ class StudioHandlers:
 
     @user_errors
     def select_branch(self, token: str | None, project_id: str | None, segment_id: str | None,
-                      request: gr.Request = None
+                      request: gr.Request | None = None
                       ) -> tuple[str, str, dict[str, Any]]:
         """Make the branch through a segment the chosen path (other branches stay)."""
         owner = self.owner_of(token, request)
@@ -381,7 +373,7 @@ class StudioHandlers:
 
     @user_errors
     def timeline(self, token: str | None, project_id: str | None,
-                 request: gr.Request = None) -> dict[str, Any]:
+                 request: gr.Request | None = None) -> dict[str, Any]:
         """The chosen path, the segment tree and what Continue would do (JSON)."""
         owner = self.owner_of(token, request)
         return self.studio.timeline(self._pid(project_id), owner=owner).to_dict()
@@ -389,7 +381,7 @@ class StudioHandlers:
     # ---- export ------------------------------------------------------------------------
     @user_errors
     def export(self, token: str | None, project_id: str | None, quality: float,
-               side_by_side: bool, png_zip: bool, with_audio: bool, request: gr.Request = None,
+               side_by_side: bool, png_zip: bool, with_audio: bool, request: gr.Request | None = None,
                progress: gr.Progress = gr.Progress()
                ) -> tuple[str | None, list[str], str]:
         """Stitch the chosen path into one MP4 (audio of the driving video when it has one),
@@ -407,7 +399,7 @@ class StudioHandlers:
     # ---- the whole view ----------------------------------------------------------------
     @user_errors
     def view(self, token: str | None, project_id: str | None, segment_id: str | None = None,
-             request: gr.Request = None) -> tuple[Any, ...]:
+             request: gr.Request | None = None) -> tuple[Any, ...]:
         """Everything the page shows of a project (order: :data:`VIEW_FIELDS`)."""
         owner = self.owner_of(token, request)
         out: dict[str, Any] = {name: None for name in VIEW_FIELDS}
