@@ -78,7 +78,7 @@ def main() -> None:
         ("align_poses", _time(align, args.repeats)),
         (f"draw_pose {W}x{H}", _time(draw_all, args.repeats)),
         ("align + draw (total)", _time(both, args.repeats)),
-        (f"draw_pose jpeg_roundtrip", _time(lambda: [draw_pose(p, H, W, jpeg_roundtrip=True)
+        ("draw_pose jpeg_roundtrip", _time(lambda: [draw_pose(p, H, W, jpeg_roundtrip=True)
                                                     for p in holder["aligned"]], 1)),
         ("One-Euro smoothing", _time(lambda: smooth_poses(driving, OneEuroConfig(fps=8.0)), args.repeats)),
     ]

@@ -1,7 +1,6 @@
 """load_driving: folders (natural sort), zips (safety), JSON, drawn-pose videos, real videos, bad files."""
 from __future__ import annotations
 
-import io
 import zipfile
 
 import cv2

@@ -36,7 +36,7 @@ import math
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from .models.clip import ClipConfig, ClipEncoder
 from .models.config import UNetConfig
 from .models.vae import LatentVAE, VaeConfig
 from .sampling import apply_guidance, initial_latents, make_scheduler
-from .utils import make_generator, resolve_device, resolve_dtype
+from .utils import check_known_keys, make_generator, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +88,7 @@ class ModelConfigs:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ModelConfigs":
         """Parse the JSON form; unknown keys raise ``InputError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown keys {unknown} in {CONFIG_FILENAME}; known: {sorted(known)}")
+        check_known_keys(cls, data, CONFIG_FILENAME)
         try:
             return cls(unet=UNetConfig.from_dict(data.get("unet") or {}),
                        clip=ClipConfig.from_dict(data.get("clip") or {}),

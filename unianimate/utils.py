@@ -58,3 +58,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as pretty JSON."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
+
+
+def check_known_keys(cls: type, data: Any, where: str | None = None) -> None:
+    """Raise ``InputError`` naming every key of ``data`` that is not a field of dataclass ``cls``.
+
+    One check for every config's ``from_dict``, so a typo in a config file never passes silently.
+    """
+    from dataclasses import fields
+
+    from .errors import InputError
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        place = f" in {where}" if where else ""
+        raise InputError(f"unknown {cls.__name__} key(s) {unknown}{place}; known keys are {sorted(known)}")

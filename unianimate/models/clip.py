@@ -22,7 +22,7 @@ import os
 import pickle
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from PIL import Image
 
 from ..errors import CheckpointError, InputError
 from ..imaging import ImageLike, to_rgb_array
-from ..utils import atomic_write_bytes
+from ..utils import atomic_write_bytes, check_known_keys
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +58,7 @@ class ClipConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ClipConfig":
         """Build from a dict; unknown keys raise ``ValueError``."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown ClipConfig keys {unknown}; known: {sorted(names)}")
+        check_known_keys(cls, data)
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:

@@ -9,10 +9,11 @@ with 1024 inputs and fail on its own context).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from unianimate.errors import InputError
+from unianimate.utils import check_known_keys
 
 TEMPORAL_MODULES = ("transformer", "mamba")
 
@@ -80,10 +81,7 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "UNetConfig":
         """Build from a mapping; unknown keys raise so typos never pass silently."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InputError(f"unknown UNetConfig key(s) {unknown}; known keys are {sorted(known)}")
+        check_known_keys(cls, d)
         return cls(**dict(d))
 
     def to_dict(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
+from ..utils import check_known_keys
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,7 @@ class VaeConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "VaeConfig":
         """Build from a dict; unknown keys raise ``ValueError``."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown VaeConfig keys {unknown}; known: {sorted(names)}")
+        check_known_keys(cls, data)
         return cls(**dict(data))
 
     def to_dict(self) -> dict[str, Any]:
