@@ -31,6 +31,8 @@ if str(ROOT) not in sys.path:
 
 RESULTS = ROOT / "bench" / "results"
 
+from unianimate.studio.project import next_segment_range  # noqa: E402  (after the sys.path line)
+
 
 def continuation_schedule(num_frames: int, segment_frames: int) -> list[range]:
     """Segments of first-frame continuation: each later segment starts on its predecessor's last frame.
@@ -41,9 +43,8 @@ def continuation_schedule(num_frames: int, segment_frames: int) -> list[range]:
     if num_frames < 1 or segment_frames < 2:
         raise ValueError(f"need num_frames >= 1 and segment_frames >= 2; got {num_frames}, {segment_frames}")
     segments = [range(0, min(segment_frames, num_frames))]
-    while segments[-1].stop < num_frames:
-        start = segments[-1].stop - 1
-        segments.append(range(start, min(start + segment_frames, num_frames)))
+    while (span := next_segment_range(segments[-1].stop, segment_frames, num_frames)) is not None:
+        segments.append(range(*span))
     return segments
 
 

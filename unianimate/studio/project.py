@@ -59,6 +59,17 @@ def seed_for(base_seed: int, depth: int, candidate_index: int) -> int:
     return int(base_seed) + SEED_DEPTH_STRIDE * int(depth) + int(candidate_index)
 
 
+def next_segment_range(prev_end: int, frames_per_segment: int, pose_count: int) -> tuple[int, int] | None:
+    """Pose range [start, end) of the segment continuing one that ends at ``prev_end``.
+
+    The two share exactly one frame (start = prev_end - 1: the chosen last frame becomes the next
+    first frame). None when fewer than 2 poses are left (nothing new to generate).
+    """
+    start = prev_end - 1
+    end = min(start + frames_per_segment, pose_count)
+    return (start, end) if end - start >= 2 else None
+
+
 def valid_id(value: str) -> bool:
     """True for ids safe to use as folder names (lowercase letters, digits, ``_``, ``-``)."""
     return isinstance(value, str) and bool(_ID_RE.match(value))

@@ -51,8 +51,8 @@ from unianimate.studio.jobs import (GPU_QUEUE, CancelToken, Progress, ProgressFn
                                     is_live, mark_dead, mark_live, report)
 from unianimate.studio.project import (FIT_MODES, Candidate, GenerationSettings, Job, PoseInfo,
                                        Project, ReferenceInfo, Segment, check_relative,
-                                       load_project, manifest_path, save_project, seed_for,
-                                       valid_id)
+                                       load_project, manifest_path, next_segment_range, save_project,
+                                       seed_for, valid_id)
 
 log = logging.getLogger(__name__)
 
@@ -1025,15 +1025,15 @@ class Studio:
                 _sync_chosen(project)
                 return child
             assert project.poses is not None
-            start = seg.end - 1
-            end = min(start + project.settings.frames_per_segment, project.poses.count)
-            if end - start < 2:
+            span = next_segment_range(seg.end, project.settings.frames_per_segment,
+                                      project.poses.count)
+            if span is None:
                 raise InputError(f"the pose sequence ends at frame {project.poses.count}; there is "
                                  "nothing left to continue (export the video now)")
             folder = self._folder(project_id)
             cand = seg.candidate(seg.chosen)
             new = Segment(id=project.next_segment_id(), parent=seg.id, parent_candidate=cand.id,
-                          depth=seg.depth + 1, start=start, end=end)
+                          depth=seg.depth + 1, start=span[0], end=span[1])
             last = self._inside(folder, cand.frames_dir or "") / f"{cand.num_frames - 1:06d}.png"
             dest = folder / "segments" / new.id / "first_frame.png"
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -1074,12 +1074,9 @@ class Studio:
         next_range = None
         can_continue = False
         if path and path[-1][1] is not None and project.poses is not None:
-            leaf = path[-1][0]
-            start = leaf.end - 1
-            end = min(start + project.settings.frames_per_segment, project.poses.count)
-            if end - start >= 2:
-                next_range = (start, end)
-                can_continue = True
+            next_range = next_segment_range(path[-1][0].end, project.settings.frames_per_segment,
+                                            project.poses.count)
+            can_continue = next_range is not None
         return Timeline(project_id=project.id, path=[by_id[s.id] for s, _ in path], tree=tree,
                         active_leaf=project.active_leaf, total_frames=_stitched_length(lengths),
                         poses_total=project.poses.count if project.poses else 0,
