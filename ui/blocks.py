@@ -63,7 +63,9 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
              queue_size: int = 32, handlers: StudioHandlers | None = None) -> gr.Blocks:
     """The studio UI on ``studio`` (queue configured; not launched)."""
     h = handlers or StudioHandlers(studio, models, isolate_sessions=isolate_sessions)
-    with gr.Blocks(title="UniAnimate Studio", delete_cache=(3600, 86400)) as demo:
+    # No delete_cache: Gradio's cache (GRADIO_TEMP_DIR) is content-addressed and shared by every
+    # app on the machine, so one app cleaning up would delete another's example files.
+    with gr.Blocks(title="UniAnimate Studio") as demo:
         owner = gr.State(None)
         # the owner token lives in the browser (a reload keeps the projects); the "secret" only
         # obfuscates localStorage and must stay the same across restarts of the app
