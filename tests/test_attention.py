@@ -65,22 +65,17 @@ def test_backend_selection_and_errors():
 
 
 def test_unet_output_same_with_both_backends():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = UniAnimateUNet(UNetConfig.tiny()).eval().init_random_weights_(0)
-        g = torch.Generator().manual_seed(0)
-        args = dict(x=torch.randn(1, 4, 3, 8, 8, generator=g), t=torch.tensor([321]),
-                    text_context=torch.randn(1, 77, 32, generator=g), image_embedding=torch.randn(1, 32, generator=g),
-                    pose=torch.rand(1, 3, 3, 64, 64, generator=g), ref_pose=torch.rand(1, 3, 64, 64, generator=g),
-                    ref_latent=torch.randn(1, 4, 8, 8, generator=g))
-        with torch.inference_mode():
-            with attention_backend("sdpa"):
-                fused = model(**args)
-            with attention_backend("reference"):
-                plain = model(**args)
-    finally:
-        torch.set_num_threads(old)
+    model = UniAnimateUNet(UNetConfig.tiny()).eval().init_random_weights_(0)
+    g = torch.Generator().manual_seed(0)
+    args = dict(x=torch.randn(1, 4, 3, 8, 8, generator=g), t=torch.tensor([321]),
+                text_context=torch.randn(1, 77, 32, generator=g), image_embedding=torch.randn(1, 32, generator=g),
+                pose=torch.rand(1, 3, 3, 64, 64, generator=g), ref_pose=torch.rand(1, 3, 64, 64, generator=g),
+                ref_latent=torch.randn(1, 4, 8, 8, generator=g))
+    with torch.inference_mode():
+        with attention_backend("sdpa"):
+            fused = model(**args)
+        with attention_backend("reference"):
+            plain = model(**args)
     torch.testing.assert_close(fused, plain, rtol=1e-4, atol=1e-5)
 
 

@@ -17,16 +17,6 @@ from unianimate.video.writer import probe_media
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny model is fastest on one thread (and the CI machine is shared); restore after."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture()
 def inputs(tmp_path):
     ref = tmp_path / "ref.png"

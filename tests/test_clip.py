@@ -1,7 +1,6 @@
 """CLIP encoder on a tiny open_clip model saved and loaded in the released file format."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,6 @@ from PIL import Image
 from unianimate.errors import CheckpointError
 from unianimate.models import clip as clip_mod
 from unianimate.models.clip import CLIP_MEAN, CLIP_STD, ClipConfig, ClipEncoder, load_open_clip
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Shared, busy cores: one intra-op thread is much faster here than contended OpenMP."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def make_tiny_clip_file(folder: Path, seed: int = 0, width: int = 32) -> tuple[Path, ClipConfig]:

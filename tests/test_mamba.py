@@ -19,16 +19,6 @@ logger = logging.getLogger(__name__)
 TOL = dict(atol=1e-5, rtol=1e-5)  # fp32 requirement: pure scan == naive recurrence to 1e-5
 
 
-@pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """These tensors are tiny: one intra-op thread is 10-20x faster than two on a busy shared CPU
-    (every op otherwise waits for a preempted worker thread). Restored after each test."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _scan_inputs(seed: int, bt: int = 2, d: int = 3, L: int = 7, n: int = 4,
                  device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Random scan inputs in mamba_ssm's layout (u, delta (Bt,D,L); A (D,N); B, C (Bt,N,L); ...)."""

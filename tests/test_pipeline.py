@@ -3,7 +3,6 @@ from_pretrained on tiny files in the released formats, and the sliding-window lo
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,15 +21,6 @@ from unianimate.pipeline import (CONFIG_FILENAME, ModelConfigs, UniAnimatePipeli
 H = W = 64
 F = 3
 STEPS = 2  # -> 2 timesteps (501, 1): enough to exercise every path quickly
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """2 shared cores: one intra-op thread is ~10x faster here than contended OpenMP."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

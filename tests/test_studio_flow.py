@@ -29,16 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 _PIPE = {}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny model is fastest on one thread (and the CI machine is shared); restore after."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_pipeline():
     """One tiny random-weight pipeline for the whole module (building it is the slow part)."""
     if "p" not in _PIPE:

@@ -19,15 +19,6 @@ TSV = Path(__file__).parent / "data" / "official_unet_state_dict.tsv"
 B, F, H, W = 2, 3, 8, 8  # latent size; pixels are 8x
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest single-threaded (and the CPU is shared)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def official_shapes() -> dict[str, tuple[int, ...]]:
     shapes = {}
     for line in TSV.read_text().splitlines():

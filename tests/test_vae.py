@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +34,6 @@ def _diffusers_to_ldm(sd: dict[str, torch.Tensor], levels: int) -> dict[str, tor
                    lambda m: f"decoder.up.{levels - 1 - int(m[1])}.upsample", n)
         out["first_stage_model." + n] = v.clone()
     return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Shared, busy cores: one intra-op thread is much faster here than contended OpenMP."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def make_tiny_vae_files(folder: Path, seed: int = 0) -> tuple[Path, Path, VaeConfig]:
