@@ -14,7 +14,11 @@ process, so one run measures one configuration. Resolution follows the spec's W 
 
 Usage: python bench/unet_step.py --width 256 --height 384 --frames 8 [--device cpu|cuda]
        [--dtype fp32|fp16|bf16] [--temporal transformer|mamba] [--config full|tiny]
-       [--batch-guidance/--no-batch-guidance] [--repeat 1] [--warmup 1] [--json PATH]
+       [--batch-guidance/--no-batch-guidance] [--attention sdpa|reference] [--channels-last]
+       [--compile] [--repeat 1] [--warmup 1] [--json PATH]
+
+``--attention``, ``--channels-last`` and ``--compile`` measure the pipeline's switches of the same
+names (the same model methods the pipeline calls).
 """
 from __future__ import annotations
 
@@ -32,12 +36,13 @@ import torch  # noqa: E402
 
 from bench._common import PeakMemory, format_table, mib, sync, time_fn, write_json  # noqa: E402
 from unianimate.models import UNetConfig, UniAnimateUNet  # noqa: E402
+from unianimate.models.attention import set_attention_backend  # noqa: E402
 from unianimate.utils import resolve_device, resolve_dtype  # noqa: E402
 
 logger = logging.getLogger("bench.unet_step")
 GUIDANCE_SCALE = 2.5
 COLUMNS = ("device", "dtype", "temporal", "config", "resolution", "latent", "frames", "guidance",
-           "params", "s/step (best)", "s/step (mean)", "peak mem growth", "weights")
+           "attention", "options", "params", "s/step (best)", "s/step (mean)", "peak mem growth", "weights")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--config", choices=("full", "tiny"), default="full")
     p.add_argument("--batch-guidance", action=argparse.BooleanOptionalAction, default=True,
                    help="cond and uncond passes in one batched forward (default) or two forwards")
+    p.add_argument("--attention", choices=("sdpa", "reference"), default="sdpa",
+                   help="scaled_dot_product_attention (default) or the plain softmax(qk^T)v path")
+    p.add_argument("--channels-last", action="store_true", help="2-D conv weights in channels_last")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (warmup pays it)")
     p.add_argument("--repeat", type=int, default=1, help="timed steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before (their memory counts)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -72,6 +81,8 @@ def build_model(args: argparse.Namespace, device: torch.device, dtype: torch.dty
         model = UniAnimateUNet(cfg)
     model = model.to(dtype=dtype).to_empty(device=device).eval()
     model.init_random_weights_(args.seed)
+    if args.channels_last:
+        model.to_channels_last_()
     return model
 
 
@@ -93,7 +104,7 @@ def make_inputs(args: argparse.Namespace, cfg: UNetConfig, device: torch.device,
     return out
 
 
-def guided_step(model: UniAnimateUNet, inp: dict[str, torch.Tensor], batched: bool) -> torch.Tensor:
+def guided_step(model: "UniAnimateUNet | torch.nn.Module", inp: dict[str, torch.Tensor], batched: bool) -> torch.Tensor:
     """One guided evaluation: v_u + 2.5 (v_c - v_u)."""
     conds = ("image_embedding", "pose", "ref_pose", "ref_latent")
     with torch.inference_mode():
@@ -122,6 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
     logger.info("built %s UNet (%d params) in %.1fs", args.config, model.num_parameters(), build_s)
     inp = make_inputs(args, model.config, device, dtype)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    set_attention_backend(args.attention)
+    params = model.num_parameters()
+    model = torch.compile(model) if args.compile else model
 
     with PeakMemory(device) as mem:
         timing = time_fn(lambda: guided_step(model, inp, args.batch_guidance), device,
@@ -135,7 +149,9 @@ def main(argv: list[str] | None = None) -> dict:
         "dtype": args.dtype, "temporal": args.temporal, "config": args.config,
         "resolution": f"{args.width}x{args.height} px", "latent": f"{args.width // 8}x{args.height // 8}",
         "frames": args.frames, "guidance": "batched" if args.batch_guidance else "sequential",
-        "params": f"{model.num_parameters() / 1e9:.3f} G" if args.config == "full" else f"{model.num_parameters() / 1e6:.2f} M",
+        "attention": args.attention,
+        "options": "+".join(o for o, on in (("channels_last", args.channels_last), ("compile", args.compile)) if on) or "-",
+        "params": f"{params / 1e9:.3f} G" if args.config == "full" else f"{params / 1e6:.2f} M",
         "s/step (best)": f"{timing.best:.2f}", "s/step (mean)": f"{timing.mean:.2f}",
         "peak mem growth": mib(mem.growth), "weights": mib(weights),
     }
@@ -145,9 +161,10 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                "row": row, "seconds": timing.seconds, "build_seconds": build_s,
                "peak_growth_bytes": mem.growth, "peak_bytes": mem.peak, "before_bytes": mem.before,
-               "peak_reset": mem.peak_reset, "weights_bytes": weights, "params": model.num_parameters()}
+               "peak_reset": mem.peak_reset, "weights_bytes": weights, "params": params}
     name = (f"unet_step_{args.device}_{args.dtype}_{args.temporal}_{args.config}_{args.width}x{args.height}"
-            f"_f{args.frames}_{'batched' if args.batch_guidance else 'seq'}")
+            f"_f{args.frames}_{'batched' if args.batch_guidance else 'seq'}_{args.attention}"
+            f"{'_cl' if args.channels_last else ''}{'_compiled' if args.compile else ''}")
     path = write_json(name, payload, args.json)
     logger.info("wrote %s", path)
     return payload

@@ -181,10 +181,8 @@ class UniAnimatePipeline:
         self.channels_last = bool(channels_last)
         self.compiled = bool(compile)
         self.unet = unet.eval().requires_grad_(False).to(self.device, self.dtype)
-        if self.channels_last:  # 2-D conv weights only (Module.to refuses the 5-D temporal convs)
-            for m in self.unet.modules():
-                if isinstance(m, torch.nn.Conv2d):
-                    m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+        if self.channels_last:
+            self.unet.to_channels_last_()
         # compile: True or a torch.compile mode ("reduce-overhead", "max-autotune"); lazy, the
         # first call per input shape pays the compilation
         self._unet_call: Callable[..., torch.Tensor] = self.unet

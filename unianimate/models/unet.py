@@ -152,6 +152,18 @@ class UniAnimateUNet(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     @torch.no_grad()
+    def to_channels_last_(self) -> "UniAnimateUNet":
+        """Store every 2-D conv weight in channels_last (NHWC) memory format, in place.
+
+        Only the 2-D convs: ``Module.to(memory_format=...)`` refuses the 5-D temporal conv weights.
+        Values and state-dict keys are unchanged; it pays on CUDA tensor cores and some CPUs.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
+        return self
+
+    @torch.no_grad()
     def init_random_weights_(self, seed: int, scale: float = 1.0) -> "UniAnimateUNet":
         """Seeded random weights for tests, benchmarks and tiny models: EVERY parameter, including the
         zero-initialised ones, so every path reaches the output. Weights ~ N(0, scale^2/fan_in),
