@@ -253,6 +253,25 @@ def test_drop_conditions_batches_cond_and_uncond(names):
     torch.testing.assert_close(run(model, cond_inp, drop_conditions=torch.zeros(B, dtype=torch.bool)), cond)
 
 
+def test_float64_and_non_square_latent_agree_with_float32():
+    """model.double() runs end to end in float64 (how it was checked against the reference: max rel err
+    ~4e-15 in every condition mode) and a non-square latent keeps h and w apart (pose/first-frame pools
+    to (H/2, W/2), the reference's AdaptiveAvgPool2d((res[1]//2, res[0]//2)) with res = [W, H])."""
+    model = tiny_model()
+    g = torch.Generator().manual_seed(3)
+    b, f, h, w = 1, 2, 8, 16
+    inp = dict(x=torch.randn(b, 4, f, h, w, generator=g), t=torch.tensor([999]),
+               text_context=torch.randn(1, 77, 32, generator=g), image_embedding=torch.randn(b, 32, generator=g),
+               pose=torch.rand(b, 3, f, 8 * h, 8 * w, generator=g), ref_pose=torch.rand(b, 3, 8 * h, 8 * w, generator=g),
+               ref_latent=torch.randn(b, 4, h, w, generator=g), first_frame=torch.rand(b, 3, 8 * h, 8 * w, generator=g))
+    with torch.inference_mode():
+        assert model.dwpose_embedding(inp["first_frame"]).shape == (b, 8, h, w)
+    out32 = run(model, inp)
+    out64 = run(model.double(), {k: (v.double() if v.is_floating_point() else v) for k, v in inp.items()})
+    assert out64.dtype == torch.float64 and out64.shape == (b, 4, f, h, w)
+    torch.testing.assert_close(out64.float(), out32, rtol=1e-4, atol=1e-4)
+
+
 def test_bad_inputs_are_named():
     model = tiny_model()
     inp = inputs()
