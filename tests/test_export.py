@@ -55,6 +55,21 @@ def test_audio_is_muxed_and_trimmed(tmp_path):
     assert info.audio_duration == pytest.approx(1.0, abs=0.1)
 
 
+def test_audio_never_cuts_video_frames(tmp_path):
+    """The video keeps every frame: a duration of n/fps that rounds down (7.5 fps) or an audio
+    source that ends early (padded with silence) must not drop frames via -shortest."""
+    src = make_video_with_audio(tmp_path / "drv.mp4", seconds=1.0)
+    out = write_mp4(_frames(25, 32, 32), tmp_path / "a.mp4", fps=7.5,
+                    audio=AudioSpan(str(src), start=0.0, duration=25 / 7.5))
+    info = probe_media(out)
+    assert info.has_audio and info.frames == 25
+    assert info.audio_duration == pytest.approx(25 / 7.5, abs=0.1)
+    out = write_mp4(_frames(16, 32, 32), tmp_path / "b.mp4", fps=8,
+                    audio=AudioSpan(str(src), start=1.5, duration=2.0))   # starts past the end
+    info = probe_media(out)
+    assert info.frames == 16 and info.audio_duration == pytest.approx(2.0, abs=0.1)
+
+
 def test_png_zip_and_side_by_side(tmp_path):
     frames = _frames(4)
     z = write_png_zip(frames, tmp_path / "f.zip")

@@ -94,7 +94,9 @@ def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike
     """Encode frames (uint8 (F,H,W,3) array, or any iterable of (H,W,3) frames, streamed) to an
     H.264/yuv420p MP4 at ``fps``; CRF ``quality`` (0 best .. 51 worst, 18 visually lossless).
     Odd sizes are padded by one black pixel (yuv420p needs even sizes). With ``audio`` the span
-    is muxed as AAC and cut to the video's length. The file appears atomically (temp + rename)."""
+    is muxed as AAC: cut to ``audio.duration`` (padded with silence where the source's audio
+    ends early), else to the video's length; the video keeps every frame. The file appears
+    atomically (temp + rename)."""
     if not (fps and float(fps) > 0):
         raise InputError(f"fps must be positive, got {fps}")
     if not (0 <= int(quality) <= 51):
@@ -117,7 +119,15 @@ def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike
         if audio.duration:
             cmd += ["-t", f"{audio.duration:.6f}"]
         cmd += ["-i", str(audio.path), "-map", "0:v:0", "-map", "1:a:0?",
-                "-c:a", "aac", "-b:a", "160k", "-shortest"]
+                "-c:a", "aac", "-b:a", "160k"]
+        # The video's frames always all stay: an audio span that ends early (a source whose
+        # audio is shorter, a start past its end, or a duration rounded down by a microsecond)
+        # is padded with silence. "-shortest" alone would cut the video to the audio and drop
+        # frames; with a known duration the audio is exactly that long and nothing is cut.
+        if audio.duration:
+            cmd += ["-af", f"apad=whole_dur={audio.duration:.6f}"]
+        else:
+            cmd += ["-af", "apad", "-shortest"]
     cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(int(quality)),
             "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", tmp]
     log.debug("ffmpeg: %s", " ".join(cmd))
