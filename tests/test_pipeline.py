@@ -250,6 +250,40 @@ def test_from_pretrained_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         UniAnimatePipeline.from_pretrained(empty, device="cpu")
 
 
+def test_failed_load_keeps_nothing_alive(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load that fails at the UNet (after CLIP and VAE were built) frees them all, even while the
+    caller keeps the exception (its traceback references the loading frames)."""
+    import gc
+    import weakref
+
+    from unianimate.errors import CheckpointError
+    from unianimate.models.clip import ClipEncoder
+    from unianimate.models.vae import LatentVAE
+
+    w = tmp_path / "w"
+    _write_tiny_weights(w)
+    ckpt = w / "unianimate_16f_32f_non_ema_223000.pth"
+    sd = torch.load(ckpt, weights_only=True)
+    sd["not.a.unet.key"] = torch.zeros(1)
+    torch.save(sd, ckpt)
+    del sd
+    built: list[weakref.ref] = []
+    for cls, name in ((ClipEncoder, "__init__"), (LatentVAE, "__init__"),
+                      (UniAnimateUNet, "load_official_state_dict")):
+        def spy(self, *a, _orig=getattr(cls, name), **k):  # type: ignore[no-untyped-def]
+            built.append(weakref.ref(self))
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(cls, name, spy)
+    try:
+        UniAnimatePipeline.from_pretrained(w, device="cpu")
+    except CheckpointError as exc:
+        kept = exc  # a UI or a notebook (sys.last_exc) keeps the error
+    assert "not.a.unet.key" in str(kept)
+    gc.collect()
+    assert len(built) == 3 and [r() for r in built] == [None, None, None]
+    assert kept.__traceback__ is not None  # the traceback itself is still there to show
+
+
 def test_model_configs_roundtrip() -> None:
     cfg = ModelConfigs(unet=UNetConfig.tiny(), clip=ClipConfig.tiny(), vae=VaeConfig.tiny(), model_name="x")
     assert ModelConfigs.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

@@ -155,6 +155,37 @@ def sliding_windows(num_frames: int, window: int = 32, overlap: int = 8) -> list
     return wins
 
 
+def _release_failed_load(exc: BaseException) -> None:
+    """Free what a failed load had built (CLIP, VAE, a UNet on the GPU, a state dict).
+
+    The exception's traceback, and those of the exceptions chained to it (``raise ... from None``
+    still keeps ``__context__``), reference the frames of the loading functions and hence their
+    locals: a caller that keeps the exception (a UI's error record, ``sys.last_exc`` in a REPL or
+    notebook) would keep gigabytes alive. The finished frames are cleared (their line numbers stay
+    for the traceback), then the garbage collector and the CUDA cache are run.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        tb = err.__traceback__
+        while tb is not None:
+            try:
+                tb.tb_frame.clear()
+            except RuntimeError:  # a frame still executing (the caller's): its locals are its own
+                pass
+            tb = tb.tb_next
+        todo.extend((err.__cause__, err.__context__))
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def _seed_int(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"seed must be an integer, got {seed!r}")
@@ -211,8 +242,23 @@ class UniAnimatePipeline:
         configs. ``progress(message, fraction)`` is called at each loading stage; ``tqdm_class``
         replaces huggingface_hub's download bars. Checkpoints are read with ``weights_only=True``.
         ``options``: the constructor's switches (batch_guidance, offload, decode_chunk, compile,
-        channels_last). Raises ``WeightsMissingError`` / ``CheckpointError``.
+        channels_last). Raises ``WeightsMissingError`` / ``CheckpointError``. On any failure nothing
+        half-loaded stays in memory, even while the caller keeps the exception (see
+        :func:`_release_failed_load`).
         """
+        try:
+            return cls._load_pretrained(source, device, dtype, revision, local_files_only, progress,
+                                        tqdm_class, configs, options)
+        except BaseException as exc:
+            _release_failed_load(exc)
+            raise
+
+    @classmethod
+    def _load_pretrained(cls, source: str | os.PathLike | None, device: str | torch.device,
+                         dtype: str | torch.dtype, revision: str | None, local_files_only: bool | None,
+                         progress: Progress | None, tqdm_class: Any, configs: ModelConfigs | None,
+                         options: dict[str, Any]) -> "UniAnimatePipeline":
+        """The body of :meth:`from_pretrained` (its frame is cleared when loading fails)."""
         from .models.checkpoint import load_state_dict_file
         from .models.unet import UniAnimateUNet
 
