@@ -137,3 +137,13 @@ def test_bad_checkpoints(tmp_path: Path, tiny_files: tuple[Path, Path, VaeConfig
     (tmp_path / "emptyvae" / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError):
         LatentVAE.load(tmp_path / "emptyvae")
+
+
+def test_not_a_state_dict_names_the_vae_file(tmp_path: Path) -> None:
+    """A VAE checkpoint that is not a state dict is reported as such, not as a bad UNet file."""
+    for name, obj in (("list.ckpt", [torch.zeros(1)]), ("mixed.ckpt", {"encoder.conv_in.weight": 1.0})):
+        path = tmp_path / name
+        torch.save(obj, path)
+        with pytest.raises(CheckpointError, match="v2-1_512-ema-pruned.ckpt") as info:
+            LatentVAE.load(path, VaeConfig.tiny())
+        assert "UNet" not in str(info.value)

@@ -101,12 +101,13 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
                               "download it again") from None
 
 
-def load_state_dict_file(path: str | os.PathLike, mmap: bool = True) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | os.PathLike, mmap: bool = True,
+                         expected: str = "the UNet weights file") -> dict[str, torch.Tensor]:
     """Read a state dict from ``.pth``/``.ckpt``/``.bin`` (weights_only pickle) or ``.safetensors``.
 
     Unwraps ``{'state_dict': ...}``. Raises WeightsMissingError when the file does not exist and
     CheckpointError when it is truncated, not a checkpoint, refused by weights_only, or not a
-    mapping of names to tensors.
+    mapping of names to tensors. ``expected`` names the right file in those messages.
     """
     path = Path(path)
     if not path.is_file():
@@ -118,11 +119,11 @@ def load_state_dict_file(path: str | os.PathLike, mmap: bool = True) -> dict[str
     else:
         obj = _load_pickle(path, mmap)
     if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict; use the UNet weights file")
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict; use {expected}")
     sd = unwrap_state_dict(obj)
     bad = [str(k) for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{path} is not a state dict: {len(bad)} entries are not name -> tensor "
-                              f"(first: {_listing(bad)}); use the UNet weights file")
+                              f"(first: {_listing(bad)}); use {expected}")
     logger.info("read %d tensors from %s", len(sd), path)
     return sd

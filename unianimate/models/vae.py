@@ -146,7 +146,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """weights_only (never full unpickling), memory-mapped: only the VAE keys are ever copied."""
     from .checkpoint import load_state_dict_file
 
-    return load_state_dict_file(path, mmap=True)
+    return load_state_dict_file(path, mmap=True, expected="the Stable Diffusion 2.1 checkpoint "
+                                "v2-1_512-ema-pruned.ckpt (or the diffusers VAE folder)")
 
 
 class LatentVAE:
