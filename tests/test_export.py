@@ -93,6 +93,8 @@ def test_bad_writer_inputs(tmp_path):
     with pytest.raises(InputError):
         write_mp4(_frames(2), tmp_path / "x.mp4", fps=0)
     with pytest.raises(InputError):
+        write_mp4(_frames(2), tmp_path / "x.mp4", fps=float("inf"))   # was an OverflowError
+    with pytest.raises(InputError):
         write_mp4(_frames(2), tmp_path / "x.mp4", fps=8, quality=60)
     with pytest.raises(InputError):
         probe_media(tmp_path / "missing.mp4")

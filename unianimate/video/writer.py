@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 import subprocess
 import tempfile
@@ -97,8 +98,8 @@ def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike
     is muxed as AAC: cut to ``audio.duration`` (padded with silence where the source's audio
     ends early), else to the video's length; the video keeps every frame. The file appears
     atomically (temp + rename)."""
-    if not (fps and float(fps) > 0):
-        raise InputError(f"fps must be positive, got {fps}")
+    if not (fps and float(fps) > 0 and math.isfinite(float(fps))):
+        raise InputError(f"fps must be a positive number, got {fps}")
     if not (0 <= int(quality) <= 51):
         raise InputError(f"quality (CRF) must be in 0..51, got {quality}")
     if audio is not None and not Path(audio.path).is_file():
