@@ -220,3 +220,23 @@ def test_set_reference_redraws_poses_and_failures_change_nothing(studio):
     from unianimate.video.writer import probe_media
     assert probe_media(preview.skeleton_video).frames == 6
     assert Image.open(preview.overlay_image).size == (128, 64)
+
+
+def test_pose_preview_streams_the_pose_images(studio, monkeypatch):
+    """The skeleton preview (made on every project open) reads one pose image at a time, so a
+    long driving input is never held in memory at once."""
+    import unianimate.studio.service as service
+    from unianimate.video.writer import probe_media
+    p = studio.create_project(_ref(), 64, 64, "crop")
+    studio.set_pose_sequence(p.id, _poses(9))
+    spans = []
+    real = service._read_pngs
+
+    def spy(folder, start, end):
+        spans.append(end - start)
+        return real(folder, start, end)
+
+    monkeypatch.setattr(service, "_read_pngs", spy)
+    preview = studio.pose_preview(p.id)
+    assert probe_media(preview.skeleton_video).frames == 9
+    assert spans and max(spans) == 1

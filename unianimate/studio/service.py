@@ -619,10 +619,12 @@ class Studio:
         if video.is_file() and overlay_path.is_file():       # poses/ is replaced on any change
             return PosePreview(skeleton_video=str(video), overlay_image=str(overlay_path),
                                count=info.count, fps=info.fps, messages=list(info.messages))
-        frames = _read_pngs(folder / info.images, 0, info.count)
-        write_mp4(frames, video, fps=info.fps, quality=23)
+        images = folder / info.images
+        # streamed from disk: a long driving input must not be held in memory at once
+        write_mp4((_read_pngs(images, i, i + 1)[0] for i in range(info.count)), video,
+                  fps=info.fps, quality=23)
         ref = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
-        pose0 = frames[0]
+        pose0 = _read_pngs(images, 0, 1)[0]
         mask = pose0.max(axis=2, keepdims=True) > 0
         overlay = np.where(mask, pose0, (ref * 0.6).astype(np.uint8))
         _save_png(overlay_path, overlay)
