@@ -117,6 +117,18 @@ def test_a_project_folder_edited_into_nonsense(ui: StudioHandlers) -> None:
     assert ui.create_project(ALICE, REF, "custom", 64, 64, "pad", "next")[0] != pid
 
 
+def test_view_survives_a_missing_poster(ui: StudioHandlers) -> None:
+    """A chosen candidate's poster deleted by hand: the view still opens (gr.Gallery cannot
+    postprocess a None image), the gallery just leaves it out."""
+    pid = _project(ui)
+    seg, _, _ = ui.generate_candidates(ALICE, pid, None, 3, 1, 2.5, 949, 0, 1)
+    ui.choose(ALICE, pid, seg, "c0")
+    (ui.studio.root / pid / "segments" / seg / "c0" / "poster.png").unlink()
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid)))
+    assert view["path_gallery"] == []
+    gr.Gallery().postprocess(view["path_gallery"])
+
+
 def test_sessions_see_only_their_own_projects(ui: StudioHandlers) -> None:
     pid = _project(ui, ALICE, poses=False)
     update, rows = ui.list_projects(ALICE)

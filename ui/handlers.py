@@ -453,9 +453,12 @@ class StudioHandlers:
             value=view.chosen if view and view.chosen in {c.id for c in done} else
             (done[0].id if done else None))
         out["timeline_md"] = self._timeline_markdown(tl)
-        out["path_gallery"] = [(self._served(c.poster), f"{s.id} · {c.id} · seed {c.seed}")
-                               for s in tl.path for c in s.candidates
-                               if c.chosen and c.poster and c.status == "done"]
+        gallery = [(self._served(c.poster), f"{s.id} · {c.id} · seed {c.seed}")
+                   for s in tl.path for c in s.candidates
+                   if c.chosen and c.poster and c.status == "done"]
+        # a poster missing on disk (folder edited by hand) is left out: gr.Gallery cannot show
+        # None and would fail the whole view with a bare "Error"
+        out["path_gallery"] = [(path, caption) for path, caption in gallery if path]
         out["project_json"] = tl.to_dict()
         return tuple(out[name] for name in VIEW_FIELDS)
 
