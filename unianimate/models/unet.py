@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from unianimate.errors import CheckpointError, InputError
+from unianimate.utils import make_generator
 
 from .adapters import FrameTransformer, latent_stack, pixel_stack
 from .checkpoint import unwrap_state_dict, validate_state_dict
@@ -168,8 +169,7 @@ class UniAnimateUNet(nn.Module):
         """Seeded random weights for tests, benchmarks and tiny models: EVERY parameter, including the
         zero-initialised ones, so every path reaches the output. Weights ~ N(0, scale^2/fan_in),
         norm weights ~ 1 + 0.1 N, other vectors ~ 0.1 N. Works after ``to_empty`` (meta init)."""
-        gen = torch.Generator(device=self.device)
-        gen.manual_seed(int(seed))
+        gen = make_generator(seed, self.device)
         for name, p in self.named_parameters():
             if p.ndim >= 2:
                 p.normal_(0.0, scale / (p[0].numel() ** 0.5), generator=gen)
