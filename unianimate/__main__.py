@@ -183,12 +183,11 @@ def run(args: argparse.Namespace) -> int:
             prefix[0] = f"segment {k}/{total_segments}: "
             cands = studio.generate_candidates(pid, segment_id, progress=progress)
             pick = cands[0] if args.choose == "first" else pick_best(cands)
-            studio.choose(pid, segment_id, pick.id)
+            tl = studio.choose(pid, segment_id, pick.id)
             m = pick.measures
             log.info("segment %d: chose %s (seed %d; seam %s, stability %.2f)", k, pick.id,
                      pick.seed, "-" if m.get("seam") is None else f"{m['seam']:.2f}",
                      m.get("stability", 0.0))
-            tl = studio.timeline(pid)
             if not tl.can_continue or (args.max_segments and k >= args.max_segments):
                 break
             segment_id = studio.continue_from(pid).id
