@@ -38,14 +38,11 @@ from typing import Any
 import numpy as np
 
 from unianimate.errors import InputError
-from unianimate.pose.types import FIELDS, MISSING, Pose, PoseSequence, _SHAPES
+from unianimate.pose.types import FIELDS, MISSING, POINT_FIELDS, SCORE_FIELD, Pose, PoseSequence, _SHAPES
 
 FORMAT_NAME = "unianimate-pose"
 FORMAT_VERSION = 1
 MAX_JSON_BYTES = 256 * 1024 * 1024  # a 10 000-frame file is ~100 MB; refuse anything far beyond
-
-_POINT_FIELDS = ("body", "hands", "face")
-_SCORE_OF = {"body": "body_scores", "hands": "hand_scores", "face": "face_scores"}
 
 
 def _round(arr: np.ndarray) -> Any:
@@ -71,7 +68,7 @@ def _field_array(frame: dict, name: str, where: str) -> np.ndarray | None:
     if name not in frame:
         return None
     value = frame[name]
-    point_depth = len(_SHAPES[name]) - 1 if name in _POINT_FIELDS else -1
+    point_depth = len(_SHAPES[name]) - 1 if name in POINT_FIELDS else -1
 
     def convert(v: Any, depth: int = 0) -> Any:
         if v is None and depth == point_depth:
@@ -106,14 +103,14 @@ def pose_from_dict(frame: Any, index: int = 0) -> Pose:
     if unknown:
         raise InputError(f"{where} has unknown fields {unknown}; allowed: {list(FIELDS)}")
     values: dict[str, np.ndarray] = {}
-    for name in _POINT_FIELDS:
+    for name in POINT_FIELDS:
         arr = _field_array(frame, name, where)
         if arr is None:
             raise InputError(f"{where} lacks the field {name!r}")
         null = np.isnan(arr)  # only nulls can be NaN here (json.loads NaN is caught below)
         arr[null.any(axis=-1)] = MISSING
         values[name] = arr
-        score_name = _SCORE_OF[name]
+        score_name = SCORE_FIELD[name]
         scores = _field_array(frame, score_name, where)
         valid = ~((arr[..., 0] == MISSING) | (arr[..., 1] == MISSING))
         if scores is None:

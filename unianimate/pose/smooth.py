@@ -15,10 +15,10 @@ from typing import Sequence
 import numpy as np
 
 from unianimate.errors import InputError
-from unianimate.pose.types import MISSING, Pose, PoseSequence, stack_poses, unstack_poses
+from unianimate.pose.types import (MISSING, POINT_FIELDS, SCORE_FIELD, Pose, PoseSequence, stack_poses,
+                                   unstack_poses)
 
-PARTS = ("body", "hands", "face")
-_SCORES = {"body": "body_scores", "hands": "hand_scores", "face": "face_scores"}
+PARTS = POINT_FIELDS
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def fill_gaps(poses: Sequence[Pose], max_gap: int = 3, method: str = "linear",
     F = len(poses)
     for part in parts:
         pts = arrays[part].reshape(F, -1, 2)             # (F, N, 2)
-        scores = arrays[_SCORES[part]].reshape(F, -1)    # (F, N)
+        scores = arrays[SCORE_FIELD[part]].reshape(F, -1)  # (F, N)
         valid = pts[..., 0] != MISSING                   # (F, N)
         for n in np.nonzero(valid.any(axis=0) & ~valid.all(axis=0))[0]:
             idx = np.nonzero(valid[:, n])[0]
@@ -127,5 +127,5 @@ def fill_gaps(poses: Sequence[Pose], max_gap: int = 3, method: str = "linear",
                     pts[t, n] = (1.0 - w) * pts[a, n] + w * pts[b, n]
                     scores[t, n] = (1.0 - w) * scores[a, n] + w * scores[b, n]
         arrays[part] = pts.reshape(arrays[part].shape)
-        arrays[_SCORES[part]] = scores.reshape(arrays[_SCORES[part]].shape)
+        arrays[SCORE_FIELD[part]] = scores.reshape(arrays[SCORE_FIELD[part]].shape)
     return unstack_poses(arrays)

@@ -42,6 +42,9 @@ _SHAPES: dict[str, tuple[int, ...]] = {
     "face": (NUM_FACE, 2), "face_scores": (NUM_FACE,),
 }
 FIELDS: tuple[str, ...] = tuple(_SHAPES)
+POINT_FIELDS: tuple[str, ...] = ("body", "hands", "face")
+SCORE_FIELD: dict[str, str] = {"body": "body_scores", "hands": "hand_scores", "face": "face_scores"}
+"""The score field of each point field."""
 
 
 def missing_mask(points: np.ndarray) -> np.ndarray:
@@ -79,7 +82,7 @@ class Pose:
     def __post_init__(self) -> None:
         for name in FIELDS:
             arr = _as_field(name, getattr(self, name))
-            if name in ("body", "hands", "face"):
+            if name in POINT_FIELDS:
                 arr[missing_mask(arr)] = MISSING
             object.__setattr__(self, name, arr)
 
