@@ -41,8 +41,16 @@ def _listing(keys: list[str]) -> str:
     return shown + (f", ... ({len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
 
 
-def validate_state_dict(expected: Mapping[str, tuple[int, ...]], sd: Mapping[str, Any], what: str = "the model") -> None:
-    """Raise CheckpointError unless ``sd`` has exactly the expected keys, each a tensor of the expected shape."""
+_UNET_ADVICE = ("Use the released UniAnimate UNet checkpoint (unianimate_16f_32f_non_ema_223000.pth) "
+                "with the released UNetConfig().")
+
+
+def validate_state_dict(expected: Mapping[str, tuple[int, ...]], sd: Mapping[str, Any], what: str = "the model",
+                        advice: str = _UNET_ADVICE) -> None:
+    """Raise CheckpointError unless ``sd`` has exactly the expected keys, each a tensor of the expected shape.
+
+    The message lists the offending keys, says nothing was loaded and ends with ``advice``.
+    """
     missing = sorted(k for k in expected if k not in sd)
     unexpected = sorted(str(k) for k in sd if k not in expected)
     not_tensor = sorted(k for k in expected if k in sd and not isinstance(sd[k], torch.Tensor))
@@ -59,9 +67,7 @@ def validate_state_dict(expected: Mapping[str, tuple[int, ...]], sd: Mapping[str
         parts.append(f"{len(misshaped)} mis-shaped key(s): {_listing(misshaped)}")
     if not_tensor:
         parts.append(f"{len(not_tensor)} non-tensor value(s): {_listing(not_tensor)}")
-    raise CheckpointError(f"state dict does not fit {what}: " + "; ".join(parts)
-                          + ". Nothing was loaded. Use the released UniAnimate UNet checkpoint "
-                            "(unianimate_16f_32f_non_ema_223000.pth) with the released UNetConfig().")
+    raise CheckpointError(f"state dict does not fit {what}: " + "; ".join(parts) + f". Nothing was loaded. {advice}")
 
 
 def _load_pickle(path: Path, mmap: bool) -> Any:

@@ -20,6 +20,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..utils import check_known_keys
+from .checkpoint import load_state_dict_file, validate_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +145,6 @@ def ldm_vae_to_diffusers(state_dict: Mapping[str, torch.Tensor], num_levels: int
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """weights_only (never full unpickling), memory-mapped: only the VAE keys are ever copied."""
-    from .checkpoint import load_state_dict_file
-
     return load_state_dict_file(path, mmap=True, expected="the Stable Diffusion 2.1 checkpoint "
                                 "v2-1_512-ema-pruned.ckpt (or the diffusers VAE folder)")
 
@@ -189,14 +188,9 @@ class LatentVAE:
         path = Path(path)
         sd = ldm_vae_to_diffusers(_read_state_dict(path), len(config.block_out_channels))
         model = AutoencoderKL(**config.diffusers_kwargs())
-        own = model.state_dict()
-        missing = sorted(set(own) - set(sd))
-        extra = sorted(set(sd) - set(own))
-        shaped = [k for k in own if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)]
-        if missing or extra or shaped:
-            raise CheckpointError(
-                f"the VAE in {path} does not fit VaeConfig {config.to_dict()}: missing {missing[:5]}, "
-                f"unexpected {extra[:5]}, mis-shaped {shaped[:5]}. Use v2-1_512-ema-pruned.ckpt.")
+        validate_state_dict({k: tuple(v.shape) for k, v in model.state_dict().items()}, sd,
+                            what=f"the VAE of VaeConfig {config.to_dict()} (read from {path})",
+                            advice="Use v2-1_512-ema-pruned.ckpt.")
         model.load_state_dict(sd, strict=True)
         return cls(model, **kwargs)
 
