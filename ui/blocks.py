@@ -135,13 +135,14 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                     value=True)
         with gr.Accordion("Examples (made by the project: a drawn figure and a procedural "
                           "dance)", open=True):
-            gr.Examples(examples=_examples(models),
+            examples = _examples(models)
+            gr.Examples(examples=examples,
                         inputs=[reference, pose_files, resolution, width, height, fit],
                         label="Click a row, then press Create project", elem_id="examples",
                         example_labels=["figure + dance (small, fast)" if models.is_tiny else
                                         "figure + dance, 512x768",
                                         "figure + dance, 512x768" if models.is_tiny else
-                                        "figure + dance, 768x1216 padded"][:len(_examples(models))])
+                                        "figure + dance, 768x1216 padded"][:len(examples)])
         with gr.Row():
             ref_preview = gr.Image(label="Reference as the model sees it", interactive=False,
                                    height=300, elem_id="reference-preview")
