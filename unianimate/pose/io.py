@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from unianimate.errors import InputError
-from unianimate.pose.types import FIELDS, MISSING, POINT_FIELDS, SCORE_FIELD, Pose, PoseSequence, _SHAPES
+from unianimate.pose.types import (FIELDS, MISSING, POINT_FIELDS, SCORE_FIELD, Pose, PoseSequence, _SHAPES,
+                                   missing_mask)
 
 FORMAT_NAME = "unianimate-pose"
 FORMAT_VERSION = 1
@@ -112,9 +113,8 @@ def pose_from_dict(frame: Any, index: int = 0) -> Pose:
         values[name] = arr
         score_name = SCORE_FIELD[name]
         scores = _field_array(frame, score_name, where)
-        valid = ~((arr[..., 0] == MISSING) | (arr[..., 1] == MISSING))
         if scores is None:
-            scores = valid.astype(np.float64)
+            scores = (~missing_mask(arr)).astype(np.float64)
         else:
             scores = np.where(np.isnan(scores), 0.0, scores)
         values[score_name] = scores
