@@ -508,6 +508,27 @@ class UniAnimatePipeline:
             raise InputError(f"latents must be a tensor of shape {shape}, got {got}")
         return latents.to(self.device, torch.float32)
 
+    def _generate(self, ref: np.ndarray, pose_arr: np.ndarray, rpose: np.ndarray, first: np.ndarray | None,
+                  seed: int, num_inference_steps: int, guidance_scale: float, noise_prior_t: int | None,
+                  latents: torch.Tensor | None, callback: Callback | None,
+                  should_cancel: Callable[[], bool] | None, batch_guidance: bool | None,
+                  decode_chunk: int | None, output_type: str,
+                  windows: list[range] | None = None,
+                  offset_after_prior: bool = False) -> np.ndarray | torch.Tensor:
+        """The run both generate methods share, on validated inputs (``windows``: long mode)."""
+        f = len(pose_arr)
+        with self._lock:
+            ref_latent = self.encode_reference(ref, seed)  # (1,4,h,w)
+            cond = self._conditions(ref, pose_arr, rpose, first, ref_latent)
+            if latents is None:
+                x = self.prepare_latents(ref_latent, f, seed, noise_prior_t, offset_after_prior)
+            else:
+                x = self._check_latents(latents, (1, ref_latent.shape[1], f, *ref_latent.shape[2:]))
+            bg = self.batch_guidance if batch_guidance is None else bool(batch_guidance)
+            x = self._sample(x, cond, num_inference_steps, guidance_scale, bg, callback, should_cancel,
+                             windows)
+            return x if output_type == "latent" else self.decode(x, decode_chunk)
+
     # ------------------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate_segment(self, reference_image: ImageLike, poses: Sequence[ImageLike] | np.ndarray,
@@ -537,18 +558,9 @@ class UniAnimatePipeline:
                                                      num_frames, num_inference_steps, guidance_scale,
                                                      noise_prior_t)
         self._check_output_type(output_type)
-        seed = _seed_int(seed)
-        f = len(pose_arr)
-        with self._lock:
-            ref_latent = self.encode_reference(ref, seed)  # (1,4,h,w)
-            cond = self._conditions(ref, pose_arr, rpose, first, ref_latent)
-            if latents is None:
-                x = self.prepare_latents(ref_latent, f, seed, noise_prior_t)
-            else:
-                x = self._check_latents(latents, (1, ref_latent.shape[1], f, *ref_latent.shape[2:]))
-            bg = self.batch_guidance if batch_guidance is None else bool(batch_guidance)
-            x = self._sample(x, cond, num_inference_steps, guidance_scale, bg, callback, should_cancel)
-            return x if output_type == "latent" else self.decode(x, decode_chunk)
+        return self._generate(ref, pose_arr, rpose, first, _seed_int(seed), num_inference_steps,
+                              guidance_scale, noise_prior_t, latents, callback, should_cancel,
+                              batch_guidance, decode_chunk, output_type)
 
     @torch.no_grad()
     def generate_long(self, reference_image: ImageLike, poses: Sequence[ImageLike] | np.ndarray,
@@ -571,19 +583,10 @@ class UniAnimatePipeline:
                                                      num_inference_steps, guidance_scale, noise_prior_t)
         self._check_output_type(output_type)
         seed = _seed_int(seed)
-        f = len(pose_arr)
-        windows = sliding_windows(f, int(window), int(overlap))
-        with self._lock:
-            ref_latent = self.encode_reference(ref, seed)
-            cond = self._conditions(ref, pose_arr, rpose, first, ref_latent)
-            if latents is None:
-                x = self.prepare_latents(ref_latent, f, seed, noise_prior_t, offset_after_prior=True)
-            else:
-                x = self._check_latents(latents, (1, ref_latent.shape[1], f, *ref_latent.shape[2:]))
-            bg = self.batch_guidance if batch_guidance is None else bool(batch_guidance)
-            x = self._sample(x, cond, num_inference_steps, guidance_scale, bg, callback, should_cancel,
-                             windows)
-            return x if output_type == "latent" else self.decode(x, decode_chunk)
+        windows = sliding_windows(len(pose_arr), int(window), int(overlap))
+        return self._generate(ref, pose_arr, rpose, first, seed, num_inference_steps, guidance_scale,
+                              noise_prior_t, latents, callback, should_cancel, batch_guidance,
+                              decode_chunk, output_type, windows=windows, offset_after_prior=True)
 
     def info(self) -> dict[str, Any]:
         """What is loaded and how it runs (for status displays and manifests)."""
