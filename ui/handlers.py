@@ -24,6 +24,7 @@ from typing import Any
 import gradio as gr
 
 from unianimate.errors import GenerationCancelled, InputError, UniAnimateError
+from unianimate.imaging import check_size
 from ui.runtime import ModelManager, describe_error, gpu
 
 log = logging.getLogger(__name__)
@@ -108,11 +109,7 @@ def parse_size(resolution: str, width: Any, height: Any) -> tuple[int, int]:
         raise InputError("custom width and height must be whole numbers") from None
     if w != float(width) or h != float(height):
         raise InputError("custom width and height must be whole numbers")
-    for name, v in (("width", w), ("height", h)):
-        if v < 64 or v % 64:
-            raise InputError(f"custom {name} must be a positive multiple of 64, got {v}")
-        if v > 2048:
-            raise InputError(f"custom {name} {v} is too large (2048 at most)")
+    check_size(h, w)
     return w, h
 
 

@@ -1341,10 +1341,7 @@ def _prepare_reference(reference: Any, width: int, height: int, fit: str
     from unianimate import imaging
     if fit not in FIT_MODES:
         raise InputError(f"fit must be one of {FIT_MODES}, got {fit!r}")
-    for name, v in (("width", width), ("height", height)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise InputError(f"{name} must be an integer multiple of 64, got {v!r}")
-    imaging.check_size(int(height), int(width))
+    imaging.check_size(height, width)
     if isinstance(reference, (np.ndarray, Image.Image)):
         rgb = imaging.to_rgb_array(reference)
     else:
