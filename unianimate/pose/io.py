@@ -144,15 +144,13 @@ def sequence_from_dict(data: Any) -> PoseSequence:
     for key in ("fps", "width", "height"):
         if key not in data:
             raise InputError(f"the pose JSON lacks {key!r}")
-    width, height = data["width"], data["height"]
-    for key, value in (("width", width), ("height", height)):
-        if isinstance(value, float) and value.is_integer():
-            data[key] = int(value)
+    width, height = (int(v) if isinstance(v, float) and v.is_integer() else v  # 512.0 -> 512
+                     for v in (data["width"], data["height"]))
     meta = data.get("meta", {})
     if not isinstance(meta, dict):
         raise InputError("the pose JSON \"meta\" must be an object")
     poses = [pose_from_dict(f, i) for i, f in enumerate(frames)]
-    return PoseSequence(poses, data["fps"], data["width"], data["height"], meta)
+    return PoseSequence(poses, data["fps"], width, height, meta)
 
 
 def dumps(seq: PoseSequence) -> str:
