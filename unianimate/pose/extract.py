@@ -111,7 +111,7 @@ def extract_poses(video_path: str | os.PathLike, detector: Detector, frame_inter
             poses_filled = fill_gaps(poses, max_gap=max_gap, method="linear")
             filled = [i for i in missing if not poses_filled[i].is_empty()]
             poses = poses_filled
-            still = [i for i in missing if i not in set(filled)]
+            still = sorted(set(missing) - set(filled))
             messages.append(f"no person found in {len(missing)} frame(s): {_ranges(missing)}")
             if filled:
                 messages.append(f"bridged {len(filled)} frame(s) by interpolation: {_ranges(filled)}")
