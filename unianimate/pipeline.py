@@ -468,6 +468,10 @@ class UniAnimatePipeline:
         timesteps = sched.timesteps.tolist()
         total = len(timesteps)
         need_uncond = float(guidance_scale) != 1.0
+        if windows is not None:  # windows per frame: the same at every step
+            count = torch.zeros((1, 1, x.shape[2], 1, 1), device=x.device)
+            for win in windows:
+                count[:, :, win.start:win.stop] += 1
         for i, t in enumerate(timesteps):
             self._poll_cancel(should_cancel, i, total)
             if windows is None:
@@ -476,14 +480,12 @@ class UniAnimatePipeline:
                 # every window's prediction is summed per frame and averaged; guidance after averaging
                 v_c = torch.zeros_like(x)
                 v_u = torch.zeros_like(x) if need_uncond else None
-                count = torch.zeros((1, 1, x.shape[2], 1, 1), device=x.device)
                 for win in windows:
                     sl = slice(win.start, win.stop)
                     wc, wu = self._v_pair(x[:, :, sl], t, cond, sl, batch_guidance, need_uncond)
                     v_c[:, :, sl] += wc
                     if v_u is not None and wu is not None:
                         v_u[:, :, sl] += wu
-                    count[:, :, sl] += 1
                 v_c = v_c / count
                 v_u = v_u / count if v_u is not None else None
             v = apply_guidance(v_u, v_c, float(guidance_scale)) if v_u is not None else v_c
