@@ -53,6 +53,7 @@ from unianimate.studio.project import (FIT_MODES, Candidate, GenerationSettings,
                                        Project, ReferenceInfo, Segment, check_relative,
                                        load_project, manifest_path, next_segment_range, save_project,
                                        seed_for, valid_id)
+from unianimate.utils import check_known_keys
 
 log = logging.getLogger(__name__)
 
@@ -638,10 +639,7 @@ class Studio:
 
         Already generated candidates keep the settings they were made with.
         """
-        valid = set(GenerationSettings.__dataclass_fields__)
-        unknown = sorted(set(changes) - valid)
-        if unknown:
-            raise InputError(f"unknown setting(s) {unknown}; valid: {sorted(valid)}")
+        check_known_keys(GenerationSettings, changes, where="the generation settings")
         with self._edit(project_id, owner) as project:
             typed = {}
             for key, value in changes.items():
