@@ -33,6 +33,7 @@ import numpy as np
 from unianimate.errors import InputError
 from unianimate.pose.io import load_pose_sequence
 from unianimate.pose.types import PoseSequence
+from unianimate.video.reader import VideoReader, check_frame_interval
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +201,7 @@ def load_driving(path: str | os.PathLike, detector=None, frame_interval: int = 2
     """
     if kind not in KINDS:
         raise InputError(f"unknown driving kind {kind!r}; use one of {KINDS}")
-    if isinstance(frame_interval, bool) or not isinstance(frame_interval, (int, np.integer)) or frame_interval < 1:
-        raise InputError(f"frame_interval must be an integer >= 1, got {frame_interval!r}")
+    check_frame_interval(frame_interval)
     p = Path(path)
     if not p.exists():
         raise InputError(f"driving input {str(p)!r} does not exist")
@@ -227,8 +227,6 @@ def load_driving(path: str | os.PathLike, detector=None, frame_interval: int = 2
             seq = seq.with_poses(seq.poses[:max_frames])
         return DrivingInput(seq, None, seq.fps, [f"loaded {len(seq)} poses at {seq.fps:.3g} fps from {p.name!r}"],
                             None, "keypoints")
-
-    from unianimate.video.reader import VideoReader
 
     reader = VideoReader(p)
     info = reader.info

@@ -173,6 +173,12 @@ def _rotate(img: np.ndarray, ccw_degrees: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k)) if k else img
 
 
+def check_frame_interval(frame_interval: int) -> None:
+    """Raise ``InputError`` unless ``frame_interval`` is an integer >= 1."""
+    if isinstance(frame_interval, bool) or not isinstance(frame_interval, (int, np.integer)) or frame_interval < 1:
+        raise InputError(f"frame_interval must be an integer >= 1, got {frame_interval!r}")
+
+
 def _check_trim(start: float | None, end: float | None) -> tuple[float, float]:
     s = 0.0 if start is None else float(start)
     e = math.inf if end is None else float(end)
@@ -204,8 +210,7 @@ class VideoReader:
     def frames(self, frame_interval: int = 1, start: float | None = None, end: float | None = None,
                max_frames: int | None = None) -> Iterator[SampledFrame]:
         """Sampled frames on the time grid described in the module docstring."""
-        if isinstance(frame_interval, bool) or not isinstance(frame_interval, (int, np.integer)) or frame_interval < 1:
-            raise InputError(f"frame_interval must be an integer >= 1, got {frame_interval!r}")
+        check_frame_interval(frame_interval)
         s, e = _check_trim(start, end)
         av = _av()
         fps = self.info.fps
