@@ -414,11 +414,9 @@ class StudioHandlers:
         out["project"] = gr.update(choices=choices, value=pid)
         out["reference_preview"] = self._served(folder / project.reference.fitted)
         if project.poses is not None:
-            video, overlay = folder / "poses/preview.mp4", folder / "poses/overlay.png"
-            if not (video.is_file() and overlay.is_file()):
-                self.studio.pose_preview(pid, owner=owner)
-            out["pose_video"] = self._served(video)
-            out["pose_overlay"] = self._served(overlay)
+            preview = self.studio.pose_preview(pid, owner=owner)   # written once, then reused
+            out["pose_video"] = self._served(preview.skeleton_video)
+            out["pose_overlay"] = self._served(preview.overlay_image)
             out["pose_info"] = self._pose_message(project.poses)
         else:
             out["pose_info"] = "No driving poses yet: upload a pose file or a video."
