@@ -349,11 +349,6 @@ class UniAnimatePipeline:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
 
-    @property
-    def latent_scale(self) -> int:
-        """Pixels per latent cell (8)."""
-        return 8
-
     def _pixels(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 (N,H,W,3) -> float (N,3,H,W) in [0,1] on the UNet device."""
         t = torch.from_numpy(np.ascontiguousarray(frames)).to(self.device)

@@ -30,7 +30,6 @@ logger = logging.getLogger(__name__)
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_START = 0.00085
 BETA_END = 0.012
-SCALE_FACTOR = 0.18215  # VAE latent scale (spec §2)
 
 
 def reference_alphas_cumprod(num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
