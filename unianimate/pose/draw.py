@@ -153,10 +153,8 @@ def _jpeg_roundtrip(canvas_bgr: np.ndarray) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", canvas_bgr)
     if not ok:  # pragma: no cover - only on a broken OpenCV build
         raise RuntimeError("OpenCV could not encode the pose drawing as JPEG")
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a requirement
-        return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    from PIL import Image
+
     with Image.open(io.BytesIO(buf.tobytes())) as img:
         return np.asarray(img.convert("RGB")).copy()
 
