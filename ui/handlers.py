@@ -481,7 +481,7 @@ class StudioHandlers:
                            ) -> str | None:
         if segment_id:
             return str(segment_id)
-        return self.studio.timeline(pid, owner=owner).active_leaf
+        return self.studio.get_project(pid, owner=owner).active_leaf
 
     def _served(self, path: str | Path | None) -> str | None:
         """A project file path checked by the service to lie inside the projects folder."""
