@@ -186,6 +186,11 @@ def _release_failed_load(exc: BaseException) -> None:
         torch.cuda.empty_cache()
 
 
+def _offload_on(device: torch.device, offload: bool | None) -> bool:
+    """Whether CLIP and the VAE wait on the CPU between uses: ``offload``, by default on for CUDA."""
+    return device.type == "cuda" if offload is None else bool(offload)
+
+
 def _seed_int(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise InputError(f"seed must be an integer, got {seed!r}")
@@ -207,7 +212,7 @@ class UniAnimatePipeline:
         self.model_name = model_name
         self.is_tiny = bool(is_tiny)
         self.batch_guidance = bool(batch_guidance)
-        self.offload = (self.device.type == "cuda") if offload is None else bool(offload)
+        self.offload = _offload_on(self.device, offload)
         self.decode_chunk = int(decode_chunk)
         self.channels_last = bool(channels_last)
         self.compiled = bool(compile)
@@ -283,8 +288,7 @@ class UniAnimatePipeline:
 
         # CLIP first: open_clip reads its whole state dict before copying it (a transient second
         # copy), and its text tower is freed once zero_y is cached; the peak stays lower this way
-        offload = options.get("offload")
-        home = torch.device("cpu") if (dev.type == "cuda" if offload is None else offload) else dev
+        home = torch.device("cpu") if _offload_on(dev, options.get("offload")) else dev
         report(f"loading CLIP from {clip_path.name}", 0.05)
         clip = ClipEncoder.from_file(clip_path, configs.clip, device=home)
         report(f"loading VAE from {vae_path.name}", 0.3)
