@@ -967,11 +967,11 @@ class Studio:
         continuation of that candidate is resumed, otherwise the path ends at this segment)."""
         with self._edit(project_id, owner) as project:
             seg = project.segment(segment_id)
-            cand = seg.candidate(candidate_id) if any(
-                c.id == candidate_id for c in seg.candidates) else None
-            if cand is None:
+            try:
+                cand = seg.candidate(candidate_id)
+            except ProjectError:
                 raise InputError(f"segment {segment_id} has no candidate {candidate_id!r}; "
-                                 "generate candidates first and choose one of them")
+                                 "generate candidates first and choose one of them") from None
             if cand.status != "done":
                 raise InputError(f"candidate {candidate_id} of segment {segment_id} is "
                                  f"{cand.status}, not done; choose a finished candidate")
