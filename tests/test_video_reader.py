@@ -50,6 +50,8 @@ def test_trim(video) -> None:
         read_frames(video, start=5.0)
     with pytest.raises(InputError, match="frame_interval"):
         read_frames(video, frame_interval=0)
+    with pytest.raises(InputError, match="frame_interval"):  # was a ZeroDivisionError
+        VideoReader(video).expected_count(frame_interval=0)
 
 
 def test_rotation_matches_ffmpeg_autorotate(tmp_path, video) -> None:

@@ -202,6 +202,7 @@ class VideoReader:
 
     def expected_count(self, frame_interval: int = 1, start: float | None = None, end: float | None = None) -> int:
         """How many frames :meth:`frames` will give (from the probed duration; an estimate)."""
+        check_frame_interval(frame_interval)
         s, e = _check_trim(start, end)
         span = min(e, self.info.frame_count / self.info.fps) - s
         step = frame_interval / self.info.fps
