@@ -1,20 +1,27 @@
-"""Small shared helpers: devices, dtypes, seeded generators, atomic writes."""
+"""Small shared helpers: devices, dtypes, seeded generators, atomic writes.
+
+Importing this module does not import torch (the torch helpers import it when called), so the
+torch-free parts of the project (``unianimate.pose``) can use the atomic writes too.
+"""
 from __future__ import annotations
 
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-           "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+_DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16",
+           "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None``/"auto" -> CUDA when available, else CPU."""
+    import torch
+
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -22,18 +29,23 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
     """``None``/"auto" -> fp16 on CUDA, fp32 on CPU; strings such as "bf16" are accepted."""
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
     try:
-        return _DTYPES[dtype]
+        name = _DTYPES[dtype]
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+    return getattr(torch, name)
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A ``torch.Generator`` seeded with ``seed`` (all randomness in the project goes through one)."""
+    import torch
+
     gen = torch.Generator(device=device)
     gen.manual_seed(int(seed))
     return gen

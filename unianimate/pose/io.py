@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ import numpy as np
 from unianimate.errors import InputError
 from unianimate.pose.types import (FIELDS, MISSING, POINT_FIELDS, SCORE_FIELD, Pose, PoseSequence, _SHAPES,
                                    missing_mask)
+from unianimate.utils import atomic_write_bytes
 
 FORMAT_NAME = "unianimate-pose"
 FORMAT_VERSION = 1
@@ -172,16 +172,7 @@ def loads(text: str | bytes) -> PoseSequence:
 def save_pose_sequence(seq: PoseSequence, path: str | os.PathLike) -> Path:
     """Write the sequence to ``path`` atomically (temporary file + rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = dumps(seq).encode("utf-8")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, dumps(seq).encode("utf-8"))
     return path
 
 
