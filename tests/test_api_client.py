@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from gradio_client.exceptions import AppError  # noqa: E402
 
 from ui.blocks import build_ui, launch_kwargs  # noqa: E402
 from ui.runtime import ModelManager, build_studio  # noqa: E402
+from tests._net import free_port
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 REF = str(ASSETS / "example_reference.png")
@@ -27,18 +27,12 @@ ENDPOINTS = {"/model_status", "/load_model", "/list_projects", "/open_project", 
              "/export"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     root = tmp_path_factory.mktemp("projects")
     models = ModelManager("tiny")
     demo = build_ui(build_studio(root, models), models)
-    kwargs = launch_kwargs(root, port=_free_port(), max_file_size="2mb")
+    kwargs = launch_kwargs(root, port=free_port(), max_file_size="2mb")
     demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
     try:
         yield f"http://127.0.0.1:{kwargs['server_port']}/", root

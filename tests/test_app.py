@@ -3,7 +3,6 @@ decorator, and a real start with no weights and no network."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ pytest.importorskip("gradio")
 import app  # noqa: E402
 from ui.blocks import GPU_ID, build_ui, launch_kwargs  # noqa: E402
 from ui.runtime import ModelManager, build_studio, gpu  # noqa: E402
+from tests._net import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,14 +63,8 @@ def test_spaces_gpu_applies_on_zerogpu_and_is_a_no_op_otherwise(
     assert gpu(duration=42)(work)(1) == 2 and seen == [42]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_app_starts_without_weights_and_says_what_is_missing(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
                GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
     env.pop("HF_HUB_CACHE", None)

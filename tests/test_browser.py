@@ -6,7 +6,6 @@ Skipped cleanly when /usr/bin/chromium or the playwright package is missing. Scr
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,16 +20,11 @@ pytest.importorskip("gradio")
 
 from ui.blocks import build_ui, launch_kwargs  # noqa: E402
 from ui.runtime import ModelManager, build_studio  # noqa: E402
+from tests._net import free_port  # noqa: E402
 
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run",
         "--disable-dev-shm-usage"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +32,7 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     root = tmp_path_factory.mktemp("projects")
     models = ModelManager("tiny")
     demo = build_ui(build_studio(root, models), models)
-    kwargs = launch_kwargs(root, port=_free_port())
+    kwargs = launch_kwargs(root, port=free_port())
     demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
     try:
         yield f"http://127.0.0.1:{kwargs['server_port']}/"
