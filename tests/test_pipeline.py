@@ -77,14 +77,14 @@ def test_first_frame_mode(pipe: UniAnimatePipeline, images: dict) -> None:
 def test_first_frame_mode_uses_all_conditions(pipe: UniAnimatePipeline, images: dict,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[dict] = []
-    real = pipe._unet_call
+    real = pipe.unet.encode_conditions  # the conditions reach the UNet through it, once per segment
 
-    def spy(*args: object, **kw: object) -> torch.Tensor:
+    def spy(*args: object, **kw: object) -> object:
         seen.append({k: v is not None for k, v in kw.items()})
         return real(*args, **kw)
 
-    monkeypatch.setattr(pipe, "_unet_call", spy)
-    _run(pipe, images, first_frame=images["first"], num_inference_steps=1, batch_guidance=False)
+    monkeypatch.setattr(pipe.unet, "encode_conditions", spy)
+    _run(pipe, images, first_frame=images["first"], num_inference_steps=2, batch_guidance=False)
     cond, uncond = seen
     assert cond == {"image_embedding": True, "ref_latent": True, "ref_pose": True, "pose": True,
                     "first_frame": True}

@@ -283,6 +283,66 @@ def test_bad_inputs_are_named():
         run(model, inp, drop_conditions=torch.tensor([0, 1]))
 
 
+# ---------------------------------------------------------------- encoded conditions (once per segment)
+
+SMALL = dict(dim=64, context_dim=64, dim_mult=(1, 2, 2), num_heads=4, head_dim=16, num_res_blocks=2,
+             attn_scales=(1.0, 0.5))  # three levels, two res blocks: every block kind twice
+
+
+def _assert_encoded_equal_per_call(model: UniAnimateUNet, inp: dict, names: tuple[str, ...]) -> None:
+    """Conditions encoded once, reused at several timesteps, in both guidance forms (one call with
+    drop_conditions, two calls): max abs difference 0 against the per-call computation."""
+    cond_inp = only(inp, names)
+    conds = {k: v for k, v in cond_inp.items() if k not in ("x", "t", "text_context")}
+    x, ctx = cond_inp["x"], cond_inp["text_context"]
+    doubled = {k: (None if v is None else torch.cat([v, v])) for k, v in conds.items()}
+    drop = torch.tensor([False] * B + [True] * B)
+    x2, ctx2 = torch.cat([x, x]), torch.cat([ctx, ctx])
+    with torch.inference_mode():
+        enc = model.encode_conditions(x.shape, ctx, **conds)
+        enc_u = model.encode_conditions(x.shape, ctx)
+        enc2 = model.encode_conditions(x2.shape, ctx2, drop_conditions=drop, **doubled)
+        for t in (999, 500, 1):
+            tt = torch.full((B,), t)
+            assert torch.equal(model(x, tt, conditions=enc), model(x, tt, ctx, **conds))
+            assert torch.equal(model(x, tt, conditions=enc_u), model(x, tt, ctx))
+            tt2 = torch.full((2 * B,), t)
+            once = model(x2, tt2, conditions=enc2)
+            per_call = model(x2, tt2, ctx2, drop_conditions=drop, **doubled)
+            assert (once - per_call).abs().max().item() == 0.0
+    assert enc.latent_size == (B, F, H, W) and enc2.latent_size == (2 * B, F, H, W)
+    # the dropped rows hold exactly the embeddings of no conditions at all
+    assert torch.equal(enc2.concat[B:], enc_u.concat) and torch.equal(enc2.ref_slot[B:], enc_u.ref_slot)
+    assert torch.equal(enc2.context[B:], enc_u.context)
+
+
+@pytest.mark.parametrize("names", [REFERENCE_MODE, FIRST_FRAME_MODE, ALL, ()],
+                         ids=["reference", "first_frame", "all", "none"])
+def test_encoded_conditions_equal_per_call_tiny(names):
+    _assert_encoded_equal_per_call(tiny_model(), inputs(), names)
+
+
+@pytest.mark.parametrize("names", [REFERENCE_MODE, FIRST_FRAME_MODE], ids=["reference", "first_frame"])
+def test_encoded_conditions_equal_per_call_small(names):
+    model = UniAnimateUNet(UNetConfig.tiny(**SMALL)).eval().init_random_weights_(0)
+    _assert_encoded_equal_per_call(model, inputs(ctx_dim=64), names)
+
+
+def test_encoded_conditions_are_checked():
+    model = tiny_model()
+    inp = inputs()
+    with torch.inference_mode():
+        enc = model.encode_conditions(inp["x"].shape, inp["text_context"], pose=inp["pose"])
+        with pytest.raises(InputError, match="not both"):
+            model(inp["x"], inp["t"], inp["text_context"], conditions=enc)
+        with pytest.raises(InputError, match="encoded for"):
+            model(inp["x"][:, :, :2], inp["t"], conditions=enc)
+        with pytest.raises(InputError, match="text_context"):
+            model(inp["x"], inp["t"])
+        with pytest.raises(InputError, match="pose has shape"):
+            model.encode_conditions((B, 4, F + 1, H, W), inp["text_context"], pose=inp["pose"])
+
+
 # ---------------------------------------------------------------- zero init (as the reference's fresh model)
 
 def test_fresh_model_output_is_head_bias():
@@ -381,6 +441,32 @@ def _full_size_forward(device: str, dtype: torch.dtype) -> torch.Tensor:
 def test_full_size_forward_cpu():
     torch.set_num_threads(os.cpu_count() or 1)
     _full_size_forward("cpu", torch.float32)
+
+
+@pytest.mark.slow
+def test_full_size_encoded_conditions_equal_per_call():
+    """The released config: conditions encoded once give exactly the per-call output (fp32 CPU)."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    with torch.device("meta"):
+        model = UniAnimateUNet(UNetConfig())
+    model = model.to_empty(device="cpu").eval().init_random_weights_(0)
+    g = torch.Generator().manual_seed(0)
+    f, h, w = 2, 8, 8
+    x = torch.randn(1, 4, f, h, w, generator=g)
+    ctx = torch.randn(1, 77, 1024, generator=g)
+    conds = dict(image_embedding=torch.randn(1, 1024, generator=g), pose=torch.rand(1, 3, f, 64, 64, generator=g),
+                 ref_pose=torch.rand(1, 3, 64, 64, generator=g), ref_latent=torch.randn(1, 4, h, w, generator=g),
+                 first_frame=torch.rand(1, 3, 64, 64, generator=g))
+    two = {k: v.expand(2, *v.shape[1:]) for k, v in conds.items()}
+    drop = torch.tensor([False, True])
+    x2 = torch.cat([x, x])
+    with torch.inference_mode():
+        enc = model.encode_conditions(x2.shape, ctx, drop_conditions=drop, **two)
+        for t in (958, 34):
+            t2 = torch.tensor([t, t])
+            once = model(x2, t2, conditions=enc)
+            per_call = model(x2, t2, ctx, drop_conditions=drop, **two)
+            assert (once - per_call).abs().max().item() == 0.0
 
 
 @pytest.mark.gpu

@@ -1,8 +1,9 @@
 """UniAnimatePipeline: reference image + drawn poses -> video frames, with the released model.
 
 The pipeline owns the UNet, the CLIP encoder (image embedding + cached ``zero_y``), the VAE and the
-sampler settings. It turns PIL/uint8 frames into the UNet's conditions, runs DDIM with
-classifier-free guidance (spec §4) and decodes uint8 frames.
+sampler settings. It turns PIL/uint8 frames into the UNet's conditions, encodes them once per
+segment (per window in long mode; they depend on no timestep), runs DDIM (or a multistep solver,
+``sampler=``) with classifier-free guidance (spec §4) and decodes uint8 frames.
 
 Conditions per mode (``v_cond``; the unconditional pass drops EVERY condition, only ``zero_y`` stays):
 
@@ -48,8 +49,10 @@ from .errors import GenerationCancelled, InputError
 from .imaging import ImageLike, check_size, to_rgb_array
 from .models.clip import ClipConfig, ClipEncoder
 from .models.config import UNetConfig
+from .models.unet import ConditionEmbeddings
 from .models.vae import LatentVAE, VaeConfig
-from .sampling import apply_guidance, initial_latents, make_scheduler
+from .sampling import (SAMPLERS, SOLVER_START_T, apply_guidance, initial_latents, make_scheduler,
+                       predict_original)
 from .utils import check_known_keys, make_generator, resolve_device, resolve_dtype
 
 logger = logging.getLogger(__name__)
@@ -128,6 +131,17 @@ class _Conditions:
         pose = self.pose if frames is None else self.pose[:, :, frames]
         return dict(image_embedding=self.image_embedding, ref_latent=self.ref_latent,
                     ref_pose=self.ref_pose, pose=pose, first_frame=self.first_frame)
+
+
+@dataclass
+class _Encoded:
+    """The UNet's encoded conditions of one segment (or one long-mode window), used at every step:
+    ``cond`` holds 2 rows (conditional, unconditional) when ``batched``; else ``uncond`` is the
+    separate unconditional pass (None without guidance)."""
+
+    cond: ConditionEmbeddings
+    uncond: ConditionEmbeddings | None
+    batched: bool
 
 
 def derive_seed(seed: int, stream: int = 1) -> int:
@@ -406,6 +420,14 @@ class UniAnimatePipeline:
         if output_type not in ("uint8", "latent"):
             raise InputError(f"output_type must be 'uint8' or 'latent', got {output_type!r}")
 
+    @staticmethod
+    def _check_sampler(sampler: str, num_inference_steps: int) -> None:
+        if sampler not in SAMPLERS:
+            raise InputError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
+        if sampler != "ddim" and int(num_inference_steps) > SOLVER_START_T + 1:
+            raise InputError(f"num_inference_steps must be at most {SOLVER_START_T + 1} with sampler "
+                             f"{sampler!r}; got {num_inference_steps}")
+
     @torch.no_grad()
     def encode_reference(self, reference_image: ImageLike, seed: int) -> torch.Tensor:
         """Scaled VAE latent (1,4,h,w) of the reference, posterior noise from ``derive_seed(seed)``."""
@@ -433,27 +455,35 @@ class UniAnimatePipeline:
                            ref_pose=self._pixels(rpose[None]).to(dt),
                            pose=pose, first_frame=None if first is None else self._pixels(first[None]).to(dt))
 
-    def _v_pair(self, x: torch.Tensor, t: int, cond: _Conditions, frames: slice | None,
-                batch_guidance: bool, need_uncond: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(v_cond, v_uncond) float32 for x (1,4,F',h,w); v_uncond None when not needed."""
+    def _encode(self, cond: _Conditions, latent_shape: tuple[int, ...], frames: slice | None,
+                batch_guidance: bool, need_uncond: bool) -> _Encoded:
+        """Encode the conditions once for latents of ``latent_shape`` (1,4,F',h,w) (frames: window)."""
         kw = cond.kwargs(frames)
+        unet = self.unet
+        if need_uncond and batch_guidance:
+            # two rows: row 0 conditional, row 1 unconditional (every condition dropped)
+            kw2 = {k: (v.expand(2, *v.shape[1:]) if v is not None else None) for k, v in kw.items()}
+            drop = torch.tensor([False, True], device=self.device)
+            both = unet.encode_conditions((2, *latent_shape[1:]), self._zero_y, drop_conditions=drop, **kw2)
+            return _Encoded(both, None, True)
+        uncond = unet.encode_conditions(latent_shape, self._zero_y) if need_uncond else None
+        return _Encoded(unet.encode_conditions(latent_shape, self._zero_y, **kw), uncond, False)
+
+    def _v_pair(self, x: torch.Tensor, t: int, enc: _Encoded) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(v_cond, v_uncond) float32 for x (1,4,F',h,w); v_uncond None without guidance."""
         x_in = x.to(self.dtype)
         if self.channels_last:
             x_in = x_in.contiguous()
-        if not need_uncond:
-            tt = torch.full((1,), t, device=self.device, dtype=torch.long)
-            return self._unet_call(x_in, tt, self._zero_y, **kw).float(), None
-        if batch_guidance:
+        if enc.batched:
             x2 = torch.cat([x_in, x_in], dim=0)  # (2,4,F',h,w): row 0 conditional, row 1 unconditional
-            kw2 = {k: (v.expand(2, *v.shape[1:]) if v is not None else None) for k, v in kw.items()}
             tt = torch.full((2,), t, device=self.device, dtype=torch.long)
-            drop = torch.tensor([False, True], device=self.device)
-            v = self._unet_call(x2, tt, self._zero_y, drop_conditions=drop, **kw2).float()
+            v = self._unet_call(x2, tt, conditions=enc.cond).float()
             return v[:1], v[1:]
         tt = torch.full((1,), t, device=self.device, dtype=torch.long)
-        v_cond = self._unet_call(x_in, tt, self._zero_y, **kw).float()
-        v_uncond = self._unet_call(x_in, tt, self._zero_y).float()
-        return v_cond, v_uncond
+        v_cond = self._unet_call(x_in, tt, conditions=enc.cond).float()
+        if enc.uncond is None:
+            return v_cond, None
+        return v_cond, self._unet_call(x_in, tt, conditions=enc.uncond).float()
 
     @staticmethod
     def _poll_cancel(should_cancel: Callable[[], bool] | None, done: int, total: int) -> None:
@@ -462,26 +492,32 @@ class UniAnimatePipeline:
 
     def _sample(self, x: torch.Tensor, cond: _Conditions, num_inference_steps: int, guidance_scale: float,
                 batch_guidance: bool, callback: Callback | None, should_cancel: Callable[[], bool] | None,
-                windows: list[range] | None = None) -> torch.Tensor:
-        sched = make_scheduler(int(num_inference_steps))
+                windows: list[range] | None = None, sampler: str = "ddim") -> torch.Tensor:
+        sched = make_scheduler(int(num_inference_steps), sampler)
         timesteps = sched.timesteps.tolist()
         total = len(timesteps)
         need_uncond = float(guidance_scale) != 1.0
-        if windows is not None:  # windows per frame: the same at every step
+        # the conditions' embeddings depend on no timestep: encoded once here, used at every step
+        if windows is None:
+            encoded = self._encode(cond, tuple(x.shape), None, batch_guidance, need_uncond)
+        else:  # per window (its own frames, as the UNet sees them); windows per frame counted once
             count = torch.zeros((1, 1, x.shape[2], 1, 1), device=x.device)
+            slices = []
             for win in windows:
                 count[:, :, win.start:win.stop] += 1
+                sl = slice(win.start, win.stop)
+                shape = (*x.shape[:2], len(win), *x.shape[3:])
+                slices.append((sl, self._encode(cond, shape, sl, batch_guidance, need_uncond)))
         for i, t in enumerate(timesteps):
             self._poll_cancel(should_cancel, i, total)
             if windows is None:
-                v_c, v_u = self._v_pair(x, t, cond, None, batch_guidance, need_uncond)
+                v_c, v_u = self._v_pair(x, t, encoded)
             else:
                 # every window's prediction is summed per frame and averaged; guidance after averaging
                 v_c = torch.zeros_like(x)
                 v_u = torch.zeros_like(x) if need_uncond else None
-                for win in windows:
-                    sl = slice(win.start, win.stop)
-                    wc, wu = self._v_pair(x[:, :, sl], t, cond, sl, batch_guidance, need_uncond)
+                for sl, enc in slices:
+                    wc, wu = self._v_pair(x[:, :, sl], t, enc)
                     v_c[:, :, sl] += wc
                     if v_u is not None and wu is not None:
                         v_u[:, :, sl] += wu
@@ -489,9 +525,10 @@ class UniAnimatePipeline:
                 v_u = v_u / count if v_u is not None else None
             v = apply_guidance(v_u, v_c, float(guidance_scale)) if v_u is not None else v_c
             out = sched.step(v, t, x)
-            x = out.prev_sample
             if callback is not None:
-                callback(i + 1, total, latent_preview(out.pred_original_sample))
+                x0 = getattr(out, "pred_original_sample", None)  # DDIM gives it; the solvers do not
+                callback(i + 1, total, latent_preview(x0 if x0 is not None else predict_original(x, v, t)))
+            x = out.prev_sample
         self._poll_cancel(should_cancel, total, total)
         return x
 
@@ -513,7 +550,7 @@ class UniAnimatePipeline:
                   seed: int, num_inference_steps: int, guidance_scale: float, noise_prior_t: int | None,
                   latents: torch.Tensor | None, callback: Callback | None,
                   should_cancel: Callable[[], bool] | None, batch_guidance: bool | None,
-                  decode_chunk: int | None, output_type: str,
+                  decode_chunk: int | None, output_type: str, sampler: str,
                   windows: list[range] | None = None,
                   offset_after_prior: bool = False) -> np.ndarray | torch.Tensor:
         """The run both generate methods share, on validated inputs (``windows``: long mode)."""
@@ -527,7 +564,7 @@ class UniAnimatePipeline:
                 x = self._check_latents(latents, (1, ref_latent.shape[1], f, *ref_latent.shape[2:]))
             bg = self.batch_guidance if batch_guidance is None else bool(batch_guidance)
             x = self._sample(x, cond, num_inference_steps, guidance_scale, bg, callback, should_cancel,
-                             windows)
+                             windows, sampler)
             return x if output_type == "latent" else self.decode(x, decode_chunk)
 
     # ------------------------------------------------------------------------------ generation
@@ -539,7 +576,7 @@ class UniAnimatePipeline:
                          latents: torch.Tensor | None = None, callback: Callback | None = None,
                          should_cancel: Callable[[], bool] | None = None, *,
                          batch_guidance: bool | None = None, decode_chunk: int | None = None,
-                         output_type: str = "uint8") -> np.ndarray | torch.Tensor:
+                         output_type: str = "uint8", sampler: str = "ddim") -> np.ndarray | torch.Tensor:
         """Animate ``reference_image`` along ``poses`` -> uint8 (F,H,W,3).
 
         All images are PIL or uint8 (H,W,3) at the same size (multiples of 64).
@@ -553,15 +590,18 @@ class UniAnimatePipeline:
         ``callback(step, total, preview)`` after each step (preview: uint8 (F,h,w,3) latent-space
         approximation of the predicted clean video); ``should_cancel()`` is polled between steps
         and raises ``GenerationCancelled``. ``output_type="latent"`` returns the final scaled
-        latents (1,4,F,h,w) float32 instead of decoding them.
+        latents (1,4,F,h,w) float32 instead of decoding them. ``sampler``: ``"ddim"`` (the
+        reference's, default) or ``"dpmpp_2m"`` / ``"unipc"`` (fewer steps; quality measured in
+        docs/SAMPLERS.md), all from the same noise-prior latent.
         """
         ref, pose_arr, rpose, first = self._validate(reference_image, poses, ref_pose, first_frame,
                                                      num_frames, num_inference_steps, guidance_scale,
                                                      noise_prior_t)
         self._check_output_type(output_type)
+        self._check_sampler(sampler, num_inference_steps)
         return self._generate(ref, pose_arr, rpose, first, _seed_int(seed), num_inference_steps,
                               guidance_scale, noise_prior_t, latents, callback, should_cancel,
-                              batch_guidance, decode_chunk, output_type)
+                              batch_guidance, decode_chunk, output_type, sampler)
 
     @torch.no_grad()
     def generate_long(self, reference_image: ImageLike, poses: Sequence[ImageLike] | np.ndarray,
@@ -571,23 +611,25 @@ class UniAnimatePipeline:
                       latents: torch.Tensor | None = None, callback: Callback | None = None,
                       should_cancel: Callable[[], bool] | None = None, *,
                       batch_guidance: bool | None = None, decode_chunk: int | None = None,
-                      output_type: str = "uint8") -> np.ndarray | torch.Tensor:
+                      output_type: str = "uint8", sampler: str = "ddim") -> np.ndarray | torch.Tensor:
         """The reference's sliding-window long video -> uint8 (F,H,W,3) for any number of poses.
 
         At every step the UNet runs on each ``window``-frame window (see :func:`sliding_windows`);
         overlapping conditional and unconditional predictions are averaged uniformly per frame and
         guidance is applied after averaging. As the reference's long script: noise prior at t=939
         with the offset noise added after the prior. (The released code passes a hard-coded overlap
-        of 4 to its window scheduler; 8 is the configured value and our default.)
+        of 4 to its window scheduler; 8 is the configured value and our default.) ``sampler`` as in
+        :meth:`generate_segment`.
         """
         ref, pose_arr, rpose, first = self._validate(reference_image, poses, ref_pose, first_frame, None,
                                                      num_inference_steps, guidance_scale, noise_prior_t)
         self._check_output_type(output_type)
+        self._check_sampler(sampler, num_inference_steps)
         seed = _seed_int(seed)
         windows = sliding_windows(len(pose_arr), int(window), int(overlap))
         return self._generate(ref, pose_arr, rpose, first, seed, num_inference_steps, guidance_scale,
                               noise_prior_t, latents, callback, should_cancel, batch_guidance,
-                              decode_chunk, output_type, windows=windows, offset_after_prior=True)
+                              decode_chunk, output_type, sampler, windows=windows, offset_after_prior=True)
 
     def info(self) -> dict[str, Any]:
         """What is loaded and how it runs (for status displays and manifests)."""

@@ -1,4 +1,4 @@
-"""Diffusion schedule, DDIM sampler, initial latents and guidance of the released model (spec §4).
+"""Diffusion schedule, samplers, initial latents and guidance of the released model (spec §4).
 
 The released model was trained with scaled-linear betas rescaled to zero terminal SNR and predicts
 ``v``. Sampling is DDIM with eta 0 over the reference's timesteps
@@ -17,19 +17,33 @@ which is why :class:`ReferenceDDIMScheduler` subclasses it:
 diffusers' own ``step`` already uses ``prev_t = t - num_train_timesteps // num_inference_steps``
 (= t - 33 for 30 steps) and ``final_alpha_cumprod = alphas_cumprod[0]`` with
 ``set_alpha_to_one=False``; ``tests/test_sampling.py`` checks every step against the spec formulas.
+
+Faster samplers (``make_scheduler(n, sampler=...)``, measured in docs/SAMPLERS.md): ``"dpmpp_2m"``
+(``DPMSolverMultistepScheduler``, DPM-Solver++ 2M) and ``"unipc"`` (``UniPCMultistepScheduler``, bh2),
+configured for the same model: v-prediction, the same float64 zero-terminal-SNR ``alphas_cumprod``
+(diffusers' own ``2**-24`` kept at t = 999 so sigma stays finite), ``timestep_spacing="trailing"``
+and a last step to ``alpha_bar(0)`` like the reference's DDIM (``final_sigmas_type="sigma_min"``).
+They start where the reference's default run starts: the initial latent is the same noise-prior
+latent (built at ``noise_prior_t``, 949) and their first timestep is the 30-step DDIM's first, 991
+(:data:`SOLVER_START_T`), so their first model evaluation is the reference's; the n timesteps are
+diffusers' trailing spacing over [0, 991] instead of [0, 999] (``solver_timesteps``).
 """
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+import numpy as np
 import torch
-from diffusers import DDIMScheduler
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 logger = logging.getLogger(__name__)
 
 NUM_TRAIN_TIMESTEPS = 1000
 BETA_START = 0.00085
 BETA_END = 0.012
+SAMPLERS = ("ddim", "dpmpp_2m", "unipc")
+SOLVER_START_T = 991  # the first timestep of the reference's default 30-step DDIM run
 
 
 def reference_alphas_cumprod(num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> torch.Tensor:
@@ -78,15 +92,91 @@ class ReferenceDDIMScheduler(DDIMScheduler):
                                         if self.config.set_alpha_to_one else ab[0])
 
 
-def make_scheduler(num_inference_steps: int = 30) -> ReferenceDDIMScheduler:
-    """A DDIM scheduler set up as the released model was sampled (spec §4), timesteps already set."""
-    sched = ReferenceDDIMScheduler(
-        num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=BETA_START, beta_end=BETA_END,
-        beta_schedule="scaled_linear", rescale_betas_zero_snr=True, prediction_type="v_prediction",
-        set_alpha_to_one=False, clip_sample=False, thresholding=False,
-        timestep_spacing="leading", steps_offset=1)
+def solver_timesteps(num_inference_steps: int, start: int = SOLVER_START_T) -> torch.Tensor:
+    """n descending timesteps for the multistep solvers: diffusers' "trailing" spacing over
+    [0, start] (``start = 999`` gives diffusers' own values): start, ..., (start + 1) / n - 1."""
+    n = int(num_inference_steps)
+    if not 1 <= n <= start + 1:
+        raise ValueError(f"num_inference_steps must be in 1..{start + 1}, got {num_inference_steps}")
+    ratio = (start + 1) / n
+    steps = np.round(np.arange(start + 1, 0, -ratio)).astype(np.int64)[:n] - 1
+    return torch.from_numpy(steps)
+
+
+class _ReferenceScheduleMixin:
+    """For diffusers' multistep solvers: the reference's float64 ``alphas_cumprod`` and
+    :func:`solver_timesteps` (see module docstring). ``step()`` is diffusers' own."""
+
+    config: Any
+    alphas_cumprod: torch.Tensor
+
+    def _use_reference_alphas(self) -> None:
+        ab = reference_alphas_cumprod(int(self.config.num_train_timesteps)).clone()
+        ab[-1] = 2.0 ** -24  # as diffusers does with rescale_betas_zero_snr: the first sigma stays finite
+        self.alphas_cumprod = ab
+        self.alpha_t = ab.sqrt()
+        self.sigma_t = (1.0 - ab).sqrt()
+        self.lambda_t = self.alpha_t.log() - self.sigma_t.log()
+
+    def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
+        """Set :func:`solver_timesteps` and their sigmas (plus the final sigma of alpha_bar(0))."""
+        super().set_timesteps(num_inference_steps=num_inference_steps, device=device)  # type: ignore[misc]
+        steps = solver_timesteps(num_inference_steps)
+        ab = self.alphas_cumprod.double().numpy()
+        sigmas = np.sqrt((1.0 - ab) / ab)[steps.numpy()]
+        last = float(self.sigmas[-1])  # final_sigmas_type="sigma_min": sigma of alpha_bar(0)
+        self.sigmas = torch.from_numpy(np.concatenate([sigmas, [last]]).astype(np.float32))
+        self.timesteps = steps.to(device)
+        self.num_inference_steps = len(steps)
+
+
+class ReferenceDPMSolverScheduler(_ReferenceScheduleMixin, DPMSolverMultistepScheduler):
+    """DPM-Solver++ 2M on the reference's schedule."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._use_reference_alphas()
+
+
+class ReferenceUniPCScheduler(_ReferenceScheduleMixin, UniPCMultistepScheduler):
+    """UniPC (bh2) on the reference's schedule."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._use_reference_alphas()
+
+
+def make_scheduler(num_inference_steps: int = 30, sampler: str = "ddim") -> Any:
+    """A scheduler for the released model (spec §4) with its timesteps already set.
+
+    ``sampler="ddim"`` (default): the reference's DDIM. ``"dpmpp_2m"`` / ``"unipc"``: diffusers'
+    multistep solvers on the same schedule and start (module docstring). All take
+    ``step(v, t, x).prev_sample``.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+    common = dict(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_start=BETA_START, beta_end=BETA_END,
+                  beta_schedule="scaled_linear", rescale_betas_zero_snr=True, prediction_type="v_prediction")
+    sched: Any
+    if sampler == "ddim":
+        sched = ReferenceDDIMScheduler(**common, set_alpha_to_one=False, clip_sample=False, thresholding=False,
+                                       timestep_spacing="leading", steps_offset=1)
+    else:
+        solver = dict(solver_order=2, timestep_spacing="trailing", final_sigmas_type="sigma_min",
+                      lower_order_final=True, thresholding=False)
+        if sampler == "dpmpp_2m":
+            sched = ReferenceDPMSolverScheduler(**common, **solver, algorithm_type="dpmsolver++",
+                                                solver_type="midpoint")
+        else:
+            sched = ReferenceUniPCScheduler(**common, **solver, predict_x0=True, solver_type="bh2")
     sched.set_timesteps(num_inference_steps)
     return sched
+
+
+def predict_original(x: torch.Tensor, v: torch.Tensor, t: int) -> torch.Tensor:
+    """x0 = sqrt(ab_t) x_t - sqrt(1 - ab_t) v (spec §4), for previews of the multistep solvers."""
+    ab = reference_alphas_cumprod()[int(t)]
+    return float(ab.sqrt()) * x - float((1.0 - ab).sqrt()) * v
 
 
 def initial_latents(shape: tuple[int, int, int, int, int], ref_latent: torch.Tensor | None,

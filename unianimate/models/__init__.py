@@ -6,6 +6,6 @@ from __future__ import annotations
 
 from .checkpoint import load_state_dict_file
 from .config import UNetConfig
-from .unet import UniAnimateUNet
+from .unet import ConditionEmbeddings, UniAnimateUNet
 
-__all__ = ["UNetConfig", "UniAnimateUNet", "load_state_dict_file"]
+__all__ = ["ConditionEmbeddings", "UNetConfig", "UniAnimateUNet", "load_state_dict_file"]

@@ -8,7 +8,8 @@ conditional and the unconditional guidance passes side by side.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -34,6 +35,25 @@ def build_temporal_module(cfg: UNetConfig, channels: int, n_heads: int, d_head: 
         from .mamba import TemporalMamba  # lazy: written separately, optional at import time
         return TemporalMamba.from_unet_config(cfg, channels)
     return TemporalTransformer(channels, n_heads, d_head)
+
+
+@dataclass(frozen=True)
+class ConditionEmbeddings:
+    """The step-independent inputs of the UNet's blocks, from :meth:`UniAnimateUNet.encode_conditions`.
+
+    Computed once per segment (per window in long mode) and passed as ``unet(x, t, conditions=...)``
+    at every denoising step; rows follow the batch they were encoded for (e.g. cond and uncond).
+    """
+
+    concat: torch.Tensor  # (B,concat_dim,F,h,w): first-frame + pose channels concatenated to x
+    ref_slot: torch.Tensor  # (B,concat_dim+in_dim,1,h,w): the reference frame put before the F frames
+    context: torch.Tensor  # (B,L+num_tokens,context_dim): text context + CLIP image tokens
+
+    @property
+    def latent_size(self) -> tuple[int, int, int, int]:
+        """(B, F, h, w) of the latents these conditions fit."""
+        b, _, f, h, w = self.concat.shape
+        return b, f, h, w
 
 
 class UniAnimateUNet(nn.Module):
@@ -199,41 +219,87 @@ class UniAnimateUNet(nn.Module):
         logger.info("loaded %d tensors into UniAnimateUNet", len(own))
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor, t: torch.Tensor | int, text_context: torch.Tensor,
+    def forward(self, x: torch.Tensor, t: torch.Tensor | int, text_context: torch.Tensor | None = None,
                 image_embedding: torch.Tensor | None = None, pose: torch.Tensor | None = None,
                 ref_pose: torch.Tensor | None = None, ref_latent: torch.Tensor | None = None,
                 first_frame: torch.Tensor | None = None,
-                drop_conditions: torch.Tensor | None = None) -> torch.Tensor:
+                drop_conditions: torch.Tensor | None = None,
+                conditions: ConditionEmbeddings | None = None) -> torch.Tensor:
         """v-prediction (B,out_dim,F,h,w) for the noisy latent x (B,in_dim,F,h,w) at timesteps t (B,).
 
-        text_context (B or 1, L, context_dim); image_embedding (B, context_dim); pose (B,3,F,H,W) and
-        ref_pose (B,3,H,W) in [0,1]; ref_latent (B,in_dim,h,w); first_frame (B,3,H,W) in [0,1]
-        (H, W = 8h, 8w). ``drop_conditions`` (B,) bool: True rows behave as if every condition were
-        None (only text_context kept); the others keep theirs.
+        Either the raw conditions (a one-off call): text_context (B or 1, L, context_dim);
+        image_embedding (B, context_dim); pose (B,3,F,H,W) and ref_pose (B,3,H,W) in [0,1];
+        ref_latent (B,in_dim,h,w); first_frame (B,3,H,W) in [0,1] (H, W = 8h, 8w);
+        ``drop_conditions`` (B,) bool: True rows behave as if every condition were None (only
+        text_context kept). Or ``conditions`` from :meth:`encode_conditions` for the same shape, which
+        gives the same numbers without recomputing the step-independent embeddings.
+        """
+        if conditions is None:
+            if text_context is None:
+                raise InputError("the UNet needs text_context (or conditions= from encode_conditions)")
+            conditions = self.encode_conditions(tuple(x.shape), text_context, image_embedding, pose, ref_pose,
+                                                ref_latent, first_frame, drop_conditions)
+        elif any(c is not None for c in (text_context, image_embedding, pose, ref_pose, ref_latent,
+                                         first_frame, drop_conditions)):
+            raise InputError("pass either conditions= (from encode_conditions) or the raw conditions, not both")
+        return self._denoise(x, t, conditions)
+
+    def encode_conditions(self, latent_shape: Sequence[int], text_context: torch.Tensor,
+                          image_embedding: torch.Tensor | None = None, pose: torch.Tensor | None = None,
+                          ref_pose: torch.Tensor | None = None, ref_latent: torch.Tensor | None = None,
+                          first_frame: torch.Tensor | None = None,
+                          drop_conditions: torch.Tensor | None = None) -> ConditionEmbeddings:
+        """The step-independent part of a call for latents of ``latent_shape`` (B,in_dim,F,h,w): run
+        once per segment (per window in long mode), pass as ``conditions=`` at every step.
+
+        Arguments as in :meth:`forward`; a condition given as None contributes zeros, and rows whose
+        ``drop_conditions`` is True get the zeros of a dropped condition (the unconditional pass).
         """
         cfg = self.config
         dtype, device = self.dtype, self.device
-        b, f, h, w = self._check_inputs(x, text_context, image_embedding, pose, ref_pose, ref_latent, first_frame)
+        b, f, h, w = self._check_inputs(latent_shape, text_context, image_embedding, pose, ref_pose,
+                                        ref_latent, first_frame)
         keep = self._keep_mask(drop_conditions, b, device)
         if keep is not None and not bool(keep.any()):
             image_embedding = pose = ref_pose = ref_latent = first_frame = None
             keep = None
-        x = x.to(dtype)
 
         # concat channels (B,cd,F,h,w) and the reference slot (B,cd+in_dim,1,h,w); None -> zeros
-        concat = x.new_zeros(b, cfg.concat_dim, f, h, w)
+        concat = torch.zeros(b, cfg.concat_dim, f, h, w, dtype=dtype, device=device)
         if first_frame is not None:
             concat = concat + self._kept(lambda img: self._first_frame_term(img, f), keep, first_frame.to(dtype))
         if pose is not None:
             concat = concat + self._kept(self._pose_term, keep, pose.to(dtype))
-        ref_slot = x.new_zeros(b, cfg.concat_dim + cfg.in_dim, 1, h, w)
+        ref_slot = torch.zeros(b, cfg.concat_dim + cfg.in_dim, 1, h, w, dtype=dtype, device=device)
         if ref_latent is not None:
             if ref_pose is None:
                 term = self._kept(self._ref_term, keep, ref_latent.to(dtype))
             else:
                 term = self._kept(self._ref_term, keep, ref_latent.to(dtype), ref_pose.to(dtype))
             ref_slot = ref_slot + term
-        x = torch.cat([ref_slot, torch.cat([x, concat], dim=1)], dim=2)  # (B,in+cd,F+1,h,w)
+
+        # context: text, then the image tokens (zeros without an image embedding)
+        text = text_context.to(dtype)
+        text = text.expand(b, -1, -1) if text.shape[0] == 1 else text  # (B,L,C)
+        if image_embedding is not None:
+            tokens = self._kept(self._image_tokens, keep, image_embedding.to(dtype))  # (B,num_tokens,C)
+        else:
+            tokens = text.new_zeros(b, cfg.num_tokens, cfg.context_dim)
+        context = torch.cat([text, tokens], dim=1)  # (B,L+num_tokens,C)
+        return ConditionEmbeddings(concat=concat, ref_slot=ref_slot, context=context)
+
+    def _denoise(self, x: torch.Tensor, t: torch.Tensor | int, conditions: ConditionEmbeddings) -> torch.Tensor:
+        """The per-step part of :meth:`forward`: x (B,in_dim,F,h,w) with encoded conditions."""
+        cfg = self.config
+        dtype, device = self.dtype, self.device
+        if x.ndim != 5 or x.shape[1] != cfg.in_dim:
+            raise InputError(f"x has shape {tuple(x.shape)}; expected (B,{cfg.in_dim},F,h,w)")
+        b, _, f, h, w = x.shape
+        if conditions.latent_size != (b, f, h, w):
+            raise InputError(f"conditions were encoded for (B,F,h,w) = {conditions.latent_size}, but x has shape "
+                             f"{tuple(x.shape)}; call encode_conditions with this latent shape")
+        x = x.to(dtype)
+        x = torch.cat([conditions.ref_slot, torch.cat([x, conditions.concat], dim=1)], dim=2)  # (B,in+cd,F+1,h,w)
         fp = f + 1
 
         # time embedding and context, repeated for every frame (reference slot included)
@@ -242,15 +308,8 @@ class UniAnimateUNet(nn.Module):
         if t.shape != (b,):
             raise InputError(f"t has shape {tuple(t.shape)}; expected ({b},) integer timesteps (or a scalar)")
         emb = self.time_embed(sinusoidal_embedding(t, cfg.dim).to(dtype))  # (B,E)
-        text = text_context.to(dtype)
-        text = text.expand(b, -1, -1) if text.shape[0] == 1 else text  # (B,L,C)
-        if image_embedding is not None:
-            tokens = self._kept(self._image_tokens, keep, image_embedding.to(dtype))  # (B,num_tokens,C)
-        else:
-            tokens = text.new_zeros(b, cfg.num_tokens, cfg.context_dim)
-        context = torch.cat([text, tokens], dim=1)  # (B,L+num_tokens,C)
         emb = emb.repeat_interleave(fp, dim=0)  # (B*Fp,E)
-        context = context.repeat_interleave(fp, dim=0)  # (B*Fp,L+num_tokens,C)
+        context = conditions.context.repeat_interleave(fp, dim=0)  # (B*Fp,L+num_tokens,C)
 
         x = x.transpose(1, 2).reshape(b * fp, -1, h, w)  # (B,C,Fp,h,w) -> (B*Fp,C,h,w)
         skips = []
@@ -337,13 +396,15 @@ class UniAnimateUNet(nn.Module):
         out = kept.new_zeros((keep.shape[0], *kept.shape[1:]))  # (B,...)
         return out.index_copy(0, index, kept)
 
-    def _check_inputs(self, x: torch.Tensor, text_context: torch.Tensor, image_embedding: torch.Tensor | None,
-                      pose: torch.Tensor | None, ref_pose: torch.Tensor | None, ref_latent: torch.Tensor | None,
+    def _check_inputs(self, latent_shape: Sequence[int], text_context: torch.Tensor,
+                      image_embedding: torch.Tensor | None, pose: torch.Tensor | None,
+                      ref_pose: torch.Tensor | None, ref_latent: torch.Tensor | None,
                       first_frame: torch.Tensor | None) -> tuple[int, int, int, int]:
         cfg = self.config
-        if x.ndim != 5 or x.shape[1] != cfg.in_dim:
-            raise InputError(f"x has shape {tuple(x.shape)}; expected (B,{cfg.in_dim},F,h,w)")
-        b, _, f, h, w = x.shape
+        shape = tuple(int(s) for s in latent_shape)
+        if len(shape) != 5 or shape[1] != cfg.in_dim:
+            raise InputError(f"x has shape {shape}; expected (B,{cfg.in_dim},F,h,w)")
+        b, _, f, h, w = shape
         factor = 2 ** (len(cfg.dim_mult) - 1)
         if h % factor or w % factor:
             raise InputError(f"latent size {h}x{w} is not divisible by {factor}; use image sizes that are "
@@ -364,7 +425,7 @@ class UniAnimateUNet(nn.Module):
             if not ok:
                 want = tuple("*" if s is None else s for s in shape)
                 raise InputError(f"{name} has shape {tuple(tensor.shape)}; expected {want} for x of shape "
-                                 f"{tuple(x.shape)}")
+                                 f"{shape}")
         if text_context.shape[0] not in (1, b):
             raise InputError(f"text_context batch {text_context.shape[0]} must be 1 or {b}")
         return b, f, h, w
