@@ -466,8 +466,9 @@ class UniAnimatePipeline:
             drop = torch.tensor([False, True], device=self.device)
             both = unet.encode_conditions((2, *latent_shape[1:]), self._zero_y, drop_conditions=drop, **kw2)
             return _Encoded(both, None, True)
+        cond_emb = unet.encode_conditions(latent_shape, self._zero_y, **kw)
         uncond = unet.encode_conditions(latent_shape, self._zero_y) if need_uncond else None
-        return _Encoded(unet.encode_conditions(latent_shape, self._zero_y, **kw), uncond, False)
+        return _Encoded(cond_emb, uncond, False)
 
     def _v_pair(self, x: torch.Tensor, t: int, enc: _Encoded) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(v_cond, v_uncond) float32 for x (1,4,F',h,w); v_uncond None without guidance."""
