@@ -5,6 +5,9 @@ mode: CLIP image embedding, reference latent + reference pose, driving poses) an
 unconditional pass (every condition dropped), either batched into one forward with
 ``drop_conditions`` (``--batch-guidance``, default) or as two forwards (``--no-batch-guidance``,
 as the reference does), then ``v = v_u + 2.5 (v_c - v_u)``. Everything under ``torch.inference_mode``.
+As the pipeline does, the conditions are encoded once (``unet.encode_conditions``, outside the timed
+step, its own time reported as "encode once") and every timed step reuses them
+(``--no-encode-once``: every step encodes them again, the per-call cost before they were cached).
 
 The model is built on the meta device, materialised with ``to_empty`` and filled by
 ``init_random_weights_(seed)`` (seeded, every parameter non-zero), so the 1.4 G-parameter model
@@ -15,7 +18,14 @@ process, so one run measures one configuration. Resolution follows the spec's W 
 Usage: python bench/unet_step.py --width 256 --height 384 --frames 8 [--device cpu|cuda]
        [--dtype fp32|fp16|bf16] [--temporal transformer|mamba] [--config full|tiny]
        [--batch-guidance/--no-batch-guidance] [--attention sdpa|reference] [--channels-last]
-       [--compile] [--repeat 1] [--warmup 1] [--json PATH]
+       [--compile] [--repeat 1] [--warmup 1] [--json PATH] [--encode-once/--no-encode-once]
+       [--profile [--profile-top 15]]
+       GPU (fp16, 768x512 = W 512 x H 768, 16 and 32 frames): bench/gpu_check.sh
+
+``--profile``: after the timed steps, one more step with a forward hook on every module; prints the
+modules by exclusive wall time (own time minus that of their sub-modules, summed per class, then
+per block of the UNet: ``input_blocks.4``, ``middle_block``, the condition adapters, ...). Hooks cost
+a little, so the profiled step is not the timed one.
 
 ``--attention``, ``--channels-last`` and ``--compile`` measure the pipeline's switches of the same
 names (the same model methods the pipeline calls).
@@ -24,9 +34,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -35,14 +48,16 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from bench._common import PeakMemory, format_table, mib, sync, time_fn, write_json  # noqa: E402
-from unianimate.models import UNetConfig, UniAnimateUNet  # noqa: E402
+from unianimate.models import ConditionEmbeddings, UNetConfig, UniAnimateUNet  # noqa: E402
 from unianimate.models.attention import set_attention_backend  # noqa: E402
 from unianimate.utils import resolve_device, resolve_dtype  # noqa: E402
 
 logger = logging.getLogger("bench.unet_step")
 GUIDANCE_SCALE = 2.5
 COLUMNS = ("device", "dtype", "temporal", "config", "resolution", "latent", "frames", "guidance",
-           "attention", "options", "params", "s/step (best)", "s/step (mean)", "peak mem growth", "weights")
+           "attention", "options", "params", "s/step (best)", "s/step (mean)", "encode once",
+           "peak mem growth", "weights", "load avg")
+CONDITIONS = ("image_embedding", "pose", "ref_pose", "ref_latent")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,6 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="scaled_dot_product_attention (default) or the plain softmax(qk^T)v path")
     p.add_argument("--channels-last", action="store_true", help="2-D conv weights in channels_last")
     p.add_argument("--compile", action="store_true", help="torch.compile the UNet (warmup pays it)")
+    p.add_argument("--encode-once", action=argparse.BooleanOptionalAction, default=True,
+                   help="conditions encoded once and reused at every step (default, as the pipeline) "
+                        "or encoded again at every step")
+    p.add_argument("--profile", action="store_true", help="print the top modules by time of one more step")
+    p.add_argument("--profile-top", type=int, default=15, help="rows per --profile table")
     p.add_argument("--repeat", type=int, default=1, help="timed steps")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps before (their memory counts)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -104,19 +124,89 @@ def make_inputs(args: argparse.Namespace, cfg: UNetConfig, device: torch.device,
     return out
 
 
-def guided_step(model: "UniAnimateUNet | torch.nn.Module", inp: dict[str, torch.Tensor], batched: bool) -> torch.Tensor:
-    """One guided evaluation: v_u + 2.5 (v_c - v_u)."""
-    conds = ("image_embedding", "pose", "ref_pose", "ref_latent")
+def encode(model: UniAnimateUNet, inp: dict[str, torch.Tensor], batched: bool) -> dict[str, ConditionEmbeddings]:
+    """The step-independent embeddings the pipeline computes once per segment ("both" or "cond" + "uncond")."""
+    conds = {k: inp[k] for k in CONDITIONS}
     with torch.inference_mode():
         if batched:
-            two = {k: torch.cat([v, v]) for k, v in inp.items()}
+            two = {k: torch.cat([v, v]) for k, v in conds.items()}
             drop = torch.tensor([False, True], device=inp["x"].device)
-            v = model(**two, drop_conditions=drop)
+            shape = (2, *inp["x"].shape[1:])
+            return {"both": model.encode_conditions(shape, inp["text_context"], drop_conditions=drop, **two)}
+        return {"cond": model.encode_conditions(inp["x"].shape, inp["text_context"], **conds),
+                "uncond": model.encode_conditions(inp["x"].shape, inp["text_context"])}
+
+
+def guided_step(model: "UniAnimateUNet | torch.nn.Module", inp: dict[str, torch.Tensor], batched: bool,
+                encoded: dict[str, ConditionEmbeddings] | None = None) -> torch.Tensor:
+    """One guided evaluation: v_u + 2.5 (v_c - v_u); with ``encoded`` (from :func:`encode`) the
+    conditions are not encoded again."""
+    with torch.inference_mode():
+        x, t = inp["x"], inp["t"]
+        if batched:
+            x2, t2 = torch.cat([x, x]), torch.cat([t, t])
+            if encoded is not None:
+                v = model(x2, t2, conditions=encoded["both"])
+            else:
+                two = {k: torch.cat([v, v]) for k, v in inp.items()}
+                drop = torch.tensor([False, True], device=inp["x"].device)
+                v = model(**two, drop_conditions=drop)
             v_c, v_u = v[:1], v[1:]
+        elif encoded is not None:
+            v_c = model(x, t, conditions=encoded["cond"])
+            v_u = model(x, t, conditions=encoded["uncond"])
         else:
             v_c = model(**inp)
-            v_u = model(**{k: (None if k in conds else v) for k, v in inp.items()})
+            v_u = model(**{k: (None if k in CONDITIONS else v) for k, v in inp.items()})
         return v_u + GUIDANCE_SCALE * (v_c - v_u)
+
+
+def profile_step(model: UniAnimateUNet, step: Callable[[], Any], top: int) -> str:
+    """One ``step()`` with a forward hook on every sub-module; two tables of exclusive wall time."""
+    stack: list[list[float]] = []
+    own: dict[str, float] = defaultdict(float)
+
+    def pre(name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any) -> None:
+            stack.append([time.perf_counter(), 0.0])
+        return hook
+
+    def post(name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, out: Any) -> None:
+            start, children = stack.pop()
+            spent = time.perf_counter() - start
+            own[name] += spent - children
+            if stack:
+                stack[-1][1] += spent
+        return hook
+
+    modules = dict(model.named_modules())
+    handles = []
+    for name, module in modules.items():
+        if name:
+            handles += [module.register_forward_pre_hook(pre(name)), module.register_forward_hook(post(name))]
+    try:
+        start = time.perf_counter()
+        step()
+        total = time.perf_counter() - start
+    finally:
+        for h in handles:
+            h.remove()
+    by_class: dict[str, float] = defaultdict(float)
+    by_block: dict[str, float] = defaultdict(float)
+    for name, sec in own.items():
+        by_class[type(modules[name]).__name__] += sec
+        parts = name.split(".")
+        by_block[".".join(parts[:2]) if parts[0] in ("input_blocks", "output_blocks") else parts[0]] += sec
+    by_block["(outside any module: reshapes, concatenations, guidance)"] = total - sum(own.values())
+
+    def table(title: str, data: dict[str, float]) -> str:
+        rows = [{title: k, "s": f"{v:.3f}", "share": f"{100 * v / total:.1f}%"}
+                for k, v in sorted(data.items(), key=lambda kv: -kv[1])[:top]]
+        return format_table(rows, (title, "s", "share"))
+
+    return (f"profiled step: {total:.2f} s (hooked)\n\n" + table("module class (exclusive)", by_class)
+            + "\n\n" + table("UNet block (exclusive)", by_block))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -137,10 +227,18 @@ def main(argv: list[str] | None = None) -> dict:
     params = model.num_parameters()
     model = torch.compile(model) if args.compile else model
 
+    unet = model._orig_mod if args.compile else model  # encode_conditions is not compiled
     with PeakMemory(device) as mem:
-        timing = time_fn(lambda: guided_step(model, inp, args.batch_guidance), device,
+        encoded = None
+        encode_s = 0.0
+        if args.encode_once:
+            start = time.perf_counter()
+            encoded = encode(unet, inp, args.batch_guidance)
+            sync(device)
+            encode_s = time.perf_counter() - start
+        timing = time_fn(lambda: guided_step(model, inp, args.batch_guidance, encoded), device,
                          repeat=args.repeat, warmup=args.warmup)
-    out = guided_step(model, inp, args.batch_guidance)
+    out = guided_step(model, inp, args.batch_guidance, encoded)
     if not torch.isfinite(out).all():
         logger.warning("non-finite values in the output (random weights at %s)", args.dtype)
 
@@ -153,18 +251,24 @@ def main(argv: list[str] | None = None) -> dict:
         "options": "+".join(o for o, on in (("channels_last", args.channels_last), ("compile", args.compile)) if on) or "-",
         "params": f"{params / 1e9:.3f} G" if args.config == "full" else f"{params / 1e6:.2f} M",
         "s/step (best)": f"{timing.best:.2f}", "s/step (mean)": f"{timing.mean:.2f}",
+        "encode once": f"{encode_s:.3f} s" if args.encode_once else "every step",
         "peak mem growth": mib(mem.growth), "weights": mib(weights),
+        "load avg": f"{os.getloadavg()[0]:.1f}",
     }
     print(format_table([row], COLUMNS))
+    if args.profile:
+        print()
+        print(profile_step(unet, lambda: guided_step(model, inp, args.batch_guidance, encoded), args.profile_top))
     if device.type == "cpu" and not mem.peak_reset:
         print("note: /proc/self/clear_refs not writable; CPU peak includes the model build")
     payload = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "row": row, "seconds": timing.seconds, "build_seconds": build_s,
+               "row": row, "seconds": timing.seconds, "build_seconds": build_s, "encode_seconds": encode_s,
                "peak_growth_bytes": mem.growth, "peak_bytes": mem.peak, "before_bytes": mem.before,
                "peak_reset": mem.peak_reset, "weights_bytes": weights, "params": params}
     name = (f"unet_step_{args.device}_{args.dtype}_{args.temporal}_{args.config}_{args.width}x{args.height}"
             f"_f{args.frames}_{'batched' if args.batch_guidance else 'seq'}_{args.attention}"
-            f"{'_cl' if args.channels_last else ''}{'_compiled' if args.compile else ''}")
+            f"{'_cl' if args.channels_last else ''}{'_compiled' if args.compile else ''}"
+            f"{'' if args.encode_once else '_encode_every_step'}")
     path = write_json(name, payload, args.json)
     logger.info("wrote %s", path)
     return payload
