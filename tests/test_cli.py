@@ -52,6 +52,18 @@ def test_cli_end_to_end_tiny(inputs, tmp_path, caplog):
     assert summary.chosen_frames == 9
 
 
+def test_cli_sampler_reaches_the_pipeline(inputs, tmp_path, caplog):
+    ref, poses = inputs
+    out = tmp_path / "out.mp4"
+    caplog.set_level("INFO")
+    code = main(["--reference", str(ref), "--driving", str(poses), "--out", str(out),
+                 "--model", "tiny", "--width", "64", "--height", "64", "--segment-frames", "5",
+                 "--max-segments", "1", "--steps", "2", "--frame-interval", "1", "--sampler", "unipc"])
+    assert code == EXIT_OK and probe_media(out).frames == 5
+    from unianimate.__main__ import _TINY_CACHE
+    assert _TINY_CACHE["cpu/unipc"].sampler == "unipc"
+
+
 def test_cli_bad_input_exit_codes(inputs, tmp_path, caplog):
     ref, poses = inputs
     out = tmp_path / "o.mp4"
@@ -68,6 +80,8 @@ def test_cli_bad_input_exit_codes(inputs, tmp_path, caplog):
                                    "--segment-frames", "50"],
         "multiple of 64": ["--reference", str(ref), "--driving", str(poses), "--width", "100"],
         "pose": ["--reference", str(ref), "--driving", str(bad_json)],
+        "--sampler must be one of ddim, dpmpp_2m, unipc": ["--reference", str(ref), "--driving", str(poses),
+                                                           "--sampler", "euler"],
     }
     for expected, extra in cases.items():
         caplog.clear()

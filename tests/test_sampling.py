@@ -6,8 +6,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from unianimate.sampling import (apply_guidance, initial_latents, make_scheduler,
-                                 reference_alphas_cumprod, reference_timesteps)
+from unianimate.sampling import (SOLVER_START_T, apply_guidance, initial_latents, make_scheduler,
+                                 predict_original, reference_alphas_cumprod, reference_timesteps,
+                                 solver_timesteps)
 from unianimate.utils import make_generator
 
 
@@ -148,3 +149,81 @@ def test_guidance() -> None:
     c = torch.tensor([2.0, 0.0])
     torch.testing.assert_close(apply_guidance(u, c, 2.5), torch.tensor([3.5, -3.0]))
     torch.testing.assert_close(apply_guidance(u, c, 1.0), c)
+
+
+# ---------------------------------------------------------------- multistep solvers
+
+SOLVERS = ("dpmpp_2m", "unipc")
+
+
+@pytest.mark.parametrize("sampler", SOLVERS)
+@pytest.mark.parametrize("n", [8, 10, 15, 20, 30])
+def test_solver_schedule_facts(sampler: str, n: int) -> None:
+    sched = make_scheduler(n, sampler)
+    cfg = sched.config
+    assert cfg.prediction_type == "v_prediction" and cfg.rescale_betas_zero_snr
+    assert cfg.timestep_spacing == "trailing" and cfg.final_sigmas_type == "sigma_min"
+    ts = sched.timesteps.tolist()
+    # n timesteps, trailing over [0, 991]: the first is the 30-step DDIM's first (991), evenly spaced
+    assert len(ts) == n and ts[0] == SOLVER_START_T == int(reference_timesteps(30)[0])
+    assert ts == sorted(ts, reverse=True) and len(set(ts)) == n
+    assert ts[-1] == round(992 / n) - 1
+    # sigmas are those of the spec's alpha_bar at each timestep, then alpha_bar(0) as the DDIM's last step
+    ab = _spec_alphas_cumprod()
+    sigmas = sched.sigmas.double().numpy()
+    np.testing.assert_allclose(1.0 / (1.0 + sigmas[:-1] ** 2), ab[ts], rtol=1e-5)
+    assert 1.0 / (1.0 + sigmas[-1] ** 2) == pytest.approx(SPEC_VALUES[0], rel=1e-5)
+    assert 1.0 / (1.0 + sigmas[0] ** 2) == pytest.approx(SPEC_VALUES[991], rel=2e-3)
+
+
+def test_solver_timesteps_are_diffusers_trailing_from_999() -> None:
+    from diffusers import DPMSolverMultistepScheduler
+
+    stock = DPMSolverMultistepScheduler(timestep_spacing="trailing")
+    for n in (1, 7, 8, 10, 15, 20, 30, 50):
+        stock.set_timesteps(n)
+        assert solver_timesteps(n, start=999).tolist() == stock.timesteps.tolist()
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        solver_timesteps(993)
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        make_scheduler(10, "euler")
+
+
+@pytest.mark.parametrize("sampler", SOLVERS)
+def test_solver_first_step_is_the_ddim_update(sampler: str) -> None:
+    """Both solvers start first-order: from t=991 to their next timestep that is DDIM (eta 0) with the
+    spec's formulas; later steps use the multistep history and differ."""
+    sched = make_scheduler(10, sampler)
+    ab = _spec_alphas_cumprod()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 4, 2, 3, 4))
+    v = rng.standard_normal(x.shape)
+    t, t_next = sched.timesteps.tolist()[:2]
+    out = sched.step(torch.from_numpy(v), t, torch.from_numpy(x)).prev_sample.numpy()
+    np.testing.assert_allclose(out, _spec_ddim_step(x, v, t, ab, t - t_next), rtol=1e-4, atol=1e-5)
+    x0 = predict_original(torch.from_numpy(x), torch.from_numpy(v), t).numpy()
+    np.testing.assert_allclose(x0, np.sqrt(ab[t]) * x - np.sqrt(1 - ab[t]) * v, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("sampler", SOLVERS)
+def test_solvers_solve_a_known_ode_like_ddim30(sampler: str) -> None:
+    """A model whose data is one fixed latent mu (v = sqrt(ab) eps - sqrt(1-ab) mu) has the exact
+    probability-flow solution sqrt(ab_0) mu + sqrt(1-ab_0) eps_991 from x at t=991: the 30-step DDIM
+    reaches it, and so does each solver from the same start at any step count (to float32 sigmas)."""
+    mu = torch.from_numpy(np.random.default_rng(4).standard_normal((1, 4, 2, 3, 4)))
+    x_start = torch.from_numpy(np.random.default_rng(5).standard_normal(mu.shape))
+    ab = torch.from_numpy(_spec_alphas_cumprod())
+
+    def run(name: str, n: int) -> torch.Tensor:
+        sched = make_scheduler(n, name)
+        x = x_start.clone()
+        for t in sched.timesteps.tolist():
+            a, s = ab[t].sqrt(), (1 - ab[t]).sqrt()
+            x = sched.step(a * (x - a * mu) / s - s * mu, t, x).prev_sample
+        return x
+
+    eps = (x_start - ab[991].sqrt() * mu) / (1 - ab[991]).sqrt()
+    exact = ab[0].sqrt() * mu + (1 - ab[0]).sqrt() * eps
+    assert float((run("ddim", 30) - exact).abs().max()) < 1e-12
+    for n in (8, 15, 30):
+        assert float((run(sampler, n) - exact).abs().max()) < 1e-5, n

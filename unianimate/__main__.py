@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-segments", type=int, default=None,
                    help="stop after this many segments (default: until the poses run out)")
     p.add_argument("--steps", type=int, default=30, help="denoising steps")
+    p.add_argument("--sampler", default="ddim",
+                   help="ddim (the reference's) | dpmpp_2m | unipc: multistep solvers that need fewer "
+                        "--steps (quality per step count in docs/SAMPLERS.md)")
     p.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale")
     p.add_argument("--noise-prior", type=int, default=949,
                    help="noise prior timestep (raise to 959/969 if the reference leaks in)")
@@ -91,15 +94,16 @@ def _factories(args: argparse.Namespace) -> tuple[Any, Any]:
             log.warning("using the TINY pipeline (random weights): the output is noise-like; "
                         "for real results pass --model with the released weights")
             device = "cpu" if args.device == "auto" else args.device
-            if device not in _TINY_CACHE:        # seeded and never modified: safe to reuse
-                _TINY_CACHE[device] = UniAnimatePipeline.tiny(seed=0, device=device)
-            return _TINY_CACHE[device]
+            key = f"{device}/{args.sampler}"
+            if key not in _TINY_CACHE:        # seeded and never modified: safe to reuse
+                _TINY_CACHE[key] = UniAnimatePipeline.tiny(seed=0, device=device, sampler=args.sampler)
+            return _TINY_CACHE[key]
         def on_load(message: str, fraction: float) -> None:
             if report is not None:
                 report(f"{message} ({fraction:.0%})")
 
         return UniAnimatePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                                  progress=on_load)
+                                                  progress=on_load, sampler=args.sampler)
 
     # A pose file needs the detector only for the reference's pose (alignment): use the DWPose
     # files when they are already here, never wait on a download for that.
@@ -133,6 +137,7 @@ def _progress_logger(prefix: list[str]) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Do the whole job; returns the exit code (errors are raised to :func:`main`)."""
+    from unianimate.sampling import SAMPLERS
     from unianimate.studio import Studio
     from unianimate.studio.measures import pick_best
 
@@ -145,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out must end in .mp4, got {out.name!r}")
     if args.candidates < 1 or args.segment_frames < 2:
         raise InputError("--candidates must be >= 1 and --segment-frames >= 2")
+    if args.sampler not in SAMPLERS:
+        raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {args.sampler!r}")
     temp_root = None
     if args.projects_root:
         root = Path(args.projects_root)

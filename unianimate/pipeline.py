@@ -25,8 +25,9 @@ Switches (constructor defaults, most also per call): ``batch_guidance`` (conditi
 unconditional passes in one forward via ``drop_conditions``, or two calls as the reference),
 ``offload`` (CLIP and VAE live on the CPU and visit the GPU only to encode/decode; default on for
 CUDA), ``decode_chunk`` (frames per VAE decode), ``compile`` (``torch.compile`` the UNet),
-``channels_last`` (UNet memory format). UNet dtype: fp16 on CUDA by default (bf16 on request), fp32
-on CPU; CLIP and VAE stay fp32.
+``channels_last`` (UNet memory format), ``sampler`` (``"ddim"``, the reference's, or the multistep
+``"dpmpp_2m"`` / ``"unipc"``; see :mod:`unianimate.sampling` and docs/SAMPLERS.md). UNet dtype: fp16
+on CUDA by default (bf16 on request), fp32 on CPU; CLIP and VAE stay fp32.
 """
 from __future__ import annotations
 
@@ -220,7 +221,7 @@ class UniAnimatePipeline:
                  device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
                  model_name: str = RELEASED_MODEL_NAME, is_tiny: bool = False,
                  batch_guidance: bool = True, offload: bool | None = None, decode_chunk: int = 2,
-                 compile: bool | str = False, channels_last: bool = False) -> None:
+                 compile: bool | str = False, channels_last: bool = False, sampler: str = "ddim") -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model_name = model_name
@@ -230,6 +231,8 @@ class UniAnimatePipeline:
         self.decode_chunk = int(decode_chunk)
         self.channels_last = bool(channels_last)
         self.compiled = bool(compile)
+        self._check_sampler(sampler, 1)
+        self.sampler = sampler
         self.unet = unet.eval().requires_grad_(False).to(self.device, self.dtype)
         if self.channels_last:
             self.unet.to_channels_last_()
@@ -261,8 +264,8 @@ class UniAnimatePipeline:
         configs. ``progress(message, fraction)`` is called at each loading stage; ``tqdm_class``
         replaces huggingface_hub's download bars. Checkpoints are read with ``weights_only=True``.
         ``options``: the constructor's switches (batch_guidance, offload, decode_chunk, compile,
-        channels_last). Raises ``WeightsMissingError`` / ``CheckpointError``. On any failure nothing
-        half-loaded stays in memory, even while the caller keeps the exception (see
+        channels_last, sampler). Raises ``WeightsMissingError`` / ``CheckpointError``. On any failure
+        nothing half-loaded stays in memory, even while the caller keeps the exception (see
         :func:`_release_failed_load`).
         """
         try:
@@ -324,10 +327,12 @@ class UniAnimatePipeline:
 
     @classmethod
     def tiny(cls, seed: int = 0, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None,
-             **options: Any) -> "UniAnimatePipeline":
+             unet_config: UNetConfig | None = None, **options: Any) -> "UniAnimatePipeline":
         """Tiny configs of the same classes with seeded random weights: for tests, CI, smoke runs.
 
-        Produces noise-like videos; ``is_tiny`` is True and ``model_name`` says so.
+        Produces noise-like videos; ``is_tiny`` is True and ``model_name`` says so. ``unet_config``
+        replaces the tiny UNet config (e.g. ``UNetConfig()``: the full-size UNet with random weights
+        beside the tiny CLIP and VAE, as bench/sampler_quality.py uses it).
         """
         import open_clip
         from diffusers import AutoencoderKL
@@ -335,14 +340,16 @@ class UniAnimatePipeline:
         from .models.unet import UniAnimateUNet
 
         seed = _seed_int(seed)
-        unet_cfg = UNetConfig.tiny()
+        unet_cfg = UNetConfig.tiny() if unet_config is None else unet_config
         clip_cfg = ClipConfig.tiny(width=unet_cfg.context_dim)
         vae_cfg = VaeConfig.tiny()
         with torch.random.fork_rng(devices=[]):  # library initialisers use the global RNG
             torch.manual_seed(seed)
             clip_model = open_clip.model.CLIP(**clip_cfg.model_kwargs())  # the class ViT-H-14 uses
             vae_model = AutoencoderKL(**vae_cfg.diffusers_kwargs())
-        unet = UniAnimateUNet(unet_cfg).init_random_weights_(seed, scale=0.5)
+        with torch.device("meta"):  # every parameter is drawn below: no default init to pay for
+            unet = UniAnimateUNet(unet_cfg)
+        unet = unet.to_empty(device="cpu").init_random_weights_(seed, scale=0.5)
         clip = ClipEncoder(clip_model, name="tiny open_clip")
         clip.release_text_tower()
         vae = LatentVAE(vae_model)
@@ -419,6 +426,12 @@ class UniAnimatePipeline:
     def _check_output_type(output_type: str) -> None:
         if output_type not in ("uint8", "latent"):
             raise InputError(f"output_type must be 'uint8' or 'latent', got {output_type!r}")
+
+    def _resolve_sampler(self, sampler: str | None, num_inference_steps: int) -> str:
+        """The sampler a run uses (None: the pipeline's), checked against the step count."""
+        sampler = self.sampler if sampler is None else sampler
+        self._check_sampler(sampler, num_inference_steps)
+        return sampler
 
     @staticmethod
     def _check_sampler(sampler: str, num_inference_steps: int) -> None:
@@ -577,7 +590,7 @@ class UniAnimatePipeline:
                          latents: torch.Tensor | None = None, callback: Callback | None = None,
                          should_cancel: Callable[[], bool] | None = None, *,
                          batch_guidance: bool | None = None, decode_chunk: int | None = None,
-                         output_type: str = "uint8", sampler: str = "ddim") -> np.ndarray | torch.Tensor:
+                         output_type: str = "uint8", sampler: str | None = None) -> np.ndarray | torch.Tensor:
         """Animate ``reference_image`` along ``poses`` -> uint8 (F,H,W,3).
 
         All images are PIL or uint8 (H,W,3) at the same size (multiples of 64).
@@ -592,14 +605,15 @@ class UniAnimatePipeline:
         approximation of the predicted clean video); ``should_cancel()`` is polled between steps
         and raises ``GenerationCancelled``. ``output_type="latent"`` returns the final scaled
         latents (1,4,F,h,w) float32 instead of decoding them. ``sampler``: ``"ddim"`` (the
-        reference's, default) or ``"dpmpp_2m"`` / ``"unipc"`` (fewer steps; quality measured in
-        docs/SAMPLERS.md), all from the same noise-prior latent.
+        reference's) or ``"dpmpp_2m"`` / ``"unipc"`` (fewer steps; quality measured in
+        docs/SAMPLERS.md), all from the same noise-prior latent; None = the pipeline's (``"ddim"``
+        unless constructed otherwise).
         """
         ref, pose_arr, rpose, first = self._validate(reference_image, poses, ref_pose, first_frame,
                                                      num_frames, num_inference_steps, guidance_scale,
                                                      noise_prior_t)
         self._check_output_type(output_type)
-        self._check_sampler(sampler, num_inference_steps)
+        sampler = self._resolve_sampler(sampler, num_inference_steps)
         return self._generate(ref, pose_arr, rpose, first, _seed_int(seed), num_inference_steps,
                               guidance_scale, noise_prior_t, latents, callback, should_cancel,
                               batch_guidance, decode_chunk, output_type, sampler)
@@ -612,7 +626,7 @@ class UniAnimatePipeline:
                       latents: torch.Tensor | None = None, callback: Callback | None = None,
                       should_cancel: Callable[[], bool] | None = None, *,
                       batch_guidance: bool | None = None, decode_chunk: int | None = None,
-                      output_type: str = "uint8", sampler: str = "ddim") -> np.ndarray | torch.Tensor:
+                      output_type: str = "uint8", sampler: str | None = None) -> np.ndarray | torch.Tensor:
         """The reference's sliding-window long video -> uint8 (F,H,W,3) for any number of poses.
 
         At every step the UNet runs on each ``window``-frame window (see :func:`sliding_windows`);
@@ -625,7 +639,7 @@ class UniAnimatePipeline:
         ref, pose_arr, rpose, first = self._validate(reference_image, poses, ref_pose, first_frame, None,
                                                      num_inference_steps, guidance_scale, noise_prior_t)
         self._check_output_type(output_type)
-        self._check_sampler(sampler, num_inference_steps)
+        sampler = self._resolve_sampler(sampler, num_inference_steps)
         seed = _seed_int(seed)
         windows = sliding_windows(len(pose_arr), int(window), int(overlap))
         return self._generate(ref, pose_arr, rpose, first, seed, num_inference_steps, guidance_scale,
@@ -637,7 +651,7 @@ class UniAnimatePipeline:
         return {"model_name": self.model_name, "is_tiny": self.is_tiny, "device": str(self.device),
                 "dtype": str(self.dtype).replace("torch.", ""), "offload": self.offload,
                 "batch_guidance": self.batch_guidance, "decode_chunk": self.decode_chunk,
-                "compile": self.compiled, "channels_last": self.channels_last,
+                "compile": self.compiled, "channels_last": self.channels_last, "sampler": self.sampler,
                 "unet_parameters": sum(p.numel() for p in self.unet.parameters())}
 
     def __repr__(self) -> str:
