@@ -5,7 +5,8 @@ tiny CLIP and VAE (``UniAnimatePipeline.tiny(unet_config=UNetConfig())``), drive
 pipeline's own ``generate_segment(output_type="latent")`` with seeded random images, so every run
 starts from the same noise-prior latent x_T (t = 949) and uses the real sampling loop. For each
 sampler and step count it reports the distance of the final latent to the 30-step DDIM latent:
-relative L2 ``||x - x_ddim30|| / ||x_ddim30||`` and the max abs difference, plus the UNet
+relative L2 ``||x - x_ddim30|| / ||x_ddim30||`` and the max abs difference (``--reference-steps``
+changes the 30), plus the UNet
 evaluations and wall time. A random UNet has no data to converge to: this measures how closely a
 solver follows the trajectory that 30 DDIM steps take, not how good the video looks.
 
@@ -42,7 +43,6 @@ from unianimate.pipeline import UniAnimatePipeline  # noqa: E402
 from unianimate.sampling import SAMPLERS  # noqa: E402
 
 logger = logging.getLogger("bench.sampler_quality")
-REFERENCE = ("ddim", 30)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -53,6 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", default="8,10,15,20,30", help="comma-separated step counts")
     p.add_argument("--samplers", default=",".join(SAMPLERS), help=f"comma-separated, of {SAMPLERS}")
     p.add_argument("--config", choices=("full", "tiny"), default="full", help="UNet config (random weights)")
+    p.add_argument("--reference-steps", type=int, default=30, help="steps of the DDIM run compared against")
     p.add_argument("--guidance", type=float, default=2.5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -72,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def runs(args: argparse.Namespace) -> list[tuple[str, int]]:
     """(sampler, steps) pairs to measure, the reference first."""
-    pairs = [REFERENCE] + [(s, n) for s in args.samplers for n in args.steps]
+    pairs = [("ddim", args.reference_steps)] + [(s, n) for s in args.samplers for n in args.steps]
     return list(dict.fromkeys(pairs))
 
 
