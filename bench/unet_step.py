@@ -58,6 +58,9 @@ COLUMNS = ("device", "dtype", "temporal", "config", "resolution", "latent", "fra
            "attention", "options", "params", "s/step (best)", "s/step (mean)", "encode once",
            "peak mem growth", "weights", "load avg")
 CONDITIONS = ("image_embedding", "pose", "ref_pose", "ref_latent")
+ADAPTERS = ("pre_image_condition", "local_image_embedding", "local_image_embedding_after", "dwpose_embedding",
+            "dwpose_embedding_after", "randomref_pose2_embedding", "randomref_pose2_embedding_after",
+            "randomref_embedding2", "randomref_embedding_after2")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -197,7 +200,13 @@ def profile_step(model: UniAnimateUNet, step: Callable[[], Any], top: int) -> st
     for name, sec in own.items():
         by_class[type(modules[name]).__name__] += sec
         parts = name.split(".")
-        by_block[".".join(parts[:2]) if parts[0] in ("input_blocks", "output_blocks") else parts[0]] += sec
+        if parts[0] in ("input_blocks", "output_blocks"):
+            block = ".".join(parts[:2])
+        elif parts[0] in ADAPTERS:
+            block = "condition adapters (run once per segment when encoded once)"
+        else:
+            block = parts[0]
+        by_block[block] += sec
     by_block["(outside any module: reshapes, concatenations, guidance)"] = total - sum(own.values())
 
     def table(title: str, data: dict[str, float]) -> str:
