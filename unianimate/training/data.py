@@ -77,7 +77,8 @@ def _read_frames(path: Path, name: str) -> np.ndarray:
     except DataError:
         raise
     except (OSError, ValueError, RuntimeError, InputError) as exc:
-        raise DataError(f"clip {name!r}: cannot read it ({type(exc).__name__}: {exc}); re-export it as "
+        detail = str(exc).replace(str(path), name)
+        raise DataError(f"clip {name!r}: cannot read it ({detail}); re-export it as "
                         "an .mp4 video or a folder of PNG frames") from None
 
 

@@ -58,9 +58,9 @@ class DemoRecipe:
                                   num_res_blocks=1, attn_scales=(1.0, 0.5), norm_groups=16, dropout=0.0,
                                   temporal_dropout=0.0, adapter_dropout=0.0)
     clip_width: int = 64
-    vae_batch: int = 2
+    vae_batch: int = 1
     vae_kl_weight: float = 1e-6
-    vae_optim: OptimConfig = OptimConfig(lr=1e-3, max_steps=1500, save_every=100, log_every=20,
+    vae_optim: OptimConfig = OptimConfig(lr=4e-4, max_steps=1200, save_every=100, log_every=20,
                                          ema_decay=0.99, warmup_steps=50)
     unet_optim: OptimConfig = OptimConfig(lr=3e-4, max_steps=200_000, save_every=100, log_every=20,
                                           ema_decay=0.999, warmup_steps=200)
@@ -107,7 +107,7 @@ RECIPES: dict[str, DemoRecipe] = {
                         num_res_blocks=1, attn_scales=(1.0, 0.5), norm_groups=32, dropout=0.0,
                         temporal_dropout=0.0, adapter_dropout=0.0),
         clip_width=128, vae_batch=8,
-        vae_optim=OptimConfig(lr=1e-3, max_steps=600, save_every=200, log_every=50, ema_decay=0.99,
+        vae_optim=OptimConfig(lr=4e-4, max_steps=600, save_every=200, log_every=50, ema_decay=0.99,
                               warmup_steps=50, amp="bf16"),
         unet_optim=OptimConfig(lr=4e-4, max_steps=6000, save_every=500, log_every=50, ema_decay=0.999,
                                warmup_steps=200, amp="bf16"),
