@@ -60,7 +60,7 @@ class DemoRecipe:
     clip_width: int = 64
     vae_batch: int = 1
     vae_kl_weight: float = 1e-6
-    vae_optim: OptimConfig = OptimConfig(lr=4e-4, max_steps=1200, save_every=100, log_every=20,
+    vae_optim: OptimConfig = OptimConfig(lr=4e-4, max_steps=600, save_every=100, log_every=20,
                                          ema_decay=0.99, warmup_steps=50)
     unet_optim: OptimConfig = OptimConfig(lr=3e-4, max_steps=200_000, save_every=100, log_every=20,
                                           ema_decay=0.999, warmup_steps=200)
