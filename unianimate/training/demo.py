@@ -52,7 +52,7 @@ class DemoRecipe:
     height: int = 128
     frames: int = 8
     seed: int = 0
-    vae: VaeConfig = VaeConfig(block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=8,
+    vae: VaeConfig = VaeConfig(block_out_channels=(16, 32, 32, 64), layers_per_block=1, norm_num_groups=8,
                                mid_block_add_attention=False, sample_size=128, scaling_factor=1.0)
     unet: UNetConfig = UNetConfig(dim=64, context_dim=64, dim_mult=(1, 2, 2), num_heads=2, head_dim=32,
                                   num_res_blocks=1, attn_scales=(1.0, 0.5), norm_groups=16, dropout=0.0,
@@ -60,9 +60,9 @@ class DemoRecipe:
     clip_width: int = 64
     vae_batch: int = 1
     vae_kl_weight: float = 1e-6
-    vae_optim: OptimConfig = OptimConfig(lr=4e-4, max_steps=600, save_every=100, log_every=20,
+    vae_optim: OptimConfig = OptimConfig(lr=5e-4, max_steps=500, save_every=50, log_every=10,
                                          ema_decay=0.99, warmup_steps=50)
-    unet_optim: OptimConfig = OptimConfig(lr=3e-4, max_steps=200_000, save_every=100, log_every=20,
+    unet_optim: OptimConfig = OptimConfig(lr=3e-4, max_steps=200_000, save_every=50, log_every=10,
                                           ema_decay=0.999, warmup_steps=200)
     diffusion: DiffusionConfig = DiffusionConfig(condition_dropout=(0.1, 0.1, 0.5, 0.1), batch_size=4)
     workers: int = 0
