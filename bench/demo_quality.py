@@ -42,16 +42,16 @@ from unianimate.training.people import Clip, heldout_clips  # noqa: E402
 log = logging.getLogger("demo_quality")
 
 
-def load(model_dir: Path):
+def load(model_dir: Path, device: str = "cpu"):
     """The trained pipeline and an untrained one of the same architecture (same VAE and CLIP)."""
     from unianimate.models.unet import UniAnimateUNet
     from unianimate.pipeline import UniAnimatePipeline
 
-    pipe = UniAnimatePipeline.from_pretrained(model_dir, device="cpu")
+    pipe = UniAnimatePipeline.from_pretrained(model_dir, device=device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         fresh = UniAnimateUNet(pipe.unet.config)
-    untrained = UniAnimatePipeline(fresh, pipe.clip, pipe.vae, device="cpu", model_name="untrained",
+    untrained = UniAnimatePipeline(fresh, pipe.clip, pipe.vae, device=device, model_name="untrained",
                                    is_tiny=True)
     return pipe, untrained
 
@@ -63,7 +63,7 @@ def generate(pipe, clip: Clip, steps: int, guidance: float, seed: int = 0) -> np
 
 def vae_roundtrip(pipe, frames: np.ndarray) -> np.ndarray:
     px = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
-    z = pipe.vae.encode(px, torch.Generator().manual_seed(0))
+    z = pipe.vae.encode(px.to(pipe.vae.device), torch.Generator().manual_seed(0))
     out = pipe.vae.decode(z)
     return (out.permute(0, 2, 3, 1) * 255).round().clamp(0, 255).to(torch.uint8).numpy()
 
@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=1.0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
     p.add_argument("--sheet", default=None, help="write a contact sheet PNG here")
     p.add_argument("--json", default=None)
     p.add_argument("--quick", action="store_true", help="skip the steps sweep and the long videos")
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = Path(args.model)
     cfg = json.loads((model_dir / "unianimate_config.json").read_text())
     trained = json.loads((model_dir / "trained.json").read_text()) if (model_dir / "trained.json").is_file() else {}
-    pipe, untrained = load(model_dir)
+    pipe, untrained = load(model_dir, args.device)
     frames = 8
     w = int(cfg.get("vae", {}).get("sample_size", 128))
     recipe_file = model_dir.parent / "recipe.json"

@@ -3,7 +3,7 @@
     python -m unianimate.train demo --run-dir RUN [--recipe cpu|gpu] [--seed 0] [--threads 2]
     python -m unianimate.train finetune --data CLIPS --weights WEIGHTS --run-dir RUN [--lora-rank 8]
 
-A rerun of the same command resumes from the newest checkpoint in ``RUN`` (exactly: model, optimiser,
+SIGTERM (``kill PID``) saves a checkpoint and stops. A rerun of the same command resumes from the newest checkpoint in ``RUN`` (exactly: model, optimiser,
 EMA, RNG states and data position). Progress (loss, s/step, ETA) goes to the log; ``RUN`` also gets
 ``<stage>_loss.csv`` and ``<stage>_loss.png``.
 """
@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,17 +25,32 @@ from unianimate.utils import resolve_device
 logger = logging.getLogger("unianimate.train")
 
 
+def _stopper(max_minutes: float | None) -> Callable[[], bool]:
+    """True once ``max_minutes`` have passed or SIGTERM/SIGINT arrived (the stage then saves and ends)."""
+    deadline = time.monotonic() + max_minutes * 60 if max_minutes else None
+    flag = {"stop": False}
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logger.info("signal %d: saving a checkpoint and stopping", signum)
+        flag["stop"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return lambda: flag["stop"] or (deadline is not None and time.monotonic() > deadline)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from unianimate.training.demo import check_recipe_name, load_or_write_recipe, run_unet_stage, run_vae_stage
 
     run_dir = Path(args.run_dir)
     recipe = load_or_write_recipe(run_dir, check_recipe_name(args.recipe).with_seed(args.seed))
     device = resolve_device(args.device)
+    stop = _stopper(args.max_minutes)
     if args.stage in ("all", "vae"):
-        if not run_vae_stage(run_dir, recipe, device):
+        if not run_vae_stage(run_dir, recipe, device, should_stop=stop):
             return 0
     if args.stage in ("all", "unet"):
-        run_unet_stage(run_dir, recipe, device, steps=args.steps)
+        run_unet_stage(run_dir, recipe, device, should_stop=stop, steps=args.steps)
     return 0
 
 
@@ -55,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--stage", choices=("all", "vae", "unet"), default="all")
     d.add_argument("--steps", type=int, default=None, help="stop the UNet stage after this many more steps")
+    d.add_argument("--max-minutes", type=float, default=None,
+                   help="save and stop after this many minutes (SIGTERM does the same)")
     d.set_defaults(fn=_demo)
     f = sub.add_parser("finetune", help="fine-tune a UNet (full or LoRA) on a folder of your clips")
     f.add_argument("--data", required=True, help="folder of videos or frame folders with pose JSONs")

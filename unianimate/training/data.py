@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,6 +211,22 @@ def batch_stream(dataset: object, batch_size: int, start: int, workers: int = 0)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, sampler=sampler, num_workers=workers,
                                          persistent_workers=False, prefetch_factor=4)
     yield from loader
+
+
+class BatchFeed:
+    """Batch number ``position`` of ``dataset``: read ahead by a stream while positions come in order,
+    restarted at the asked position otherwise (after a resume)."""
+
+    def __init__(self, dataset: object, batch_size: int, workers: int = 0) -> None:
+        self.dataset, self.batch_size, self.workers = dataset, int(batch_size), int(workers)
+        self._stream: Iterator[dict[str, torch.Tensor]] | None = None
+        self._next = -1
+
+    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+        if self._stream is None or position != self._next:
+            self._stream = batch_stream(self.dataset, self.batch_size, position, self.workers)
+        self._next = position + 1
+        return next(self._stream)
 
 
 def to_pixels(x: torch.Tensor) -> torch.Tensor:

@@ -157,14 +157,14 @@ def run_vae_stage(run_dir: Path, recipe: DemoRecipe, device: torch.device,
         torch.manual_seed(recipe.seed)
         vae = AutoencoderKL(**recipe.vae.diffusers_kwargs()).to(device)
     data = ProceduralPeople(recipe.seed, recipe.frames, recipe.width, recipe.height)
-    task = VaeTask(data, recipe.vae_batch, recipe.vae_kl_weight, device)
+    task = VaeTask(data, recipe.vae_batch, recipe.vae_kl_weight, device, recipe.workers)
     trainer = Trainer(vae, task, run_dir, recipe.vae_optim, name="vae")
     trainer.resume()
     trainer.run(should_stop=should_stop)
     if trainer.step < recipe.vae_optim.max_steps:
         return False
     trainer.ema.copy_to(vae)
-    probe = torch.cat([task.images(10_000_000 + i) for i in range(4)])
+    probe = torch.cat([VaeTask(data, recipe.vae_batch, device=device).images(10_000_000 + i) for i in range(4)])
     scale = latent_scale(vae, probe)
     vae.register_to_config(scaling_factor=scale)
     vae.save_pretrained(str(_vae_dir(run_dir)))

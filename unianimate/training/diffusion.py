@@ -8,7 +8,6 @@ one whose first frame is dropped starts from noise.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +21,7 @@ from unianimate.models.vae import LatentVAE
 from unianimate.sampling import NUM_TRAIN_TIMESTEPS, reference_alphas_cumprod
 from unianimate.utils import check_known_keys
 
-from .data import batch_stream, to_pixels
+from .data import BatchFeed, to_pixels
 
 PAPER_DROPOUT = (0.5, 0.5, 0.5, 0.5)
 
@@ -120,19 +119,11 @@ class DiffusionTask:
 
     def __init__(self, dataset: object, vae: LatentVAE, clip: ClipEncoder, config: DiffusionConfig,
                  device: torch.device, workers: int = 0) -> None:
-        self.dataset, self.vae, self.clip, self.config = dataset, vae, clip, config
-        self.device, self.workers = torch.device(device), int(workers)
+        self.vae, self.clip, self.config = vae, clip, config
+        self.device = torch.device(device)
+        self.batches = BatchFeed(dataset, config.batch_size, workers)
         self.zero_y = clip.zero_y.to(self.device)  # (1,77,C)
-        self._stream: Iterator[dict[str, torch.Tensor]] | None = None
-        self._next = -1
-
-    def batch(self, position: int) -> dict[str, torch.Tensor]:
-        """Collated batch number ``position`` (from a prefetching stream when it is in order)."""
-        if self._stream is None or position != self._next:
-            self._stream = batch_stream(self.dataset, self.config.batch_size, position, self.workers)
-        self._next = position + 1
-        return next(self._stream)
 
     def __call__(self, unet: nn.Module, position: int, generator: torch.Generator) -> torch.Tensor:
-        cond = encode_batch(self.batch(position), self.vae, self.clip, generator, self.device)
+        cond = encode_batch(self.batches[position], self.vae, self.clip, generator, self.device)
         return diffusion_loss(unet, cond, self.zero_y.to(next(unet.parameters()).dtype), generator, self.config)

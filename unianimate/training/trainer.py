@@ -272,6 +272,11 @@ class Trainer:
         last = float("nan")
         while self.step < end:
             if should_stop is not None and should_stop():
+                if self.step != s0 and self.step % cfg.save_every:
+                    self.save()  # stopping between saves keeps the work done
+                    if on_save is not None:
+                        on_save(self)
+                logger.info("%s: stopped at step %d", self.name, self.step)
                 break
             ts = time.monotonic()
             loss = self.train_step()

@@ -8,15 +8,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .data import Batches, to_pixels
+from .data import BatchFeed, to_pixels
 
 
 class VaeTask:
     """``loss_fn``: reconstruct every frame and the reference of batch ``position``."""
 
     def __init__(self, dataset: object, batch_size: int, kl_weight: float = 1e-6,
-                 device: torch.device | str = "cpu") -> None:
-        self.batches = Batches(dataset, batch_size)
+                 device: torch.device | str = "cpu", workers: int = 0) -> None:
+        self.batches = BatchFeed(dataset, batch_size, workers)
         self.kl_weight = float(kl_weight)
         self.device = torch.device(device)
 
