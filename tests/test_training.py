@@ -232,3 +232,39 @@ def test_recipe_round_trip() -> None:
 
     for recipe in RECIPES.values():
         assert DemoRecipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+
+
+def test_metrics_on_known_answers() -> None:
+    from unianimate.training.metrics import moving_psnr, pose_following
+
+    clip = sample_clip(1, 2, frames=6)
+    assert pose_following(clip.frames, clip.frames) == 1.0
+    assert pose_following(clip.frames[::-1].copy(), clip.frames) <= 2 / 6  # only a middle frame can hit
+    assert moving_psnr(clip.frames, clip.frames, clip.reference) == float("inf")
+    repeated = np.repeat(clip.reference[None], 6, axis=0)
+    assert 0 < moving_psnr(repeated, clip.frames, clip.reference) < 20
+
+
+def test_stopping_saves_between_checkpoints(tmp_path: Path) -> None:
+    model = torch.nn.Linear(3, 1)
+    calls = {"n": 0}
+
+    def loss_fn(m: torch.nn.Module, position: int, gen: torch.Generator) -> torch.Tensor:
+        return m(torch.randn(4, 3, generator=gen)).pow(2).mean()
+
+    def stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    trainer = Trainer(model, loss_fn, tmp_path, OptimConfig(max_steps=100, save_every=50), name="toy")
+    trainer.run(should_stop=stop)
+    assert trainer.step == 3 and trainer.latest_checkpoint() == trainer.checkpoint_path(3)
+
+
+def test_any_pose_sequence_drives_a_look() -> None:
+    from unianimate.pose import load_pose_sequence
+    from unianimate.training.people import Look, sequence_clip
+
+    seq = load_pose_sequence(Path(__file__).resolve().parents[1] / "assets" / "example_dance.json")
+    clip = sequence_clip(Look(), seq.with_poses(list(seq)[:3]), "example", width=64, height=96)
+    assert clip.frames.shape == (3, 96, 64, 3) and np.array_equal(clip.reference, clip.frames[0])
