@@ -60,7 +60,10 @@ class DemoRecipe:
     clip_width: int = 64
     vae_batch: int = 1
     vae_kl_weight: float = 1e-6
-    vae_optim: OptimConfig = OptimConfig(lr=5e-4, max_steps=500, save_every=50, log_every=10,
+    # posterior log-variance starts here (quant_conv bias): with diffusers' init (std ~1) the posterior
+    # noise drowns the latents and a fresh VAE decodes grey blobs for hundreds of steps
+    vae_init_logvar: float = -6.0
+    vae_optim: OptimConfig = OptimConfig(lr=8e-4, max_steps=800, save_every=50, log_every=10,
                                          ema_decay=0.99, warmup_steps=50)
     unet_optim: OptimConfig = OptimConfig(lr=3e-4, max_steps=200_000, save_every=50, log_every=10,
                                           ema_decay=0.999, warmup_steps=100)
@@ -109,7 +112,7 @@ RECIPES: dict[str, DemoRecipe] = {
                         num_res_blocks=1, attn_scales=(1.0, 0.5), norm_groups=32, dropout=0.0,
                         temporal_dropout=0.0, adapter_dropout=0.0),
         clip_width=128, vae_batch=8,
-        vae_optim=OptimConfig(lr=4e-4, max_steps=600, save_every=200, log_every=50, ema_decay=0.99,
+        vae_optim=OptimConfig(lr=8e-4, max_steps=600, save_every=200, log_every=50, ema_decay=0.99,
                               warmup_steps=50, amp="bf16"),
         unet_optim=OptimConfig(lr=4e-4, max_steps=6000, save_every=500, log_every=50, ema_decay=0.999,
                                warmup_steps=200, amp="bf16"),
@@ -158,6 +161,8 @@ def run_vae_stage(run_dir: Path, recipe: DemoRecipe, device: torch.device,
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         vae = AutoencoderKL(**recipe.vae.diffusers_kwargs()).to(device)
+    with torch.no_grad():
+        vae.quant_conv.bias[recipe.vae.latent_channels:] = recipe.vae_init_logvar
     data = ProceduralPeople(recipe.seed, recipe.frames, recipe.width, recipe.height)
     task = VaeTask(data, recipe.vae_batch, recipe.vae_kl_weight, device, recipe.workers)
     trainer = Trainer(vae, task, run_dir, recipe.vae_optim, name="vae")
