@@ -58,13 +58,13 @@ class DemoRecipe:
                                   num_res_blocks=1, attn_scales=(1.0, 0.5), norm_groups=16, dropout=0.0,
                                   temporal_dropout=0.0, adapter_dropout=0.0)
     clip_width: int = 64
-    vae_batch: int = 1
+    vae_batch: int = 5  # clips per VAE step; each gives one frame and its reference (10 images, 5 looks)
     vae_kl_weight: float = 1e-6
     # posterior log-variance starts here (quant_conv bias): with diffusers' init (std ~1) the posterior
     # noise drowns the latents and a fresh VAE decodes grey blobs for hundreds of steps
     vae_init_logvar: float = -6.0
-    vae_optim: OptimConfig = OptimConfig(lr=8e-4, max_steps=800, save_every=50, log_every=10,
-                                         ema_decay=0.99, warmup_steps=50)
+    vae_optim: OptimConfig = OptimConfig(lr=8e-4, max_steps=900, save_every=50, log_every=10,
+                                         ema_decay=0.99, warmup_steps=50, grad_clip=0.0)
     unet_optim: OptimConfig = OptimConfig(lr=3e-4, max_steps=200_000, save_every=50, log_every=10,
                                           ema_decay=0.999, warmup_steps=100)
     # the paper drops each condition with p=0.5; the demo keeps the pose and the reference far more
@@ -111,9 +111,9 @@ RECIPES: dict[str, DemoRecipe] = {
         unet=UNetConfig(dim=128, context_dim=128, dim_mult=(1, 2, 2), num_heads=4, head_dim=32,
                         num_res_blocks=1, attn_scales=(1.0, 0.5), norm_groups=32, dropout=0.0,
                         temporal_dropout=0.0, adapter_dropout=0.0),
-        clip_width=128, vae_batch=8,
-        vae_optim=OptimConfig(lr=8e-4, max_steps=600, save_every=200, log_every=50, ema_decay=0.99,
-                              warmup_steps=50, amp="bf16"),
+        clip_width=128, vae_batch=32,
+        vae_optim=OptimConfig(lr=8e-4, max_steps=1500, save_every=500, log_every=50, ema_decay=0.99,
+                              warmup_steps=50, grad_clip=0.0, amp="bf16"),
         unet_optim=OptimConfig(lr=4e-4, max_steps=6000, save_every=500, log_every=50, ema_decay=0.999,
                                warmup_steps=200, amp="bf16"),
         diffusion=DiffusionConfig(condition_dropout=(0.1, 0.1, 0.5, 0.1), batch_size=32), workers=12),
@@ -163,7 +163,8 @@ def run_vae_stage(run_dir: Path, recipe: DemoRecipe, device: torch.device,
         vae = AutoencoderKL(**recipe.vae.diffusers_kwargs()).to(device)
     with torch.no_grad():
         vae.quant_conv.bias[recipe.vae.latent_channels:] = recipe.vae_init_logvar
-    data = ProceduralPeople(recipe.seed, recipe.frames, recipe.width, recipe.height)
+    # one frame per clip: a clip's frames share one look, so more clips per step teach colours faster
+    data = ProceduralPeople(recipe.seed, 1, recipe.width, recipe.height)
     task = VaeTask(data, recipe.vae_batch, recipe.vae_kl_weight, device, recipe.workers)
     trainer = Trainer(vae, task, run_dir, recipe.vae_optim, name="vae")
     trainer.resume()
