@@ -268,3 +268,25 @@ def test_any_pose_sequence_drives_a_look() -> None:
     seq = load_pose_sequence(Path(__file__).resolve().parents[1] / "assets" / "example_dance.json")
     clip = sequence_clip(Look(), seq.with_poses(list(seq)[:3]), "example", width=64, height=96)
     assert clip.frames.shape == (3, 96, 64, 3) and np.array_equal(clip.reference, clip.frames[0])
+
+
+@pytest.mark.parametrize("lora_rank", [0, 2])
+def test_finetune_on_a_clip_folder(tmp_path: Path, lora_rank: int) -> None:
+    if lora_rank:
+        pytest.importorskip("peft")
+    from tests.test_pipeline import _write_tiny_weights
+    from unianimate.training.finetune import FULL_FILENAME, LORA_FILENAME, FinetuneOptions, finetune
+
+    _write_tiny_weights(tmp_path / "weights")
+    _write_frames(tmp_path / "clips" / "dance_a", 4)
+    _write_poses(tmp_path / "clips" / "dance_a" / "poses.json", 4)
+    opts = FinetuneOptions(data=tmp_path / "clips", weights=str(tmp_path / "weights"), run_dir=tmp_path / "run",
+                           frames=2, width=W, height=H, lora_rank=lora_rank, steps=2, lr=1e-3, save_every=2,
+                           device="cpu")
+    trainer = finetune(opts)
+    assert trainer.step == 2
+    out = tmp_path / "run" / (LORA_FILENAME if lora_rank else FULL_FILENAME)
+    assert out.is_file()
+    if not lora_rank:  # the released layout: loads strictly into a UNet of the same config
+        base = UniAnimateUNet(UNetConfig.tiny())
+        base.load_official_state_dict(torch.load(out, weights_only=True))
