@@ -2,6 +2,7 @@
 
     python -m unianimate.train demo --run-dir RUN [--recipe cpu|gpu] [--seed 0] [--threads 2]
     python -m unianimate.train finetune --data CLIPS --weights WEIGHTS --run-dir RUN [--lora-rank 8]
+    python -m unianimate.train export --run-dir RUN --dest FOLDER [--half]
 
 SIGTERM (``kill PID``) saves a checkpoint and stops. A rerun of the same command resumes from the newest checkpoint in ``RUN`` (exactly: model, optimiser,
 EMA, RNG states and data position). Progress (loss, s/step, ETA) goes to the log; ``RUN`` also gets
@@ -54,6 +55,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from unianimate.training.demo import export_latest
+
+    export_latest(Path(args.run_dir), Path(args.dest), half=args.half)
+    return 0
+
+
 def _finetune(args: argparse.Namespace) -> int:
     from unianimate.training.finetune import FinetuneOptions, finetune
 
@@ -76,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-minutes", type=float, default=None,
                    help="save and stop after this many minutes (SIGTERM does the same)")
     d.set_defaults(fn=_demo)
+    e = sub.add_parser("export", help="write a from_pretrained folder from a demo run's newest UNet checkpoint")
+    e.add_argument("--run-dir", required=True)
+    e.add_argument("--dest", required=True)
+    e.add_argument("--half", action="store_true", help="store weights in float16 (half the size)")
+    e.set_defaults(fn=_export, threads=0)
     f = sub.add_parser("finetune", help="fine-tune a UNet (full or LoRA) on a folder of your clips")
     f.add_argument("--data", required=True, help="folder of videos or frame folders with pose JSONs")
     f.add_argument("--weights", required=True, help="model folder (released weights or a demo model)")

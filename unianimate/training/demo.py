@@ -230,11 +230,28 @@ def run_unet_stage(run_dir: Path, recipe: DemoRecipe, device: torch.device,
     return trainer
 
 
+def export_latest(run_dir: Path, dest: Path, half: bool = False) -> Path:
+    """A from_pretrained folder at ``dest`` from the newest UNet checkpoint's EMA weights."""
+    recipe = DemoRecipe.from_dict(json.loads((run_dir / RECIPE_FILENAME).read_text()))
+    found = sorted(run_dir.glob("unet-ckpt-*.pt"))
+    if not found:
+        raise InputError(f"no UNet checkpoint in {run_dir.name!r} yet; train the unet stage first")
+    state = torch.load(found[-1], map_location="cpu", weights_only=False)
+    weights = dict(state["model"])
+    weights.update(state["ema"]["shadow"])
+    clip_state, _ = build_clip(recipe)
+    out = export_model(run_dir, recipe, weights, clip_state, dest=dest, half=half)
+    atomic_write_json(out / "trained.json", {"unet_step": int(state["step"]),
+                                             "data_position": int(state["position"])})
+    logger.info("exported step %d to %s", state["step"], out)
+    return out
+
+
 def check_recipe_name(name: str) -> DemoRecipe:
     if name not in RECIPES:
         raise InputError(f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}")
     return RECIPES[name]
 
 
-__all__ = ["DEMO_MODEL_NAME", "DemoRecipe", "RECIPES", "run_vae_stage", "run_unet_stage", "export_model",
+__all__ = ["DEMO_MODEL_NAME", "DemoRecipe", "RECIPES", "run_vae_stage", "run_unet_stage", "export_model", "export_latest",
            "load_or_write_recipe", "check_recipe_name", "build_clip"]
