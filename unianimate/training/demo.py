@@ -63,7 +63,7 @@ class DemoRecipe:
     # posterior log-variance starts here (quant_conv bias): with diffusers' init (std ~1) the posterior
     # noise drowns the latents and a fresh VAE decodes grey blobs for hundreds of steps
     vae_init_logvar: float = -6.0
-    vae_optim: OptimConfig = OptimConfig(lr=8e-4, max_steps=900, save_every=50, log_every=10,
+    vae_optim: OptimConfig = OptimConfig(lr=8e-4, max_steps=1500, save_every=50, log_every=10,
                                          ema_decay=0.99, warmup_steps=50, grad_clip=0.0)
     unet_optim: OptimConfig = OptimConfig(lr=3e-4, max_steps=200_000, save_every=50, log_every=10,
                                           ema_decay=0.999, warmup_steps=100)
