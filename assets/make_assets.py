@@ -23,6 +23,7 @@ if str(ROOT.parent) not in sys.path:
     sys.path.insert(0, str(ROOT.parent))
 
 from unianimate.pose import Pose, PoseSequence, draw_pose, save_pose_sequence  # noqa: E402
+from unianimate.training.people import arm_points, face_points, hand_points, rotate  # noqa: E402
 
 log = logging.getLogger("make_assets")
 
@@ -55,57 +56,6 @@ _BASE = np.array([
 ])
 
 
-def _rotate(vec: np.ndarray, angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([c * vec[0] - s * vec[1], s * vec[0] + c * vec[1]])
-
-
-def _arm(shoulder: np.ndarray, upper: float, lower: float, a_upper: float, a_lower: float,
-         aspect: float) -> tuple[np.ndarray, np.ndarray]:
-    """Elbow and wrist from a shoulder and two angles (0 = straight down), in normalised units."""
-    down = np.array([0.0, 1.0])
-    d1 = _rotate(down, a_upper)
-    d2 = _rotate(down, a_upper + a_lower)
-    scale = np.array([1.0 / aspect, 1.0])   # keep lengths in pixels equal on a WxH canvas
-    elbow = shoulder + d1 * upper * scale
-    wrist = elbow + d2 * lower * scale
-    return elbow, wrist
-
-
-def _hand(wrist: np.ndarray, elbow: np.ndarray, aspect: float, spread: float) -> np.ndarray:
-    """21 hand points: the wrist, then 5 fingers of 4 joints fanning out along the forearm."""
-    scale = np.array([1.0 / aspect, 1.0])
-    fore = (wrist - elbow) / scale
-    base = math.atan2(fore[1], fore[0])
-    pts = [wrist]
-    for f, off in enumerate(np.linspace(-0.7, 0.7, 5) * spread):
-        direction = np.array([math.cos(base + off), math.sin(base + off)])
-        length = 0.011 if f == 0 else 0.013
-        for j in range(1, 5):
-            pts.append(wrist + direction * length * j * scale)
-    return np.asarray(pts)
-
-
-def _face(nose: np.ndarray, tilt: float, aspect: float) -> np.ndarray:
-    """68 face points: an oval jaw line, brows, nose, eyes and mouth around the nose."""
-    scale = np.array([1.0 / aspect, 1.0])
-
-    def at(points: np.ndarray) -> np.ndarray:
-        return np.array([nose + _rotate(p, tilt) * scale for p in points])
-
-    jaw = [(0.042 * math.cos(a), 0.012 + 0.05 * math.sin(a)) for a in np.linspace(0.05, math.pi - 0.05, 17)]
-    brows = [(x, -0.03 - 0.004 * math.sin((x + 0.035) * 40)) for x in np.linspace(-0.035, -0.008, 5)]
-    brows += [(x, -0.03 - 0.004 * math.sin((x - 0.008) * 40)) for x in np.linspace(0.008, 0.035, 5)]
-    nose_pts = [(0.0, -0.02 + 0.006 * i) for i in range(4)] + [(x, 0.006) for x in np.linspace(-0.008, 0.008, 5)]
-    eye = [(math.cos(a) * 0.009, math.sin(a) * 0.004) for a in np.linspace(0, 2 * math.pi, 6, endpoint=False)]
-    eyes = [(x - 0.018, y - 0.018) for x, y in eye] + [(x + 0.018, y - 0.018) for x, y in eye]
-    mouth = [(0.016 * math.cos(a), 0.024 + 0.007 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 12, endpoint=False)]
-    inner = [(0.01 * math.cos(a), 0.024 + 0.003 * math.sin(a)) for a in np.linspace(0, 2 * math.pi, 8, endpoint=False)]
-    pts = np.asarray(jaw + brows + nose_pts + eyes + mouth + inner, dtype=np.float64)
-    assert pts.shape == (68, 2), pts.shape
-    return at(pts)
-
-
 def dance_pose(t: float, aspect: float = WIDTH / HEIGHT) -> Pose:
     """The procedural dance at time ``t`` seconds (smooth, periodic over 5 s)."""
     w = 2 * math.pi / 2.5                      # one beat cycle every 2.5 s
@@ -124,16 +74,16 @@ def dance_pose(t: float, aspect: float = WIDTH / HEIGHT) -> Pose:
     ph = w * t
     r_up = 0.3 + 2.1 * (0.5 + 0.5 * math.sin(ph))
     l_up = 0.3 + 2.1 * (0.5 + 0.5 * math.sin(ph + math.pi))
-    r_el, r_wr = _arm(body[2], 0.1, 0.09, r_up, 0.5 * math.sin(2 * ph), aspect)
-    l_el, l_wr = _arm(body[5], 0.1, 0.09, -l_up, -0.5 * math.sin(2 * ph + 1.0), aspect)
+    r_el, r_wr = arm_points(body[2], 0.1, 0.09, r_up, 0.5 * math.sin(2 * ph), aspect)
+    l_el, l_wr = arm_points(body[5], 0.1, 0.09, -l_up, -0.5 * math.sin(2 * ph + 1.0), aspect)
     body[3], body[4], body[6], body[7] = r_el, r_wr, l_el, l_wr
     # head tilts with the sway
     tilt = 2.5 * sway
     for i in (0, 14, 15, 16, 17):
-        body[i] = body[1] + _rotate((body[i] - body[1]) * np.array([aspect, 1.0]), tilt) / np.array([aspect, 1.0])
-    hands = np.stack([_hand(l_wr, l_el, aspect, 1.0 + 0.2 * math.sin(ph)),      # 0 left
-                      _hand(r_wr, r_el, aspect, 1.0 + 0.2 * math.cos(ph))])     # 1 right
-    face = _face(body[0], tilt, aspect)
+        body[i] = body[1] + rotate((body[i] - body[1]) * np.array([aspect, 1.0]), tilt) / np.array([aspect, 1.0])
+    hands = np.stack([hand_points(l_wr, l_el, aspect, 1.0 + 0.2 * math.sin(ph)),      # 0 left
+                      hand_points(r_wr, r_el, aspect, 1.0 + 0.2 * math.cos(ph))])     # 1 right
+    face = face_points(body[0], tilt, aspect)
     return Pose(body=body, body_scores=np.full(20, 0.95), hands=hands,
                 hand_scores=np.full((2, 21), 0.9), face=face, face_scores=np.full(68, 0.9))
 

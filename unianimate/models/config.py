@@ -23,7 +23,10 @@ class UNetConfig:
     """Hyper-parameters of :class:`~unianimate.models.unet.UniAnimateUNet` (released config by default).
 
     Field names follow the reference ``UNetSD_UniAnimate``; ``temporal_module`` and ``mamba_*`` are
-    this project's additions (paper §3.2 temporal Mamba, no released weights).
+    this project's additions (paper §3.2 temporal Mamba, no released weights). ``norm_groups`` (the
+    GroupNorm group count), ``temporal_dropout`` (ResBlocks' temporal convs) and ``adapter_dropout``
+    (the condition adapters' frame transformers) are values the reference hard-codes (32, 0.1, 0.05);
+    they are fields so small models can be trained (dropout never changes inference output).
     """
 
     in_dim: int = 4
@@ -43,6 +46,9 @@ class UNetConfig:
     mamba_d_state: int = 16
     mamba_d_conv: int = 4
     mamba_expand: int = 2
+    norm_groups: int = 32
+    temporal_dropout: float = 0.1
+    adapter_dropout: float = 0.05
 
     def __post_init__(self) -> None:
         # lists (e.g. from JSON) become tuples so the config stays hashable and frozen
@@ -53,22 +59,27 @@ class UNetConfig:
             problems.append(f"temporal_module={self.temporal_module!r} is not one of {TEMPORAL_MODULES}")
         for name in ("in_dim", "dim", "context_dim", "out_dim", "num_heads", "head_dim",
                      "num_res_blocks", "concat_dim", "num_tokens", "mamba_d_state",
-                     "mamba_d_conv", "mamba_expand"):
+                     "mamba_d_conv", "mamba_expand", "norm_groups"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 problems.append(f"{name}={value!r} must be a positive integer")
         if not self.dim_mult or any(m < 1 for m in self.dim_mult):
             problems.append(f"dim_mult={self.dim_mult!r} must be a non-empty tuple of positive integers")
-        if not 0.0 <= float(self.dropout) < 1.0:
-            problems.append(f"dropout={self.dropout!r} must be in [0, 1)")
+        for name in ("dropout", "temporal_dropout", "adapter_dropout"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                problems.append(f"{name}={getattr(self, name)!r} must be in [0, 1)")
         if not problems:
-            # every GroupNorm(32, C) needs C % 32 == 0; every attention needs C % head_dim == 0
+            # every GroupNorm(G, C) needs C % G == 0; every attention needs C % head_dim == 0
+            g = self.norm_groups
             for mult in self.dim_mult:
                 width = self.dim * mult
-                if width % 32:
-                    problems.append(f"dim*dim_mult = {width} is not divisible by 32 (GroupNorm(32, C))")
+                if width % g:
+                    problems.append(f"dim*dim_mult = {width} is not divisible by norm_groups={g} "
+                                    f"(GroupNorm({g}, C))")
                 if width % self.head_dim:
                     problems.append(f"dim*dim_mult = {width} is not divisible by head_dim={self.head_dim}")
+            if self.dim % g:
+                problems.append(f"dim = {self.dim} is not divisible by norm_groups={g} (GroupNorm({g}, C))")
         if problems:
             raise InputError("invalid UNetConfig: " + "; ".join(problems)
                              + ". Fix these values (UNetConfig() is the released config).")

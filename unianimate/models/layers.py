@@ -106,10 +106,10 @@ class SpatialTransformer(nn.Module):
     """Linear-projection spatial transformer over the h*w tokens of each frame, cross-attending to context."""
 
     def __init__(self, channels: int, n_heads: int, d_head: int, context_dim: int,
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, groups: int = 32) -> None:
         super().__init__()
         inner = n_heads * d_head
-        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
+        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Linear(channels, inner)
         self.transformer_blocks = nn.ModuleList(
             [BasicTransformerBlock(inner, n_heads, d_head, dropout, context_dim=context_dim)])
@@ -134,10 +134,11 @@ class TemporalTransformer(nn.Module):
     the state dict; they are applied as linear maps on (pixels, frames, C) tokens (same numbers).
     """
 
-    def __init__(self, channels: int, n_heads: int, d_head: int, dropout: float = 0.0) -> None:
+    def __init__(self, channels: int, n_heads: int, d_head: int, dropout: float = 0.0,
+                 groups: int = 32) -> None:
         super().__init__()
         inner = n_heads * d_head
-        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
+        self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Conv1d(channels, inner, 1)
         self.transformer_blocks = nn.ModuleList(
             [BasicTransformerBlock(inner, n_heads, d_head, dropout, context_dim=None)])
@@ -161,16 +162,16 @@ class TemporalConvBlock(nn.Module):
     Keys ``conv1.0/.2`` and ``conv2..4.0/.3``; GroupNorm sees the frame axis (5-D input).
     """
 
-    def __init__(self, channels: int, dropout: float = 0.1) -> None:
+    def __init__(self, channels: int, dropout: float = 0.1, groups: int = 32) -> None:
         super().__init__()
 
         def conv() -> nn.Conv3d:
             return nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
 
-        self.conv1 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), conv())
-        self.conv2 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), nn.Dropout(dropout), conv())
-        self.conv3 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), nn.Dropout(dropout), conv())
-        self.conv4 = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv1 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), conv())
+        self.conv2 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv3 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
+        self.conv4 = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(), nn.Dropout(dropout), conv())
         zero_(self.conv4[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,18 +196,18 @@ class ResBlock(nn.Module):
     (stored under the reference's misspelt name ``temopral_conv``)."""
 
     def __init__(self, channels: int, emb_channels: int, dropout: float,
-                 out_channels: int | None = None) -> None:
+                 out_channels: int | None = None, groups: int = 32, temporal_dropout: float = 0.1) -> None:
         super().__init__()
         out_channels = channels if out_channels is None else out_channels
-        self.in_layers = nn.Sequential(nn.GroupNorm(32, channels), nn.SiLU(),
+        self.in_layers = nn.Sequential(nn.GroupNorm(groups, channels), nn.SiLU(),
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, out_channels))
-        self.out_layers = nn.Sequential(nn.GroupNorm(32, out_channels), nn.SiLU(), nn.Dropout(dropout),
+        self.out_layers = nn.Sequential(nn.GroupNorm(groups, out_channels), nn.SiLU(), nn.Dropout(dropout),
                                         zero_(nn.Conv2d(out_channels, out_channels, 3, padding=1)))
         self.skip_connection = (nn.Identity() if out_channels == channels
                                 else nn.Conv2d(channels, out_channels, 1))
-        # the reference hard-codes dropout 0.1 here whatever the config says
-        self.temopral_conv = TemporalConvBlock(out_channels, dropout=0.1)
+        # the reference hard-codes dropout 0.1 here whatever the config says (UNetConfig.temporal_dropout)
+        self.temopral_conv = TemporalConvBlock(out_channels, dropout=temporal_dropout, groups=groups)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor, batch: int) -> torch.Tensor:
         """x (B*F,Cin,h,w), emb (B*F,E) -> (B*F,Cout,h,w)."""

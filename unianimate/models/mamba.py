@@ -365,7 +365,7 @@ class TemporalMamba(nn.Module):
     def from_unet_config(cls, cfg: Any, channels: int) -> "TemporalMamba":
         """Build from a ``UNetConfig`` (fields mamba_d_state, mamba_d_conv, mamba_expand)."""
         return cls(channels, d_state=cfg.mamba_d_state, d_conv=cfg.mamba_d_conv,
-                   expand=cfg.mamba_expand)
+                   expand=cfg.mamba_expand, norm_groups=cfg.norm_groups)
 
     def forward(self, x: Tensor) -> Tensor:
         """x (B,C,F,h,w) -> (B,C,F,h,w)."""

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # pose and first-frame adapters reduce pixels to latent size by this factor (pool /2, two stride-2 convs)
 PIXEL_TO_LATENT = 8
+# the columns of a per-condition ``drop_conditions`` (B, 4) mask; "reference" = latent + pose
+CONDITIONS = ("image_embedding", "reference", "first_frame", "pose")
 
 
 def build_temporal_module(cfg: UNetConfig, channels: int, n_heads: int, d_head: int) -> nn.Module:
@@ -34,7 +36,7 @@ def build_temporal_module(cfg: UNetConfig, channels: int, n_heads: int, d_head: 
     if cfg.temporal_module == "mamba":
         from .mamba import TemporalMamba  # lazy: written separately, optional at import time
         return TemporalMamba.from_unet_config(cfg, channels)
-    return TemporalTransformer(channels, n_heads, d_head)
+    return TemporalTransformer(channels, n_heads, d_head, groups=cfg.norm_groups)
 
 
 @dataclass(frozen=True)
@@ -65,20 +67,21 @@ class UniAnimateUNet(nn.Module):
         self.config = cfg
         dim, embed_dim, ctx = cfg.dim, cfg.embed_dim, cfg.context_dim
         cd, ref_dim = cfg.concat_dim, cfg.concat_dim + cfg.in_dim
-        head_dim, dropout = cfg.head_dim, cfg.dropout
+        head_dim = cfg.head_dim
 
         # embeddings and condition adapters (attribute order = the reference's state-dict order)
         self.time_embed = nn.Sequential(nn.Linear(dim, embed_dim), nn.SiLU(), nn.Linear(embed_dim, embed_dim))
         self.pre_image_condition = nn.Sequential(nn.Linear(ctx, ctx), nn.SiLU(),
                                                  nn.Linear(ctx, ctx * cfg.num_tokens))
+        ad, groups = cfg.adapter_dropout, cfg.norm_groups
         self.local_image_embedding = pixel_stack(cd, 4 * cd)
-        self.local_image_embedding_after = FrameTransformer(cd)
+        self.local_image_embedding_after = FrameTransformer(cd, dropout=ad)
         self.dwpose_embedding = pixel_stack(cd, 4 * cd)
-        self.dwpose_embedding_after = FrameTransformer(cd)
+        self.dwpose_embedding_after = FrameTransformer(cd, dropout=ad)
         self.randomref_pose2_embedding = pixel_stack(ref_dim, 4 * cd)
-        self.randomref_pose2_embedding_after = FrameTransformer(ref_dim)
+        self.randomref_pose2_embedding_after = FrameTransformer(ref_dim, dropout=ad)
         self.randomref_embedding2 = latent_stack(cfg.in_dim, ref_dim, 4 * cd)
-        self.randomref_embedding_after2 = FrameTransformer(ref_dim)
+        self.randomref_embedding_after2 = FrameTransformer(ref_dim, dropout=ad)
 
         def temporal(channels: int, n_heads: int) -> nn.Module:
             return build_temporal_module(cfg, channels, n_heads, head_dim)
@@ -113,13 +116,13 @@ class UniAnimateUNet(nn.Module):
 
         # middle
         self.middle_block = nn.ModuleList([
-            ResBlock(out_dim, embed_dim, dropout),
-            SpatialTransformer(out_dim, out_dim // head_dim, head_dim, ctx)])
+            self._res_block(out_dim, out_dim),
+            SpatialTransformer(out_dim, out_dim // head_dim, head_dim, ctx, groups=groups)])
         kinds_mid = ["res", "spatial"]
         if cfg.temporal_attention:
             self.middle_block.append(temporal(out_dim, out_dim // head_dim))
             kinds_mid.append("temporal")
-        self.middle_block.append(ResBlock(out_dim, embed_dim, dropout))
+        self.middle_block.append(self._res_block(out_dim, out_dim))
         kinds_mid.append("res")
 
         # decoder
@@ -138,7 +141,7 @@ class UniAnimateUNet(nn.Module):
                 kinds_out.append(kinds)
 
         # head: only the conv weight is zeroed (the reference keeps its default-initialised bias)
-        self.out = nn.Sequential(nn.GroupNorm(32, out_dim), nn.SiLU(), nn.Conv2d(out_dim, cfg.out_dim, 3, padding=1))
+        self.out = nn.Sequential(nn.GroupNorm(groups, out_dim), nn.SiLU(), nn.Conv2d(out_dim, cfg.out_dim, 3, padding=1))
         with torch.no_grad():
             self.out[-1].weight.zero_()
 
@@ -146,13 +149,19 @@ class UniAnimateUNet(nn.Module):
         self._kinds_mid = tuple(kinds_mid)
         self._kinds_out = tuple(kinds_out)
 
+    def _res_block(self, in_dim: int, out_dim: int) -> ResBlock:
+        cfg = self.config
+        return ResBlock(in_dim, cfg.embed_dim, cfg.dropout, out_dim, groups=cfg.norm_groups,
+                        temporal_dropout=cfg.temporal_dropout)
+
     def _res_attn_block(self, in_dim: int, out_dim: int, scale: float,
                         temporal: Callable[[int, int], nn.Module]) -> tuple[nn.ModuleList, tuple[str, ...]]:
         cfg = self.config
-        block = nn.ModuleList([ResBlock(in_dim, cfg.embed_dim, cfg.dropout, out_dim)])
+        block = nn.ModuleList([self._res_block(in_dim, out_dim)])
         kinds = ["res"]
         if scale in cfg.attn_scales:
-            block.append(SpatialTransformer(out_dim, out_dim // cfg.head_dim, cfg.head_dim, cfg.context_dim))
+            block.append(SpatialTransformer(out_dim, out_dim // cfg.head_dim, cfg.head_dim, cfg.context_dim,
+                                            groups=cfg.norm_groups))
             kinds.append("spatial")
             if cfg.temporal_attention:
                 block.append(temporal(out_dim, out_dim // cfg.head_dim))
@@ -231,7 +240,8 @@ class UniAnimateUNet(nn.Module):
         image_embedding (B, context_dim); pose (B,3,F,H,W) and ref_pose (B,3,H,W) in [0,1];
         ref_latent (B,in_dim,h,w); first_frame (B,3,H,W) in [0,1] (H, W = 8h, 8w);
         ``drop_conditions`` (B,) bool: True rows behave as if every condition were None (only
-        text_context kept). Or ``conditions`` from :meth:`encode_conditions` for the same shape, which
+        text_context kept); (B, 4) bool drops each condition of :data:`CONDITIONS` on its own
+        (training's per-condition dropout). Or ``conditions`` from :meth:`encode_conditions` for the same shape, which
         gives the same numbers without recomputing the step-independent embeddings.
         """
         if conditions is None:
@@ -259,19 +269,27 @@ class UniAnimateUNet(nn.Module):
         dtype, device = self.dtype, self.device
         b, f, h, w = self._check_inputs(latent_shape, text_context, image_embedding, pose, ref_pose,
                                         ref_latent, first_frame)
-        keep = self._keep_mask(drop_conditions, b, device)
-        if keep is not None and not bool(keep.any()):
-            image_embedding = pose = ref_pose = ref_latent = first_frame = None
-            keep = None
+        keeps = self._keep_masks(drop_conditions, b, device)
+        # a condition dropped in every row is the same as None
+        if keeps["image_embedding"] is False:
+            image_embedding = None
+        if keeps["reference"] is False:
+            ref_latent = ref_pose = None
+        if keeps["first_frame"] is False:
+            first_frame = None
+        if keeps["pose"] is False:
+            pose = None
 
         # concat channels (B,cd,F,h,w) and the reference slot (B,cd+in_dim,1,h,w); None -> zeros
         concat = torch.zeros(b, cfg.concat_dim, f, h, w, dtype=dtype, device=device)
         if first_frame is not None:
-            concat = concat + self._kept(lambda img: self._first_frame_term(img, f), keep, first_frame.to(dtype))
+            concat = concat + self._kept(lambda img: self._first_frame_term(img, f), keeps["first_frame"],
+                                         first_frame.to(dtype))
         if pose is not None:
-            concat = concat + self._kept(self._pose_term, keep, pose.to(dtype))
+            concat = concat + self._kept(self._pose_term, keeps["pose"], pose.to(dtype))
         ref_slot = torch.zeros(b, cfg.concat_dim + cfg.in_dim, 1, h, w, dtype=dtype, device=device)
         if ref_latent is not None:
+            keep = keeps["reference"]
             if ref_pose is None:
                 term = self._kept(self._ref_term, keep, ref_latent.to(dtype))
             else:
@@ -282,7 +300,8 @@ class UniAnimateUNet(nn.Module):
         text = text_context.to(dtype)
         text = text.expand(b, -1, -1) if text.shape[0] == 1 else text  # (B,L,C)
         if image_embedding is not None:
-            tokens = self._kept(self._image_tokens, keep, image_embedding.to(dtype))  # (B,num_tokens,C)
+            tokens = self._kept(self._image_tokens, keeps["image_embedding"],
+                                image_embedding.to(dtype))  # (B,num_tokens,C)
         else:
             tokens = text.new_zeros(b, cfg.num_tokens, cfg.context_dim)
         context = torch.cat([text, tokens], dim=1)  # (B,L+num_tokens,C)
@@ -375,15 +394,21 @@ class UniAnimateUNet(nn.Module):
         return tokens.view(-1, cfg.num_tokens, cfg.context_dim)  # (b,num_tokens,C)
 
     @staticmethod
-    def _keep_mask(drop: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor | None:
+    def _keep_masks(drop: torch.Tensor | None, batch: int,
+                    device: torch.device) -> dict[str, torch.Tensor | bool | None]:
+        """Per condition: None (every row kept), False (every row dropped) or the (B,) keep mask."""
         if drop is None:
-            return None
+            return dict.fromkeys(CONDITIONS)
         drop = torch.as_tensor(drop, device=device)
-        if drop.dtype != torch.bool or drop.shape != (batch,):
-            raise InputError(f"drop_conditions must be a ({batch},) bool tensor; got "
-                             f"{tuple(drop.shape)} {drop.dtype}")
-        keep = ~drop
-        return None if bool(keep.all()) else keep
+        if drop.dtype != torch.bool or drop.shape not in ((batch,), (batch, len(CONDITIONS))):
+            raise InputError(f"drop_conditions must be a ({batch},) or ({batch}, {len(CONDITIONS)}) bool "
+                             f"tensor (columns {CONDITIONS}); got {tuple(drop.shape)} {drop.dtype}")
+        cols = drop.unsqueeze(1).expand(batch, len(CONDITIONS)) if drop.ndim == 1 else drop
+        out: dict[str, torch.Tensor | bool | None] = {}
+        for i, name in enumerate(CONDITIONS):
+            keep = ~cols[:, i]
+            out[name] = None if bool(keep.all()) else (False if not bool(keep.any()) else keep)
+        return out
 
     @staticmethod
     def _kept(fn: Callable[..., torch.Tensor], keep: torch.Tensor | None,

@@ -40,6 +40,7 @@ class VaeConfig:
     out_channels: int = 3
     sample_size: int = 768
     scaling_factor: float = SCALE_FACTOR
+    mid_block_add_attention: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_out_channels", tuple(int(c) for c in self.block_out_channels))
@@ -69,7 +70,8 @@ class VaeConfig:
                     block_out_channels=self.block_out_channels, layers_per_block=self.layers_per_block,
                     act_fn="silu", latent_channels=self.latent_channels,
                     norm_num_groups=self.norm_num_groups, sample_size=self.sample_size,
-                    scaling_factor=self.scaling_factor)
+                    scaling_factor=self.scaling_factor,
+                    mid_block_add_attention=self.mid_block_add_attention)
 
 
 _ATTN_NAMES = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
@@ -150,13 +152,17 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 class LatentVAE:
-    """Pixels [0,1] <-> scaled latents, around a ``diffusers.AutoencoderKL``."""
+    """Pixels [0,1] <-> scaled latents, around a ``diffusers.AutoencoderKL``.
+
+    ``scale`` defaults to the model's own ``config.scaling_factor`` (0.18215 for SD 2.1's VAE)."""
 
     def __init__(self, model: Any, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                 scale: float = SCALE_FACTOR, decode_chunk: int = 2) -> None:
+                 scale: float | None = None, decode_chunk: int = 2) -> None:
         self.model = model.eval().requires_grad_(False)
         self.device = torch.device(device)
         self.dtype = dtype
+        if scale is None:
+            scale = getattr(getattr(model, "config", None), "scaling_factor", None) or SCALE_FACTOR
         self.scale = float(scale)
         self.decode_chunk = int(decode_chunk)
         self.model.to(self.device)
