@@ -317,12 +317,11 @@ def _failure(entry: HubFile, src: Source, exc: BaseException) -> WeightsMissingE
         status = getattr(getattr(exc, "response", None), "status_code", None)
         return WeightsMissingError(
             f"the download of {name} failed: the Hub answered {status or 'an error'} "
-            f"({str(exc).splitlines()[0]}). What was received is kept in the cache as an "
-            f"incomplete file and is never loaded; run again to resume the download. {manual}")
+            f"({str(exc).splitlines()[0]}). Nothing of it was kept or loaded; run again later "
+            f"to download it again. {manual}")
     return WeightsMissingError(
         f"the download of {name} failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-        f"the partial file is not used. Check the network and disk space and run again (the "
-        f"download resumes). {manual}")
+        f"the partial file is not used. Check the network and disk space and run again. {manual}")
 
 
 def _hub_download(entry: HubFile, src: Source, local_only: bool, tqdm_class: Any) -> Path:
@@ -371,12 +370,13 @@ def resolve_file(key: str, source: str | os.PathLike | None = None, revision: st
     local_only = offline() if local_files_only is None else bool(local_files_only)
     sources = sources_for(key, str(source) if source is not None else None, revision)
     tried: list[str] = []
-    for src in sources:
+    # what is already in the cache first (from any source: no request at all), then the network
+    for src, cached in [(s, True) for s in sources] + [(s, False) for s in sources if not local_only]:
         where = src.describe(entry.filename)
-        if not local_only:
-            logger.info("fetching %s (into the Hugging Face cache unless it is there)", where)
+        if not cached:
+            logger.info("downloading %s into the Hugging Face cache", where)
         try:
-            path = _hub_download(entry, src, local_only, tqdm_class)
+            path = _hub_download(entry, src, cached, tqdm_class)
         except hf_errors.HFValidationError as exc:
             raise WeightsMissingError(
                 f"bad Hub repository id or revision for {entry.filename}: {src.repo_id!r} @ "
@@ -386,7 +386,11 @@ def resolve_file(key: str, source: str | os.PathLike | None = None, revision: st
             reason = _reason_to_skip(exc, src, local_only)
             if reason is None:
                 raise _failure(entry, src, exc) from None
-            logger.info("%s: skipped (%s)", where, reason)
+            if cached and not local_only:
+                continue  # not in the cache: the network pass below tries it
+            # one line per source given up on (a local-only probe, e.g. is_available, is quiet)
+            logger.log(logging.DEBUG if local_only else logging.INFO, "%s: skipped (%s)", where,
+                       reason)
             tried.append(f"{where}: {reason}")
             continue
         if check_size:
