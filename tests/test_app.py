@@ -17,7 +17,8 @@ pytest.importorskip("gradio")
 
 import app  # noqa: E402
 from ui.blocks import GPU_ID, build_ui, launch_kwargs  # noqa: E402
-from ui.runtime import ModelManager, build_studio, gpu  # noqa: E402
+from ui.runtime import ModelManager, build_studio  # noqa: E402
+from unianimate.space import gpu  # noqa: E402
 from tests._net import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
