@@ -93,6 +93,29 @@ def test_zero_y_cached_on_disk_and_memory(tmp_path: Path, monkeypatch: pytest.Mo
     assert not torch.allclose(enc4.zero_y, zy)
 
 
+def test_zero_y_cache_keyed_by_the_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached zero_y made by other code (a changed compute_zero_y, another open_clip) is not
+    used: the stale file cannot hide the change."""
+    path, cfg = make_tiny_clip_file(tmp_path)
+    zy = ClipEncoder.from_file(path, cfg).zero_y
+    assert len(list(tmp_path.glob("unianimate_zero_y.*.safetensors"))) == 1
+    orig = ClipEncoder.compute_zero_y
+
+    def changed(self: ClipEncoder) -> torch.Tensor:   # a new release computing it differently
+        return orig(self) * 2
+
+    clip_mod._ZERO_Y_MEMORY.clear()
+    monkeypatch.setattr(ClipEncoder, "compute_zero_y", changed)
+    monkeypatch.setattr(clip_mod, "_ZERO_Y_CODE", clip_mod.code_fingerprint(changed))
+    assert clip_mod.code_fingerprint(changed) != clip_mod.code_fingerprint(orig)
+    torch.testing.assert_close(ClipEncoder.from_file(path, cfg).zero_y, zy * 2, rtol=0, atol=0)
+    assert len(list(tmp_path.glob("unianimate_zero_y.*.safetensors"))) == 2
+    # another open_clip version: another key as well
+    before = clip_mod.zero_y_code_fingerprint()
+    monkeypatch.setattr(open_clip, "__version__", "0.0.0+other", raising=False)
+    assert clip_mod.zero_y_code_fingerprint() != before
+
+
 def test_zero_y_cache_dir_readonly_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, cfg = make_tiny_clip_file(tmp_path / "w")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
