@@ -189,3 +189,27 @@ def test_fingerprint(tmp_path: Path) -> None:
     link = tmp_path / "models--x--y" / "snapshot.bin"
     link.symlink_to(blobs / digest)
     assert weights_fingerprint(link) == digest[:16]
+
+
+def _hash_pattern(h: int, w: int) -> np.ndarray:
+    """A noise-like uint8 (h,w,3) image from integer arithmetic only (no RNG whose stream could
+    change between numpy versions)."""
+    y, x, c = np.mgrid[0:h, 0:w, 0:3].astype(np.uint64)
+    v = x * np.uint64(1103515245) + y * np.uint64(2654435761) + c * np.uint64(40503) + np.uint64(12345)
+    v = (v ^ (v >> np.uint64(13))) * np.uint64(2246822519) >> np.uint64(16)
+    return (v & np.uint64(255)).astype(np.uint8)
+
+
+def test_clip_downscale_matches_pillow_10_2() -> None:
+    """The CLIP input equals what the reference's Pillow (10.2) made, byte for byte. Pinned
+    checksum computed with Pillow 10.2.0 (10.0 to 12.3 give the same bytes); Pillow 13.0 gives
+    another one (the 517x333 case), hence requirements.txt's pillow<13."""
+    import hashlib
+
+    outs = [clip_mod.clip_resize(_hash_pattern(h, w), (224, 224))
+            for h, w in ((517, 333), (768, 512), (1216, 768))]
+    assert all(o.shape == (224, 224, 3) and o.dtype == np.uint8 for o in outs)
+    digest = hashlib.sha256(b"".join(o.tobytes() for o in outs)).hexdigest()
+    assert digest == "32296668d9620b5890aeced8a72038c4e9e377853b598e37a9b63be5c1ac4efd", (
+        f"Pillow {Image.__version__} resamples the CLIP input differently from Pillow 10.2; "
+        "install a Pillow in the range requirements.txt pins")

@@ -133,6 +133,14 @@ def weights_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:16]
 
 
+def clip_resize(image: ImageLike, size: tuple[int, int]) -> np.ndarray:
+    """The reference's CLIP downscale: PIL bilinear straight to ``size`` (H, W), no crop ->
+    uint8 (H,W,3). Pillow 10.0-12.x give identical pixels (the reference ran 10.2); Pillow 13.0
+    resamples some sizes differently, hence the pin in requirements.txt (tests/test_clip.py)."""
+    pil = Image.fromarray(to_rgb_array(image)).resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(pil)
+
+
 def code_fingerprint(fn: Any) -> str:
     """sha256 of a function's source (of its compiled code when no source ships)."""
     try:
@@ -296,9 +304,7 @@ class ClipEncoder:
         mean = np.asarray(CLIP_MEAN, np.float32)
         std = np.asarray(CLIP_STD, np.float32)
         for img in images:
-            pil = Image.fromarray(to_rgb_array(img))
-            pil = pil.resize((self.image_size[1], self.image_size[0]), Image.BILINEAR)
-            arr = np.asarray(pil, np.float32) / 255.0  # (S,S,3) in [0,1]
+            arr = clip_resize(img, self.image_size).astype(np.float32) / 255.0  # (S,S,3) in [0,1]
             arr = (arr - mean) / std
             out.append(torch.from_numpy(arr).permute(2, 0, 1))  # (S,S,3) -> (3,S,S)
         if not out:
