@@ -278,3 +278,87 @@ def test_read_only_cache_folder(local_hub: LocalHub, tmp_path: Path,
     assert "dw-ll_ucoco_384.onnx" in msg and f"{hub.DWPOSE_REPO}/dw-ll_ucoco_384.onnx@main" in msg
     assert "not writable" in msg and "HF_HOME" in msg
     assert str(home) not in msg  # no server path in what the user sees
+
+
+def test_background_download_of_what_is_missing(local_hub: LocalHub, hf_home: Path,
+                                                release: dict) -> None:
+    from unianimate.downloads import WeightsDownload
+
+    job = WeightsDownload(None)
+    assert job.state().status == "idle"
+    assert {f.key for f in job.needed()} == {"unet", "clip", "vae_config", "vae_weights",
+                                             "dwpose_det", "dwpose_pose"}
+    assert job.start()
+    state = job.wait(300)
+    assert state.status == "done", state.error
+    assert state.files_total == 5 and state.files_done == 5   # the VAE counts once
+    assert hub.missing_files() == []
+    assert _gets(local_hub, CKPT) == 0                          # the mirror's VAE was enough
+    assert "Download finished" in state.describe()
+    # a second job has nothing to do and touches no network
+    before = local_hub.network_requests()
+    again = WeightsDownload(None)
+    assert again.start() and again.wait(60).status == "done" and again.state().files_total == 0
+    assert local_hub.network_requests() == before
+
+
+def test_download_failure_is_reported(local_hub: LocalHub, hf_home: Path) -> None:
+    from unianimate.downloads import WeightsDownload
+
+    local_hub.faults[(hub.BUNDLE_REPO, UNET)] = "short"
+    job = WeightsDownload(None)
+    assert job.start()
+    state = job.wait(300)
+    assert state.status == "failed" and UNET in (state.error or "")
+    assert state.describe().startswith("Download failed:")
+
+
+def test_app_without_weights_offers_a_download_that_does_not_block_start_up(
+        local_hub: LocalHub, hf_home: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from tests._net import free_port
+
+    port = free_port()
+    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    log = tmp_path / "app.log"
+    root = Path(__file__).resolve().parents[1]
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port),
+                                 "--projects-dir", str(tmp_path / "projects")],
+                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    page = r.read().decode()
+                    break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.5)
+        # start-up asked the Hub for no weights file (Gradio 6 itself queries /api/... there)
+        assert not [r for r in local_hub.requests if "/resolve/" in r[1]]
+        assert "download-weights" in page
+        from gradio_client import Client
+        client = Client(url, verbose=False)
+        client.predict(api_name="/download_weights")
+        deadline = time.monotonic() + 300
+        while True:                                    # the app keeps answering meanwhile
+            line = client.predict(api_name="/download_status")
+            if not line.startswith(("Downloading", "Preparing")):
+                break
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        assert line.startswith("Download finished"), line
+        assert hub.missing_files() == []               # in the cache this test process reads
+        status = client.predict(api_name="/model_status")
+        assert "all files are on this machine" in status
+    finally:
+        proc.terminate()
+        proc.wait(30)
