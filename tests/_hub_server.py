@@ -23,9 +23,24 @@ import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tests._net import free_port
+
+
+def fresh_hf_home(tmp_path: Path, monkeypatch: Any, offline: bool) -> Path:
+    """An empty Hugging Face home in ``tmp_path`` (``HF_HOME``; no ``HF_HUB_CACHE``), with
+    downloads off (``HF_HUB_OFFLINE=1``) or allowed."""
+    home = tmp_path / "hf_home"
+    home.mkdir()
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return home
 
 
 class LocalHub:

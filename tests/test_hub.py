@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._hub_server import fresh_hf_home
 from unianimate import hub
 from unianimate.errors import WeightsMissingError
 
@@ -12,12 +13,7 @@ from unianimate.errors import WeightsMissingError
 @pytest.fixture()
 def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty Hugging Face home in tmp, offline."""
-    home = tmp_path / "hf_home"
-    home.mkdir()
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return home
+    return fresh_hf_home(tmp_path, monkeypatch, offline=True)
 
 
 def test_table_has_spec_files() -> None:

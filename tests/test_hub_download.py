@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests._hub_server import LocalHub
+from tests._hub_server import LocalHub, fresh_hf_home
 from tests.test_pipeline import _write_tiny_weights
 from tests.test_vae import make_tiny_vae_files
 from unianimate import hub
@@ -43,12 +43,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, byt
 @pytest.fixture()
 def hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty Hugging Face home, online (downloads allowed)."""
-    home = tmp_path / "hf_home"
-    home.mkdir()
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return home
+    return fresh_hf_home(tmp_path, monkeypatch, offline=False)
 
 
 @pytest.fixture()
@@ -315,33 +310,14 @@ def test_download_failure_is_reported(local_hub: LocalHub, hf_home: Path) -> Non
 
 def test_app_without_weights_offers_a_download_that_does_not_block_start_up(
         local_hub: LocalHub, hf_home: Path, tmp_path: Path) -> None:
-    import subprocess
-    import sys
     import time
     import urllib.request
 
-    from tests._net import free_port
+    from tests._net import running_app
 
-    port = free_port()
-    env = dict(os.environ, GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
-    log = tmp_path / "app.log"
-    root = Path(__file__).resolve().parents[1]
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port),
-                                 "--projects-dir", str(tmp_path / "projects")],
-                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    page = r.read().decode()
-                    break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
+    with running_app(tmp_path, dict(os.environ)) as (url, log):
+        with urllib.request.urlopen(url, timeout=30) as r:
+            page = r.read().decode()
         # start-up asked the Hub for no weights file (Gradio 6 itself queries /api/... there)
         assert not [r for r in local_hub.requests if "/resolve/" in r[1]]
         assert "download-weights" in page
@@ -359,6 +335,3 @@ def test_app_without_weights_offers_a_download_that_does_not_block_start_up(
         assert hub.missing_files() == []               # in the cache this test process reads
         status = client.predict(api_name="/model_status")
         assert "all files are on this machine" in status
-    finally:
-        proc.terminate()
-        proc.wait(30)

@@ -137,40 +137,14 @@ def test_no_spaces_package_runs_in_process(monkeypatch: pytest.MonkeyPatch) -> N
 def test_app_on_a_space_builds_the_model_at_start_up(tmp_path: Path) -> None:
     """``SPACE_ID`` set (here without the spaces package, so the entry point runs in process):
     the pipeline is built on the CPU before the app serves, and the studio uses the GPU proxy."""
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    from tests._net import running_app
 
-    from tests._net import free_port
-
-    port = free_port()
     env = dict(os.environ, SPACE_ID="someone/unianimate-test", UNIANIMATE_MODEL="tiny",
-               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1",
-               HF_HOME=str(tmp_path / "hf"))
-    log = tmp_path / "app.log"
-    root = Path(__file__).resolve().parents[1]
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port),
-                                 "--projects-dir", str(tmp_path / "projects")],
-                                cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5):
-                    break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
+               HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    with running_app(tmp_path, env) as (url, log):
         text = log.read_text()
         assert "built on the CPU at start-up" in text
         assert text.index("built on the CPU at start-up") < text.index("Running on local URL")
         from gradio_client import Client
         status = Client(url, verbose=False).predict(api_name="/load_model")
         assert "`--model tiny`, loaded" in status   # built through space.pipeline_factory
-    finally:
-        proc.terminate()
-        proc.wait(30)
