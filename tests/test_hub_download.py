@@ -150,7 +150,7 @@ def test_removed_mirror_falls_back_to_the_bundle_checkpoint(
             import shutil
             shutil.rmtree(p)
             break
-    with pytest.raises(hub.SourcesExhausted) as err:
+    with pytest.raises(WeightsMissingError) as err:
         hub.resolve_vae()
     msg = str(err.value)
     assert f"{hub.SD21_REPO}/vae/config.json@main" in msg
@@ -188,17 +188,19 @@ def test_short_download_is_not_used(local_hub: LocalHub, hf_home: Path) -> None:
 
 
 def test_bad_repo_ids(local_hub: LocalHub) -> None:
-    with pytest.raises(hub.SourcesExhausted) as err:
+    with pytest.raises(WeightsMissingError) as err:
         hub.resolve_file("unet", "nobody/nothing")
     msg = str(err.value)
     assert UNET in msg and "nobody/nothing" in msg and "does not exist" in msg
     assert "hf download nobody/nothing" in msg
+    assert err.value.tried == [f"nobody/nothing/{UNET}@main: the repository does not exist or "
+                               "is private (401/404)"]
     with pytest.raises(WeightsMissingError) as err:
         hub.resolve_file("unet", "no body/nothing!")
     assert "bad Hub repository id" in str(err.value) and UNET in str(err.value)
     # a file the repository does not hold
     del local_hub.repos[hub.DWPOSE_REPO]["yolox_l.onnx"]
-    with pytest.raises(hub.SourcesExhausted) as err:
+    with pytest.raises(WeightsMissingError) as err:
         hub.resolve_file("dwpose_det")
     assert "yolox_l.onnx" in str(err.value) and "no such file" in str(err.value)
 

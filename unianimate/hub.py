@@ -159,12 +159,12 @@ REQUIRED: tuple[tuple[tuple[str, ...], ...], ...] = (
 )
 
 
-class SourcesExhausted(WeightsMissingError):
-    """No source had the file; ``tried`` lists each source with why it was skipped."""
-
-    def __init__(self, message: str, tried: list[str]) -> None:
-        super().__init__(message)
-        self.tried = tried
+def sources_exhausted(message: str, tried: list[str]) -> WeightsMissingError:
+    """The error when no source had the file: a ``WeightsMissingError`` whose ``tried`` lists
+    each source with why it was skipped (other WeightsMissingErrors have no ``tried``)."""
+    err = WeightsMissingError(message)
+    err.tried = list(tried)  # type: ignore[attr-defined]
+    return err
 
 
 def _env_flag(name: str) -> bool:
@@ -344,8 +344,8 @@ def resolve_file(key: str, source: str | os.PathLike | None = None, revision: st
     the bundle repository (branch, tag or commit). ``local_files_only=None`` follows
     ``HF_HUB_OFFLINE``. ``tqdm_class`` replaces huggingface_hub's progress bar class.
     ``check_size``: reject a file below :data:`MIN_BYTES` (for the released files; tiny or custom
-    models have other sizes). Raises ``WeightsMissingError`` (:class:`SourcesExhausted` when no
-    source has the file).
+    models have other sizes). Raises ``WeightsMissingError`` (with ``tried`` set when no source has
+    the file, see :func:`sources_exhausted`).
     """
     entry = _entry(key)
     if is_local_source(source):
@@ -353,7 +353,7 @@ def resolve_file(key: str, source: str | os.PathLike | None = None, revision: st
         for cand in _local_candidates(entry, folder):
             if cand.is_file():
                 return check_file_size(key, cand, f"the folder {folder}") if check_size else cand
-        raise SourcesExhausted(_missing_message(
+        raise sources_exhausted(_missing_message(
             entry, sources_for(key, None, revision)[0], f"not found in the local folder {folder}",
             folder), [f"the folder {folder}"])
     if source is not None and _looks_like_path(str(source)):
@@ -398,8 +398,8 @@ def resolve_file(key: str, source: str | os.PathLike | None = None, revision: st
         return path
     if len(tried) == 1:
         reason = tried[0].split(": ", 1)[1]
-        raise SourcesExhausted(_missing_message(entry, sources[0], reason), tried)
-    raise SourcesExhausted(_missing_message(entry, sources[0], "no source has it", tried=tried),
+        raise sources_exhausted(_missing_message(entry, sources[0], reason), tried)
+    raise sources_exhausted(_missing_message(entry, sources[0], "no source has it", tried=tried),
                            tried)
 
 
@@ -445,21 +445,23 @@ def resolve_vae(source: str | os.PathLike | None = None, revision: str | None = 
                                 check_size=check_size)
             return path.parent if opt[0] == "vae_config" else path
     tried: list[str] = []
-    first: SourcesExhausted | None = None
+    first: WeightsMissingError | None = None
     for opt in VAE_OPTIONS:
         try:
             paths = [resolve_file(k, source, revision, local_files_only, tqdm_class, check_size)
                      for k in opt]
-        except SourcesExhausted as exc:
+        except WeightsMissingError as exc:
+            if getattr(exc, "tried", None) is None:
+                raise                      # a failure, not "no source has it": stop here
             first = first or exc
-            tried.extend(exc.tried)
+            tried.extend(exc.tried)  # type: ignore[attr-defined]
             continue
         return paths[-1].parent if opt[0] == "vae_config" else paths[-1]
     assert first is not None
     ckpt = FILES["vae_ckpt"]
     ckpt_src = sources_for("vae_ckpt", None if source is None or is_local_source(source)
                            else str(source), revision)[0]
-    raise SourcesExhausted(
+    raise sources_exhausted(
         f"{first} Alternatively put {ckpt.filename} ({ckpt.size}, from {ckpt_src.repo_id}: "
         f"`{ckpt.command(ckpt_src.repo_id)}`) in the weights folder. Every source tried for the "
         f"VAE: " + "; ".join(tried) + ".", tried)

@@ -52,7 +52,9 @@ REFERENCE_PIXELS = 768 * 512
 
 _CPU_PIPELINE: Any = None       # main process: built at start-up (inherited by the forked worker)
 _DEVICE_PIPELINE: Any = None    # worker: the same weights on the GPU, built on the first call
-_BUILD_LOCK = threading.Lock()
+_BUILD_LOCK = threading.Lock()     # main process: the start-up build
+_DEVICE_LOCK = threading.Lock()    # worker: never taken by the main process under spaces, so a
+                                   # fork cannot copy it in the held state
 
 
 def on_space() -> bool:
@@ -102,7 +104,7 @@ def _device_pipeline() -> Any:
     global _DEVICE_PIPELINE
     import torch
 
-    with _BUILD_LOCK:
+    with _DEVICE_LOCK:
         if _DEVICE_PIPELINE is not None:
             return _DEVICE_PIPELINE
         cpu = _CPU_PIPELINE
