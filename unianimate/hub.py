@@ -29,8 +29,9 @@ download fail. ``revision=`` pins the bundle repository (or the repo id given as
 Sizes: :data:`MIN_BYTES` holds a lower bound of each released file's size (derived from its
 parameter count, or ~97% of the size the Hub shows); with ``check_size=True`` (what
 ``UniAnimatePipeline.from_pretrained`` passes for the released configs) a file below it, in a
-folder or in the cache, is reported as truncated instead of being loaded. Downloads are also checked by huggingface_hub
-against the size the Hub announces (``Content-Length`` / ``X-Linked-Size``).
+folder or in the cache, is reported as truncated instead of being loaded. Downloads are also
+checked by huggingface_hub against the size the Hub announces (``Content-Length`` /
+``X-Linked-Size``).
 
 Environment, read at call time: ``HF_HUB_OFFLINE`` (truthy: never touch the network),
 ``HF_HUB_CACHE`` / ``HF_HOME`` (cache location), ``HF_ENDPOINT`` (the Hub's address). Importing
@@ -319,9 +320,10 @@ def _failure(entry: HubFile, src: Source, exc: BaseException) -> WeightsMissingE
             f"the download of {name} failed: the Hub answered {status or 'an error'} "
             f"({str(exc).splitlines()[0]}). Nothing of it was kept or loaded; run again later "
             f"to download it again. {manual}")
+    detail = str(exc).splitlines()[0] if str(exc) else ""
     return WeightsMissingError(
-        f"the download of {name} failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-        f"the partial file is not used. Check the network and disk space and run again. {manual}")
+        f"the download of {name} failed ({type(exc).__name__}: {detail}); the partial file is "
+        f"not used. Check the network and disk space and run again. {manual}")
 
 
 def _hub_download(entry: HubFile, src: Source, local_only: bool, tqdm_class: Any) -> Path:
@@ -371,7 +373,8 @@ def resolve_file(key: str, source: str | os.PathLike | None = None, revision: st
     sources = sources_for(key, str(source) if source is not None else None, revision)
     tried: list[str] = []
     # what is already in the cache first (from any source: no request at all), then the network
-    for src, cached in [(s, True) for s in sources] + [(s, False) for s in sources if not local_only]:
+    passes = [(s, True) for s in sources] + [(s, False) for s in sources if not local_only]
+    for src, cached in passes:
         where = src.describe(entry.filename)
         if not cached:
             logger.info("downloading %s into the Hugging Face cache", where)

@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: seconds of GPU time per frame x denoising step at 768x512 (the reference reports about one
-#: minute for 32 frames on an A100; ZeroGPU's half-H200 is at least as fast): a margin, not a promise
+#: minute for 32 frames on an A100; ZeroGPU's half-H200 is at least as fast): a margin, not a
+#: promise
 SECONDS_PER_FRAME_STEP = 0.08
 #: fixed cost of a call: moving the weights to the GPU in a fresh worker, encoding, decoding
 SECONDS_OVERHEAD = 40
