@@ -15,6 +15,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry; work
 
 from ui.blocks import build_ui, launch_kwargs  # noqa: E402  (after the environment default)
 from ui.runtime import DEFAULT_MODEL_SOURCE, ModelManager, build_studio  # noqa: E402
+from unianimate import space  # noqa: E402  (registers the ZeroGPU entry point on a Space)
+from unianimate.errors import UniAnimateError  # noqa: E402
 
 log = logging.getLogger("unianimate.app")
 
@@ -22,7 +24,7 @@ log = logging.getLogger("unianimate.app")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line of the app."""
     p = argparse.ArgumentParser(description="UniAnimate Studio (Gradio app)")
-    p.add_argument("--model", default="real",
+    p.add_argument("--model", default=os.environ.get("UNIANIMATE_MODEL", "real"),
                    help="'real' (the released weights from the Hub, "
                         f"{DEFAULT_MODEL_SOURCE}), 'tiny' (random weights, for trying the flow), "
                         "or a Hub repo id / local folder holding the weight files")
@@ -57,6 +59,15 @@ def main(argv: list[str] | None = None) -> None:
     projects_dir.mkdir(parents=True, exist_ok=True)
     models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose)
     studio = build_studio(projects_dir, models)
+    if space.on_space():
+        # ZeroGPU: the model is built now, on the CPU, before the first GPU call forks the
+        # worker; generation then enters GPU time through unianimate.space.generate_on_gpu
+        try:
+            space.load_cpu_pipeline(models.source, tiny=models.is_tiny)
+            studio.pipeline_factory = space.pipeline_factory
+        except UniAnimateError as err:
+            models.last_error = str(err)
+            log.error("the model could not be loaded at start-up: %s", err)
     demo = build_ui(studio, models, isolate_sessions=not args.shared_sessions,
                     queue_size=args.queue_size)
     log.info("model: %s", models.status_text())

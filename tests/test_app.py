@@ -3,11 +3,8 @@ decorator, and a real start with no weights and no network."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import time
 import types
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -17,8 +14,9 @@ pytest.importorskip("gradio")
 
 import app  # noqa: E402
 from ui.blocks import GPU_ID, build_ui, launch_kwargs  # noqa: E402
-from ui.runtime import ModelManager, build_studio, gpu  # noqa: E402
-from tests._net import free_port  # noqa: E402
+from ui.runtime import ModelManager, build_studio  # noqa: E402
+from unianimate.space import gpu  # noqa: E402
+from tests._net import running_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,32 +62,11 @@ def test_spaces_gpu_applies_on_zerogpu_and_is_a_no_op_otherwise(
 
 
 def test_app_starts_without_weights_and_says_what_is_missing(tmp_path: Path) -> None:
-    port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"),
-               GRADIO_ANALYTICS_ENABLED="False", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     env.pop("HF_HUB_CACHE", None)
-    log = tmp_path / "app.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port),
-                                 "--projects-dir", str(tmp_path / "projects")],
-                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.5)
+    with running_app(tmp_path, env) as (url, log):
         from gradio_client import Client
         status = Client(url, verbose=False).predict(api_name="/model_status")
         assert "unianimate_16f_32f_non_ema_223000.pth" in status
         assert "hf download camenduru/unianimate" in status and "--model tiny" in status
-    finally:
-        proc.terminate()
-        proc.wait(30)
     assert "missing unianimate_16f_32f_non_ema_223000.pth" in log.read_text()

@@ -93,6 +93,29 @@ def test_zero_y_cached_on_disk_and_memory(tmp_path: Path, monkeypatch: pytest.Mo
     assert not torch.allclose(enc4.zero_y, zy)
 
 
+def test_zero_y_cache_keyed_by_the_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached zero_y made by other code (a changed compute_zero_y, another open_clip) is not
+    used: the stale file cannot hide the change."""
+    path, cfg = make_tiny_clip_file(tmp_path)
+    zy = ClipEncoder.from_file(path, cfg).zero_y
+    assert len(list(tmp_path.glob("unianimate_zero_y.*.safetensors"))) == 1
+    orig = ClipEncoder.compute_zero_y
+
+    def changed(self: ClipEncoder) -> torch.Tensor:   # a new release computing it differently
+        return orig(self) * 2
+
+    clip_mod._ZERO_Y_MEMORY.clear()
+    monkeypatch.setattr(ClipEncoder, "compute_zero_y", changed)
+    monkeypatch.setattr(clip_mod, "_ZERO_Y_CODE", clip_mod.code_fingerprint(changed))
+    assert clip_mod.code_fingerprint(changed) != clip_mod.code_fingerprint(orig)
+    torch.testing.assert_close(ClipEncoder.from_file(path, cfg).zero_y, zy * 2, rtol=0, atol=0)
+    assert len(list(tmp_path.glob("unianimate_zero_y.*.safetensors"))) == 2
+    # another open_clip version: another key as well
+    before = clip_mod.zero_y_code_fingerprint()
+    monkeypatch.setattr(open_clip, "__version__", "0.0.0+other", raising=False)
+    assert clip_mod.zero_y_code_fingerprint() != before
+
+
 def test_zero_y_cache_dir_readonly_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path, cfg = make_tiny_clip_file(tmp_path / "w")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
@@ -166,3 +189,27 @@ def test_fingerprint(tmp_path: Path) -> None:
     link = tmp_path / "models--x--y" / "snapshot.bin"
     link.symlink_to(blobs / digest)
     assert weights_fingerprint(link) == digest[:16]
+
+
+def _hash_pattern(h: int, w: int) -> np.ndarray:
+    """A noise-like uint8 (h,w,3) image from integer arithmetic only (no RNG whose stream could
+    change between numpy versions)."""
+    y, x, c = np.mgrid[0:h, 0:w, 0:3].astype(np.uint64)
+    v = x * np.uint64(1103515245) + y * np.uint64(2654435761) + c * np.uint64(40503) + np.uint64(12345)
+    v = (v ^ (v >> np.uint64(13))) * np.uint64(2246822519) >> np.uint64(16)
+    return (v & np.uint64(255)).astype(np.uint8)
+
+
+def test_clip_downscale_matches_pillow_10_2() -> None:
+    """The CLIP input equals what the reference's Pillow (10.2) made, byte for byte. Pinned
+    checksum computed with Pillow 10.2.0 (10.0 to 12.3 give the same bytes); Pillow 13.0 gives
+    another one (the 517x333 case), hence requirements.txt's pillow<13."""
+    import hashlib
+
+    outs = [clip_mod.clip_resize(_hash_pattern(h, w), (224, 224))
+            for h, w in ((517, 333), (768, 512), (1216, 768))]
+    assert all(o.shape == (224, 224, 3) and o.dtype == np.uint8 for o in outs)
+    digest = hashlib.sha256(b"".join(o.tobytes() for o in outs)).hexdigest()
+    assert digest == "32296668d9620b5890aeced8a72038c4e9e377853b598e37a9b63be5c1ac4efd", (
+        f"Pillow {Image.__version__} resamples the CLIP input differently from Pillow 10.2; "
+        "install a Pillow in the range requirements.txt pins")

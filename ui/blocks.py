@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from ui.downloads_panel import add_download_panel
 from ui.handlers import (FIT_CHOICES, MEASURE_HEADERS, PRESET_CHOICES, SLOTS, VIEW_FIELDS,
                          StudioHandlers, preset_size)
 from ui.runtime import ModelManager
@@ -85,6 +86,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
             with gr.Column(scale=1, min_width=160):
                 load_btn = gr.Button("Load model", elem_id="load-model")
                 status_btn = gr.Button("Refresh status", size="sm", elem_id="model-refresh")
+        # weights missing and the Hub allowed: a background download with progress (issue 8)
+        add_download_panel(models, model_md)
         status = gr.Markdown("", label="status", elem_id="status")
         with gr.Row():
             project = gr.Dropdown(label="Project (this session's projects)", choices=[],

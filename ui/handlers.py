@@ -25,7 +25,7 @@ import gradio as gr
 
 from unianimate.errors import GenerationCancelled, InputError, UniAnimateError
 from unianimate.imaging import check_size
-from ui.runtime import ModelManager, describe_error, gpu
+from ui.runtime import ModelManager, describe_error
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,6 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise gr.Error(f"Unexpected error ({type(err).__name__}: {err}). The app is still "
                            "running; the server log has the details.") from None
     return wrapper
-
-
-@gpu(duration=300)
-def _on_gpu(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run GPU work (generation, model loading, pose extraction); ``spaces.GPU`` on ZeroGPU."""
-    return fn(*args, **kwargs)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -166,7 +160,7 @@ class StudioHandlers:
         """Load (and download when needed) the model now, with progress."""
         progress(0, desc="Loading the model (downloads show their own progress)")
         try:
-            _on_gpu(self.studio.pipeline, self._progress_fn(progress))
+            self.studio.pipeline(self._progress_fn(progress))
         except UniAnimateError as err:
             self.models.last_error = str(err)
             gr.Warning(describe_error(err), duration=None)
@@ -262,10 +256,10 @@ class StudioHandlers:
         if not video:
             raise InputError("upload a driving video first")
         progress(0, desc="Extracting poses")
-        info = _on_gpu(self.studio.set_poses_from_file, pid, self._upload_path(video),
-                       frame_interval=self._interval(frame_interval),
-                       start=self._time(trim_start), end=self._time(trim_end), align=bool(align),
-                       progress=self._progress_fn(progress), owner=owner)
+        info = self.studio.set_poses_from_file(
+            pid, self._upload_path(video), frame_interval=self._interval(frame_interval),
+            start=self._time(trim_start), end=self._time(trim_end), align=bool(align),
+            progress=self._progress_fn(progress), owner=owner)
         return self._pose_message(info), self._project_dict(pid, owner)
 
     # ---- generation --------------------------------------------------------------------
@@ -302,9 +296,9 @@ class StudioHandlers:
                   progress: gr.Progress) -> tuple[str | None, str, list[dict[str, Any]]]:
         progress(0, desc="Queued for the GPU")
         try:
-            made = _on_gpu(self.studio.generate_candidates if n is None else self.studio.reroll,
-                           pid, segment_id, n=n, progress=self._progress_fn(progress),
-                           owner=owner)
+            # on a ZeroGPU Space the GPU boundary is inside the pipeline (unianimate.space)
+            run = self.studio.generate_candidates if n is None else self.studio.reroll
+            made = run(pid, segment_id, n=n, progress=self._progress_fn(progress), owner=owner)
             message = f"{len(made)} candidate(s) ready: pick one and press **Choose**."
         except GenerationCancelled as err:
             gr.Warning(f"Generation cancelled ({err}); finished candidates are kept.")

@@ -1,5 +1,5 @@
 """What the app runs on: the model choice (lazy pipeline + pose detector factories, status text),
-the studio service built on them, and the ZeroGPU decorator. No Gradio components here.
+the studio service built on them. No Gradio components here. (ZeroGPU: unianimate.space.)
 """
 from __future__ import annotations
 
@@ -8,33 +8,15 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from unianimate.errors import UniAnimateError, WeightsMissingError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_SOURCE = "camenduru/unianimate"
-F = TypeVar("F", bound=Callable[..., Any])
 _TINY_CACHE: dict[str, Any] = {}
 _TINY_LOCK = threading.Lock()
-
-
-def gpu(fn: F | None = None, *, duration: int = 120) -> Any:
-    """``spaces.GPU(duration=...)`` when the ``spaces`` package imports (Hugging Face ZeroGPU),
-    otherwise the function unchanged. Usable as ``@gpu`` or ``@gpu(duration=300)``."""
-    def wrap(f: F) -> F:
-        try:
-            import spaces  # type: ignore[import-not-found]
-        except ImportError:
-            return f
-        try:
-            return spaces.GPU(duration=duration)(f)
-        except Exception as err:  # noqa: BLE001 - third-party decorator: never break the app
-            log.warning("spaces.GPU could not wrap %s (%s); running without it",
-                        getattr(f, "__name__", f), err)
-            return f
-    return wrap if fn is None else wrap(fn)
 
 
 class ModelManager:
@@ -191,4 +173,4 @@ def describe_error(err: BaseException) -> str:
     return str(err) or type(err).__name__
 
 
-__all__ = ["DEFAULT_MODEL_SOURCE", "ModelManager", "build_studio", "gpu", "describe_error"]
+__all__ = ["DEFAULT_MODEL_SOURCE", "ModelManager", "build_studio", "describe_error"]

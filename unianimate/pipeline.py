@@ -298,7 +298,8 @@ class UniAnimatePipeline:
         dt = resolve_dtype(dtype, dev)
 
         report("locating weights files", 0.0)
-        kw = dict(revision=revision, local_files_only=local_files_only, tqdm_class=tqdm_class)
+        kw = dict(revision=revision, local_files_only=local_files_only, tqdm_class=tqdm_class,
+                  check_size=released)  # the released files' sizes are known (hub.MIN_BYTES)
         unet_path = hub.resolve_file("unet", source, **kw)
         clip_path = hub.resolve_file("clip", source, **kw)
         vae_path = hub.resolve_vae(source, **kw)

@@ -7,7 +7,8 @@ The released model conditions on two CLIP outputs:
 * ``zero_y``: the empty prompt through the text transformer up to but excluding its last residual
   block ("penultimate" layer), then ``ln_final`` -> (1, 77, 1024). It never changes, so it is
   computed once per weights file, cached on disk next to the weights (a small safetensors file
-  keyed by a fingerprint of the weights file) and in memory; the text tower is then freed.
+  keyed by a fingerprint of the weights file, the config and the code that computes it) and in
+  memory; the text tower is then freed.
 
 Loading goes through ``open_clip.create_model(name, pretrained=<path>)`` for the released weights
 and for tiny test models alike (a tiny model passes its tower configs as ``create_model``'s
@@ -17,6 +18,7 @@ batch-first (older releases were sequence-first; both are handled).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import pickle
@@ -131,6 +133,33 @@ def weights_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:16]
 
 
+def clip_resize(image: ImageLike, size: tuple[int, int]) -> np.ndarray:
+    """The reference's CLIP downscale: PIL bilinear straight to ``size`` (H, W), no crop ->
+    uint8 (H,W,3). Pillow 10.0-12.x give identical pixels (the reference ran 10.2); Pillow 13.0
+    resamples some sizes differently, hence the pin in requirements.txt (tests/test_clip.py)."""
+    pil = Image.fromarray(to_rgb_array(image)).resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(pil)
+
+
+def code_fingerprint(fn: Any) -> str:
+    """sha256 of a function's source (of its compiled code when no source ships)."""
+    try:
+        code = inspect.getsource(fn)
+    except (OSError, TypeError):
+        code = repr((fn.__code__.co_code, fn.__code__.co_consts, fn.__code__.co_names))
+    return hashlib.sha256(code.encode()).hexdigest()
+
+
+def zero_y_code_fingerprint() -> str:
+    """8 hex digits of the code that computes ``zero_y``: :meth:`ClipEncoder.compute_zero_y` as
+    this release ships it, open_clip's version (tokenizer, text tower) and torch's. Part of the
+    cache key, so a cached file made by other code is never used."""
+    import open_clip
+
+    text = "\n".join((_ZERO_Y_CODE, str(getattr(open_clip, "__version__", "?")), torch.__version__))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def _user_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "unianimate"
@@ -170,7 +199,9 @@ class ClipEncoder:
         config = config or ClipConfig()
         path = Path(path)
         model = load_open_clip(path, config)
-        key = f"{weights_fingerprint(path)}-{hashlib.sha256(repr(config.to_dict()).encode()).hexdigest()[:8]}"
+        key = (f"{weights_fingerprint(path)}-"
+               f"{hashlib.sha256(repr(config.to_dict()).encode()).hexdigest()[:8]}-"
+               f"{zero_y_code_fingerprint()}")
         enc = cls(model, device=device, dtype=dtype, name=f"open_clip {config.model_name}")
         enc._zero_y = cls._cached_zero_y(enc, key, path, cache_dir)
         if not keep_text_tower:
@@ -273,9 +304,7 @@ class ClipEncoder:
         mean = np.asarray(CLIP_MEAN, np.float32)
         std = np.asarray(CLIP_STD, np.float32)
         for img in images:
-            pil = Image.fromarray(to_rgb_array(img))
-            pil = pil.resize((self.image_size[1], self.image_size[0]), Image.BILINEAR)
-            arr = np.asarray(pil, np.float32) / 255.0  # (S,S,3) in [0,1]
+            arr = clip_resize(img, self.image_size).astype(np.float32) / 255.0  # (S,S,3) in [0,1]
             arr = (arr - mean) / std
             out.append(torch.from_numpy(arr).permute(2, 0, 1))  # (S,S,3) -> (3,S,S)
         if not out:
@@ -302,3 +331,7 @@ class ClipEncoder:
     def embed_dim(self) -> int:
         """Width of the image embedding."""
         return int(getattr(self.model.visual, "output_dim", 0) or self.model.visual.proj.shape[1])
+
+
+#: fingerprint of the zero_y code as shipped (taken at import, see zero_y_code_fingerprint)
+_ZERO_Y_CODE = code_fingerprint(ClipEncoder.compute_zero_y)

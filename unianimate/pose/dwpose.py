@@ -86,6 +86,32 @@ def default_providers() -> list[str]:
     return ["CPUExecutionProvider"]
 
 
+def _cuda_present() -> bool:
+    """True when torch sees a CUDA device (torch is imported only if it is installed)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def provider_warning(active: Sequence[str], cuda_present: bool) -> str | None:
+    """What to tell the user when CUDA is present but onnxruntime runs DWPose on the CPU."""
+    if not cuda_present or "CUDAExecutionProvider" in active:
+        return None
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        why = ("onnxruntime-gpu's CUDA provider failed to load (check the CUDA and cuDNN "
+               "libraries its version needs)")
+    else:
+        why = ("the installed onnxruntime has no CUDA provider (the CPU package `onnxruntime` is "
+               "installed, alone or next to `onnxruntime-gpu`, which cannot coexist)")
+    return (f"DWPose runs on the CPU although CUDA is present: {why}. Fix: `pip uninstall -y "
+            f"onnxruntime onnxruntime-gpu && pip install -r requirements-gpu.txt` (README, GPU "
+            f"install).")
+
+
 # ------------------------------------------------------------------------------------ detector
 
 def letterbox(img: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
@@ -289,7 +315,12 @@ class DWPoseDetector:
                                  f"truncated, download it again") from exc
         det, pose = sessions
         _check_interface(det, pose)
-        logger.info("DWPose loaded (%s) on %s", Path(pose_path).name, det.get_providers()[0])
+        active = det.get_providers()
+        logger.info("DWPose loaded (%s) with onnxruntime providers %s", Path(pose_path).name,
+                    ", ".join(active))
+        warning = None if providers else provider_warning(active, _cuda_present())
+        if warning:
+            logger.warning("%s", warning)
         return cls(det, pose, config)
 
     @classmethod
