@@ -179,7 +179,7 @@ def test_tree_helpers_and_active_path():
     a = Segment("s1", "s0", "c0", 1, 4, 9, "segments/s1/first_frame.png",
                 candidates=[done("c0", 0)], chosen="c0")
     b = Segment("s2", "s0", "c1", 1, 4, 9, "segments/s2/first_frame.png")
-    p = Project(id="p1", owner=None, name="t",
+    p = Project(id="p1", owner_hash=None, name="t",
                 reference=ReferenceInfo("reference/original.png", "reference/fitted.png", 64, 64, "crop"),
                 poses=PoseInfo(count=12, fps=8.0, images="poses/images"),
                 segments=[root, a, b], active_leaf="s1")

@@ -15,9 +15,12 @@ A project is one folder under the projects root::
         segments/<sid>/<cid>/poster.png, preview.mp4
         exports/...
 
-Manifest format (``"format": "unianimate-project", "version": 1``): see :func:`Project.to_json`.
+Manifest format (``"format": "unianimate-project", "version": 2``): see :func:`Project.to_json`.
 Every path inside the manifest is relative to the project folder and is checked on load to stay
-inside it.
+inside it. The owner is stored only as a salted hash (``owner_hash``, see
+:mod:`unianimate.studio.store`); version 1 manifests stored the owner id itself (``owner``) and
+are still read (:func:`legacy_owner` gives that owner) and the store rewrites them as version 2
+the first time it sees them.
 
 Segment tree: each segment has a ``parent`` segment id (``None`` for the root, which is generated
 in reference mode) and the ``parent_candidate`` whose last frame is its first frame. A segment's
@@ -34,6 +37,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,7 +48,9 @@ from unianimate.utils import atomic_write_json
 log = logging.getLogger(__name__)
 
 FORMAT = "unianimate-project"
-VERSION = 1
+VERSION = 2
+#: manifest versions this program reads (1: the owner id in clear, migrated on first use)
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 FIT_MODES = ("crop", "pad", "stretch")
 CANDIDATE_STATUSES = ("running", "done", "interrupted", "failed")
@@ -68,6 +74,11 @@ def next_segment_range(prev_end: int, frames_per_segment: int, pose_count: int) 
     start = prev_end - 1
     end = min(start + frames_per_segment, pose_count)
     return (start, end) if end - start >= 2 else None
+
+
+def stitched_length(lengths: Sequence[int]) -> int:
+    """Frames after stitching segments that share one frame at each join."""
+    return 0 if not lengths else sum(lengths) - (len(lengths) - 1)
 
 
 def valid_id(value: str) -> bool:
@@ -220,7 +231,7 @@ class Project:
     """A whole project: reference, poses, settings, the segment tree and the job log."""
 
     id: str
-    owner: str | None
+    owner_hash: str | None
     name: str
     reference: ReferenceInfo
     settings: GenerationSettings = field(default_factory=GenerationSettings)
@@ -311,10 +322,20 @@ class Project:
             raise ProjectError("manifest is not a JSON object")
         if data.get("format") != FORMAT:
             raise ProjectError(f"manifest format is {data.get('format')!r}, expected {FORMAT!r}")
-        if data.get("version") != VERSION:
-            raise ProjectError(f"manifest version {data.get('version')!r} is not supported "
-                               f"(this program reads version {VERSION})")
+        version = data.get("version")
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
+            raise ProjectError(f"manifest version {version!r} is not supported "
+                               f"(this program reads versions {list(READABLE_VERSIONS)})")
         body = {k: v for k, v in data.items() if k not in ("format", "version")}
+        if version == 1:
+            if "owner_hash" in body:
+                raise ProjectError("manifest: unknown field(s) ['owner_hash'] (version 1)")
+            owner = body.pop("owner", _MISSING_OWNER)
+            if owner is _MISSING_OWNER:
+                raise ProjectError("manifest: missing field 'owner'")
+            if owner is not None and not isinstance(owner, str):
+                raise ProjectError(f"manifest.owner must be a string, got {owner!r}")
+            body["owner_hash"] = None        # the store sets it when the owner first opens it
         project = _build(cls, body, "manifest")
         project._check(folder)
         return project
@@ -391,6 +412,18 @@ class Project:
         for name, rel in paths:
             if rel is not None:
                 check_relative(rel, name)
+
+
+def legacy_owner(data: Any) -> tuple[bool, str | None]:
+    """``(True, owner)`` for a version 1 manifest dict naming its owner in clear, else
+    ``(False, None)``. Reads only those two keys, so it works on a manifest damaged elsewhere."""
+    if (isinstance(data, dict) and data.get("version") == 1 and "owner" in data
+            and (data["owner"] is None or isinstance(data["owner"], str))):
+        return True, data["owner"]
+    return False, None
+
+
+_MISSING_OWNER = object()
 
 
 def check_relative(rel: str, what: str = "path") -> PurePosixPath:
@@ -478,18 +511,27 @@ def save_project(project: Project, folder: Path) -> None:
     atomic_write_json(manifest_path(folder), project.to_json())
 
 
-def load_project(folder: Path) -> Project:
-    """Read and check a project's manifest; ProjectError naming the folder and the problem."""
+def read_manifest(folder: Path) -> Any:
+    """The manifest's JSON as it is on disk (not checked); ProjectError when it is missing or
+    not JSON."""
     folder = Path(folder)
     path = manifest_path(folder)
     if not path.is_file():
         raise ProjectError(f"project folder {folder.name!r} has no {MANIFEST}; it is not a project "
-                           "or was damaged (delete the folder or restore the manifest)")
+                           "or was damaged (delete the project or restore the manifest)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ProjectError(f"project {folder.name!r}: {MANIFEST} cannot be read as JSON ({err}); "
-                           "restore it or delete the project") from err
+                           "restore it from a backup or delete the project") from err
+
+
+def load_project(folder: Path, data: Any = None) -> Project:
+    """Read (or take ``data`` already read) and check a project's manifest; ProjectError naming
+    the folder and the problem."""
+    folder = Path(folder)
+    if data is None:
+        data = read_manifest(folder)
     try:
         return Project.from_json(data, folder)
     except ProjectError as err:
@@ -500,6 +542,6 @@ def load_project(folder: Path) -> Project:
                            "restore it, or delete the project") from err
 
 
-__all__ = ["FORMAT", "VERSION", "MANIFEST", "FIT_MODES", "GenerationSettings", "Candidate",
+__all__ = ["FORMAT", "VERSION", "READABLE_VERSIONS", "MANIFEST", "legacy_owner", "read_manifest", "FIT_MODES", "GenerationSettings", "Candidate",
            "Segment", "ReferenceInfo", "PoseInfo", "Job", "Project", "seed_for", "valid_id",
-           "check_relative", "save_project", "load_project", "manifest_path", "replace"]
+           "check_relative", "stitched_length", "save_project", "load_project", "manifest_path", "replace"]

@@ -17,7 +17,8 @@ Ownership: every project stores an ``owner`` id; every method checks it against 
 like a project that does not exist.
 
 Files: everything a project has lives in its folder under ``projects_root``; :meth:`Studio.media`
-and :meth:`Studio.resolve_served` hand out only paths inside it.
+hands out only paths inside it, after the ownership check. Folders, ownership (salted hashes and
+a per-owner index) and locks are :mod:`unianimate.studio.store`'s.
 
 Generation: one job at a time per process (:data:`~unianimate.studio.jobs.GPU_QUEUE`); progress
 callbacks get :class:`~unianimate.studio.jobs.Progress`; cancel with ``should_cancel`` or
@@ -35,7 +36,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,9 +51,9 @@ from unianimate.studio import measures as M
 from unianimate.studio.jobs import (GPU_QUEUE, CancelToken, Progress, ProgressFn, StepClock,
                                     is_live, mark_dead, mark_live, report)
 from unianimate.studio.project import (FIT_MODES, Candidate, GenerationSettings, Job, PoseInfo,
-                                       Project, ReferenceInfo, Segment, check_relative,
-                                       load_project, manifest_path, next_segment_range, save_project,
-                                       seed_for, valid_id)
+                                       Project, ReferenceInfo, Segment, next_segment_range,
+                                       seed_for, stitched_length)
+from unianimate.studio.store import ProjectStore, ProjectSummary
 from unianimate.utils import check_known_keys
 
 log = logging.getLogger(__name__)
@@ -61,40 +62,16 @@ log = logging.getLogger(__name__)
 MAX_REFERENCE_BYTES = 50 * 1024 * 1024
 MAX_DRIVING_BYTES = 1024 * 1024 * 1024
 
-_PROJECT_LOCKS: dict[str, threading.RLock] = {}
 #: project folder -> cancel token of its queued/running job (one job per project at a time)
 _TOKENS: dict[str, CancelToken] = {}
 _TOKENS_LOCK = threading.Lock()
-_PROJECT_LOCKS_GUARD = threading.Lock()
-
-
-def _lock_for(folder: Path) -> threading.RLock:
-    """One re-entrant lock per project folder, shared by every Studio of this process."""
-    key = str(folder.resolve())
-    with _PROJECT_LOCKS_GUARD:
-        return _PROJECT_LOCKS.setdefault(key, threading.RLock())
 
 
 # ---- views handed to the UI ---------------------------------------------------------------
 @dataclass(frozen=True)
-class ProjectSummary:
-    """One row of :meth:`Studio.list_projects`. ``error`` is set for a damaged project."""
-
-    id: str
-    name: str
-    created: float
-    updated: float
-    width: int = 0
-    height: int = 0
-    segments: int = 0
-    chosen_frames: int = 0
-    poster: str | None = None          # absolute path of the reference (fitted)
-    error: str | None = None
-
-
-@dataclass(frozen=True)
 class CandidateView:
-    """A candidate with absolute media paths, for display."""
+    """A candidate with absolute media paths, for display (:meth:`Timeline.to_dict` gives them
+    relative to the project folder)."""
 
     id: str
     segment: str
@@ -144,8 +121,27 @@ class Timeline:
     can_continue: bool
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (JSON-ready) for API endpoints."""
-        return asdict(self)
+        """Plain dict (JSON-ready) for API endpoints; media paths relative to the project folder
+        (no server path leaves the service through it)."""
+        data = asdict(self)
+        for seg in data["path"] + data["tree"]:
+            for cand in seg["candidates"]:
+                for key in _MEDIA_KEYS:
+                    if cand[key] is not None:
+                        cand[key] = _project_relative(cand[key], self.project_id)
+        return data
+
+
+_MEDIA_KEYS = ("poster", "preview", "frames_dir")
+
+
+def _project_relative(path: str, project_id: str) -> str:
+    """``<root>/<project_id>/a/b`` -> ``a/b`` (a view's media path as the API shows it)."""
+    parts = Path(path).parts
+    if project_id in parts:
+        last = len(parts) - 1 - parts[::-1].index(project_id)
+        return "/".join(parts[last + 1:])
+    return Path(path).name
 
 
 @dataclass(frozen=True)
@@ -186,8 +182,8 @@ class Studio:
                  pipeline_factory: Callable[..., Any] | None = None,
                  detector_factory: Callable[[], Any] | None = None,
                  owner: str | None = None) -> None:
-        self.root = Path(projects_root).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.store = ProjectStore(projects_root)
+        self.root = self.store.root
         self.pipeline_factory = pipeline_factory
         self.detector_factory = detector_factory
         self.owner = owner
@@ -243,28 +239,25 @@ class Studio:
         return owner if owner is not None else self.owner
 
     def _folder(self, project_id: str) -> Path:
-        if not valid_id(project_id):
-            raise ProjectError(f"{project_id!r} is not a valid project id")
-        return self.root / project_id
+        return self.store.folder(project_id)
 
     def _load(self, project_id: str, owner: str | None) -> Project:
-        folder = self._folder(project_id)
-        if not manifest_path(folder).is_file():
-            raise ProjectError(f"no project {project_id!r}; pick one from the project list")
-        project = load_project(folder)
-        if project.owner != self._owner(owner):
-            raise ProjectError(f"no project {project_id!r}; pick one from the project list")
+        """The project read fresh (ownership checked first); jobs of a dead process are
+        recorded as interrupted."""
+        owner = self._owner(owner)
+        project = self.store.load(project_id, owner)
         if self._mark_interrupted(project):
             # re-read under the lock: the job may have finished (and stopped being live) after
             # the unlocked read above; never write back a stale copy
-            with _lock_for(folder):
-                project = load_project(folder)
+            with self.store.lock(project_id):
+                project = self.store.load(project_id, owner)
                 if self._mark_interrupted(project):
-                    save_project(project, folder)
+                    self.store.save(project, owner)
+                    folder = self._folder(project_id)
                     with _TOKENS_LOCK:
                         busy = str(folder) in _TOKENS
                     if not busy:
-                        _sweep_leftovers(folder)
+                        self.store.sweep_staging(folder)
         return project
 
     @staticmethod
@@ -284,17 +277,16 @@ class Studio:
                     cand.error = cand.error or "the app stopped while this candidate was generated"
                     changed = True
         if changed:
-            log.warning("project %s: marked a job interrupted by a previous stop", project.id)
+            log.warning("marked a job interrupted by a previous stop of the app")
         return changed
 
     @contextmanager
     def _edit(self, project_id: str, owner: str | None) -> Iterator[Project]:
         """Load fresh, let the body change the project, save atomically if it did not raise."""
-        folder = self._folder(project_id)
-        with _lock_for(folder):
+        with self.store.lock(project_id):
             project = self._load(project_id, owner)
             yield project
-            save_project(project, folder)
+            self.store.save(project, self._owner(owner))
 
     def project_dir(self, project_id: str, owner: str | None = None) -> Path:
         """The folder of a project (ownership checked)."""
@@ -303,17 +295,10 @@ class Studio:
 
     def media(self, project_id: str, relative: str, owner: str | None = None) -> Path:
         """Absolute path of a project file from its manifest-relative path; refuses escapes."""
-        folder = self.project_dir(project_id, owner)
+        folder = self.store.check_owner(project_id, self._owner(owner))
         return self._inside(folder, relative)
 
-    @staticmethod
-    def _inside(folder: Path, relative: str) -> Path:
-        check_relative(relative, "media path")
-        path = (folder / relative).resolve()
-        base = folder.resolve()
-        if path != base and base not in path.parents:
-            raise ProjectError(f"{relative!r} points outside the project folder")
-        return path
+    _inside = staticmethod(ProjectStore.inside)
 
     def resolve_served(self, path: str | os.PathLike) -> Path:
         """Check that a path the UI wants to serve lies inside the projects root (symlinks
@@ -323,7 +308,8 @@ class Studio:
             p = self.root / p
         p = p.resolve()
         if p != self.root and self.root not in p.parents:
-            raise ProjectError(f"refusing to serve {str(path)!r}: it is outside the projects folder")
+            raise ProjectError(f"refusing to serve {Path(path).name!r}: it is outside the "
+                               "projects folder")
         return p
 
     # ---- projects ---------------------------------------------------------------------
@@ -343,11 +329,10 @@ class Studio:
         _save_png(folder / "reference/fitted.png", fitted)
         ref = ReferenceInfo(original="reference/original.png", fitted="reference/fitted.png",
                             width=int(width), height=int(height), fit=fit)
-        project = Project(id=pid, owner=self._owner(owner), name=name or _default_name(reference),
+        project = Project(id=pid, owner_hash=None, name=name or _default_name(reference),
                           reference=ref)
-        with _lock_for(folder):
-            save_project(project, folder)
-        log.info("created project %s (%dx%d, fit=%s)", pid, width, height, fit)
+        self.store.create(project, self._owner(owner))
+        log.debug("created project %s (%dx%d, fit=%s)", pid, width, height, fit)
         return project
 
     def set_reference(self, project_id: str, reference: Any, width: int | None = None,
@@ -392,31 +377,9 @@ class Studio:
         return self._load(project_id, owner)
 
     def list_projects(self, owner: str | None = None) -> list[ProjectSummary]:
-        """The caller's projects, newest first; damaged ones are listed with ``error`` set."""
-        want = self._owner(owner)
-        out: list[ProjectSummary] = []
-        for folder in sorted(self.root.iterdir()):
-            if not folder.is_dir() or not valid_id(folder.name) or not manifest_path(folder).is_file():
-                continue
-            try:
-                project = load_project(folder)
-            except ProjectError as err:
-                raw_owner = _raw_owner(folder)
-                if raw_owner == want:
-                    st = manifest_path(folder).stat()
-                    out.append(ProjectSummary(id=folder.name, name=folder.name, created=st.st_mtime,
-                                              updated=st.st_mtime, error=str(err)))
-                continue
-            if project.owner != want:
-                continue
-            path = project.active_path()
-            frames = _stitched_length([s.num_frames for s, c in path if c is not None])
-            out.append(ProjectSummary(
-                id=project.id, name=project.name, created=project.created, updated=project.updated,
-                width=project.width, height=project.height, segments=len(project.segments),
-                chosen_frames=frames, poster=str(folder / project.reference.fitted)))
-        out.sort(key=lambda s: s.updated, reverse=True)
-        return out
+        """The caller's projects, newest first; damaged ones are listed with ``error`` set (what
+        is wrong and what to do). Reads only the caller's index (see the store)."""
+        return self.store.list(self._owner(owner))
 
     def rename_project(self, project_id: str, name: str, owner: str | None = None) -> Project:
         """Change the display name."""
@@ -429,13 +392,15 @@ class Studio:
 
     def delete_project(self, project_id: str, owner: str | None = None) -> None:
         """Remove a project folder (refused while one of its jobs runs)."""
-        folder = self._folder(project_id)
-        with _lock_for(folder):
-            project = self._load(project_id, owner)
-            if any(is_live(j.id) for j in project.jobs):
-                raise ProjectError("a generation of this project is running; cancel it first")
-            shutil.rmtree(folder)
-        log.info("deleted project %s", project_id)
+        owner = self._owner(owner)
+        folder = self.store.check_owner(project_id, owner)
+        with self.store.lock(project_id):
+            with _TOKENS_LOCK:
+                busy = str(folder) in _TOKENS
+            if busy:
+                raise InputError("a generation of this project is running; cancel it first")
+            self.store.delete(project_id, owner)
+        log.debug("deleted project %s", project_id)
 
     def delete(self, project_id: str, owner: str | None = None) -> None:
         """Alias of :meth:`delete_project`."""
@@ -457,7 +422,7 @@ class Studio:
         from unianimate.pose import load_driving
         path = Path(path)
         if not path.exists():
-            raise InputError(f"driving input {str(path)!r} does not exist; upload it again")
+            raise InputError(f"driving input {path.name!r} does not exist; upload it again")
         _check_upload_size(path, MAX_DRIVING_BYTES, "driving input")
         if int(frame_interval) < 1:
             raise InputError(f"frame interval must be 1 or more, got {frame_interval}")
@@ -841,8 +806,7 @@ class Studio:
                 c.measures = measures
                 c.color_correction = correction
                 done.append(c)
-            log.info("project %s segment %s: candidate %s (seed %d) done in %.1f s",
-                     project_id, segment_id, cand.id, cand.seed, gen_s)
+            log.info("candidate %s (seed %d) done in %.1f s", cand.id, cand.seed, gen_s)
         self._set_job(project_id, owner, job_id, status="done")
         report(progress, Progress("done", step=clock.total, total=clock.total, candidates=count,
                                   message=f"{count} candidate(s) ready"))
@@ -961,6 +925,38 @@ class Studio:
             frames = M.apply_color(frames, cand.color_correction)
         return frames
 
+    def repair_candidate(self, project_id: str, segment_id: str, candidate_id: str,
+                         progress: ProgressFn | None = None,
+                         owner: str | None = None) -> Candidate:
+        """Re-render a done candidate from its manifest (:meth:`rerender`) and write its frames,
+        poster and preview again, e.g. after a frame was damaged on disk. A continuation whose
+        first frame (a copy of this candidate's last) no longer reads gets it again."""
+        project = self._load(project_id, owner)
+        seg = project.segment(segment_id)
+        cand = seg.candidate(candidate_id)
+        if cand.status != "done" or cand.frames_dir is None:
+            raise InputError(f"candidate {candidate_id} of segment {segment_id} is {cand.status}; "
+                             "only a finished candidate can be re-rendered (re-roll the segment "
+                             "for new candidates)")
+        frames = self.rerender(project_id, segment_id, candidate_id, progress=progress,
+                               owner=owner)
+        folder = self._folder(project_id)
+        fps = project.poses.fps if project.poses else 8.0
+        with self.store.lock(project_id):
+            self._inside(folder, cand.frames_dir)
+            self._save_candidate_media(folder, cand.frames_dir, frames, fps)
+            for child in project.children(seg.id, cand.id):
+                if child.first_frame is None:
+                    continue
+                first = self._inside(folder, child.first_frame)
+                try:
+                    with Image.open(first) as img:
+                        img.convert("RGB")
+                except (OSError, ValueError, SyntaxError):
+                    _save_png(first, frames[-1])
+        log.info("re-rendered candidate %s of segment %s", candidate_id, segment_id)
+        return cand
+
     def choose(self, project_id: str, segment_id: str, candidate_id: str,
                owner: str | None = None) -> Timeline:
         """Choose a done candidate of a segment; the active path follows it (an existing
@@ -1078,14 +1074,14 @@ class Studio:
                                             project.poses.count)
             can_continue = next_range is not None
         return Timeline(project_id=project.id, path=[by_id[s.id] for s, _ in path], tree=tree,
-                        active_leaf=project.active_leaf, total_frames=_stitched_length(lengths),
+                        active_leaf=project.active_leaf, total_frames=stitched_length(lengths),
                         poses_total=project.poses.count if project.poses else 0,
                         fps=project.poses.fps if project.poses else None,
                         next_range=next_range, can_continue=can_continue)
 
     # ---- export -----------------------------------------------------------------------
-    def _chosen_plan(self, project: Project) -> list[tuple[Path, int, int, list[int]]]:
-        """Per chosen segment: (frames folder, first frame to use, frame count, pose indices).
+    def _chosen_plan(self, project: Project) -> list[_PlanPart]:
+        """Per chosen segment: its frames folder, first frame to use, frame count, pose indices.
 
         The first segment gives all its frames, every later one drops its first (shared) frame.
         """
@@ -1095,25 +1091,33 @@ class Studio:
             if cand is None:
                 break
             skip = 1 if k > 0 else 0
-            plan.append((self._inside(folder, cand.frames_dir or ""), skip, cand.num_frames,
-                         list(range(seg.start + skip, seg.end))))
+            plan.append(_PlanPart(seg.id, cand.id, self._inside(folder, cand.frames_dir or ""),
+                                  skip, cand.num_frames, list(range(seg.start + skip, seg.end))))
         if not plan:
             raise InputError("nothing to export yet: generate candidates and choose one first")
         return plan
 
     @staticmethod
-    def _iter_plan(plan: list[tuple[Path, int, int, list[int]]]) -> Iterator[np.ndarray]:
-        """The stitched frames one by one (read lazily from the PNGs)."""
-        for frames_dir, skip, count, _ in plan:
-            for i in range(skip, count):
-                yield _read_pngs(frames_dir, i, i + 1)[0]
+    def _iter_plan(plan: list[_PlanPart]) -> Iterator[np.ndarray]:
+        """The stitched frames one by one (read lazily from the PNGs). A frame missing or
+        damaged on disk stops with an InputError naming the candidate and the remedy."""
+        for part in plan:
+            for i in range(part.skip, part.count):
+                try:
+                    yield _read_pngs(part.frames_dir, i, i + 1)[0]
+                except ProjectError as err:
+                    raise InputError(
+                        f"frame {i} of segment {part.segment} candidate {part.candidate} cannot "
+                        f"be read ({err}). Re-render that candidate from its manifest (Re-render "
+                        f"button, or API /rerender with segment_id={part.segment!r} and "
+                        f"candidate_id={part.candidate!r}), then export again") from None
 
     def chosen_frames(self, project_id: str, owner: str | None = None
                       ) -> tuple[np.ndarray, list[int]]:
         """The chosen path stitched (shared join frames dropped) and the pose index of each frame."""
         plan = self._chosen_plan(self._load(project_id, owner))
         frames = np.stack(list(self._iter_plan(plan)), axis=0)
-        return frames, [i for *_, idx in plan for i in idx]
+        return frames, [i for part in plan for i in part.poses]
 
     def export(self, project_id: str, path: str | os.PathLike | None = None,
                fps: float | None = None, quality: int = 18, side_by_side: bool = False,
@@ -1130,7 +1134,7 @@ class Studio:
         project = self._load(project_id, owner)
         folder = self._folder(project_id)
         plan = self._chosen_plan(project)
-        pose_idx = [i for *_, idx in plan for i in idx]
+        pose_idx = [i for part in plan for i in part.poses]
         n_frames = len(pose_idx)
         info = project.poses
         assert info is not None
@@ -1176,15 +1180,40 @@ class Studio:
                               side_by_side=str(sbs_path) if sbs_path else None,
                               png_zip=str(zip_path) if zip_path else None, segments=len(plan))
         with self._edit(project_id, owner) as p:
-            p.exports.append({**asdict(result), "time": time.time()})
+            p.exports.append({**asdict(result), **_relative_paths(result, folder),
+                              "time": time.time()})
             p.exports[:] = p.exports[-50:]
         report(progress, Progress("done", step=steps, total=steps, message=f"exported {video.name}"))
-        log.info("exported project %s: %d frames at %.3f fps -> %s", project_id, n_frames,
-                 out_fps, video)
+        log.info("exported %d frames at %.3f fps", n_frames, out_fps)
         return result
 
 
 # ---- helpers ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _PlanPart:
+    """One chosen segment of an export: where its frames are and which of them to use."""
+
+    segment: str
+    candidate: str
+    frames_dir: Path
+    skip: int
+    count: int
+    poses: list[int]
+
+
+def _relative_paths(result: ExportResult, folder: Path) -> dict[str, str | None]:
+    """The export's files as the manifest records them: relative to the project folder, or
+    only the file name for a path elsewhere (no server path in project data)."""
+    out: dict[str, str | None] = {}
+    for key in ("video", "side_by_side", "png_zip"):
+        value = getattr(result, key)
+        if value is not None:
+            path = Path(value)
+            out[key] = (path.relative_to(folder).as_posix() if path.is_relative_to(folder)
+                        else path.name)
+    return out
+
+
 @dataclass
 class _SimpleDriving:
     keypoints: Any
@@ -1218,13 +1247,6 @@ def _typed_setting(key: str, value: Any, kind: type) -> Any:
     return number
 
 
-def _sweep_leftovers(folder: Path) -> None:
-    """Remove half-written media a killed process left (``*.tmp`` frame folders, staging)."""
-    for tmp in list(folder.glob("segments/*/*.tmp")) + list(folder.glob(".poses-*")):
-        shutil.rmtree(tmp, ignore_errors=True)
-        log.info("removed leftover %s", tmp.relative_to(folder))
-
-
 def _check_upload_size(path: Path, limit: int, what: str) -> None:
     """InputError when a file (or a folder's files together) exceed ``limit`` bytes."""
     if not path.exists():
@@ -1254,11 +1276,6 @@ def _sync_chosen(project: Project) -> None:
             seg.chosen = cand.id
 
 
-def _stitched_length(lengths: Sequence[int]) -> int:
-    """Frames after stitching segments that share one frame at each join."""
-    return 0 if not lengths else sum(lengths) - (len(lengths) - 1)
-
-
 def _describe(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
@@ -1268,16 +1285,6 @@ def _default_name(reference: Any) -> str:
     if isinstance(reference, (str, os.PathLike)):
         return Path(reference).stem[:80] or "project"
     return time.strftime("project %Y-%m-%d %H:%M")
-
-
-def _raw_owner(folder: Path) -> Any:
-    """Best-effort owner of a damaged manifest (to list it to its owner only)."""
-    import json
-    try:
-        data = json.loads(manifest_path(folder).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return object()
-    return data.get("owner", object()) if isinstance(data, dict) else object()
 
 
 _VIDEO_EXT = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".gif", ".mpg", ".mpeg", ".wmv"}
@@ -1329,7 +1336,12 @@ def _read_pngs(folder: Path, start: int, end: int) -> np.ndarray:
         if not p.is_file():
             raise ProjectError(f"missing media file {p.name} in {folder.name}; the project folder "
                                "was changed by hand (restore it or delete the project)")
-        frames.append(np.asarray(Image.open(p).convert("RGB")))
+        try:
+            with Image.open(p) as img:
+                frames.append(np.asarray(img.convert("RGB")))
+        except (OSError, ValueError, SyntaxError) as err:     # PIL: not/ truncated/ bad PNG
+            raise ProjectError(f"media file {p.name} in {folder.name} is damaged "
+                               f"({type(err).__name__})") from None
     return np.stack(frames, axis=0)
 
 
