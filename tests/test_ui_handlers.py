@@ -185,8 +185,15 @@ def test_view_generate_choose_continue_reroll_export(ui: StudioHandlers) -> None
 
     video, files, msg = ui.export(ALICE, pid, 23, True, True, True)
     assert video.endswith(".mp4") and len(files) == 3 and "5 frames" in msg
+    # what the browser gets are this session's copies in Gradio's cache, never a path into the
+    # projects folder, byte for byte the exported files
     projects = ui.studio.root
-    assert all(Path(f).resolve().is_relative_to(projects) for f in files)
+    exported = {p.name: p.read_bytes() for p in (projects / pid / "exports").iterdir()}
+    assert len(exported) == 3
+    for f in files:
+        assert Path(f).resolve().is_relative_to(ui.files.base)
+        assert not Path(f).resolve().is_relative_to(projects)
+        assert Path(f).read_bytes() == exported[Path(f).name]
 
 
 def test_cancel_stops_a_running_generation(ui: StudioHandlers) -> None:
