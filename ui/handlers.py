@@ -206,6 +206,11 @@ class StudioHandlers:
         """Page load: reuse the browser's stored owner token or make one; list its projects."""
         token = stored_token if stored_token and _TOKEN_RE.match(str(stored_token)) else \
             uuid.uuid4().hex
+        owner = self.owner_of(token, request)
+        if self.isolate and self.studio.store.is_legacy_owner(owner):
+            # a token an older version kept in clear on disk: the browser gets a new one
+            token = uuid.uuid4().hex
+            self.studio.store.transfer(owner, self.owner_of(token, request))
         choices = self._project_choices(self.owner_of(token, request))
         return token, token, gr.update(choices=choices), self.model_status()
 

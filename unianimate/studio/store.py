@@ -16,6 +16,12 @@ projects are found by listing one folder, without opening any other manifest. Ev
 through :meth:`ProjectStore.check_owner` first: a project of someone else, a damaged one of
 someone else and one that does not exist give the same "no project" error.
 
+Version 1 manifests held the owner id in clear (and were served by URL), so those ids must be
+taken as known to others: a migrated browser owner is marked legacy and its token is replaced by
+a new one the next time the browser presents it (:meth:`ProjectStore.transfer`); a migrated API
+session owner (``s-<session hash>``, chosen by the client and gone with it) becomes the shared
+owner, reachable only in single-user mode (``--shared-sessions``) or from the CLI.
+
 Index entries also cache the project's summary with the manifest's (mtime, size) stamp, so
 listing reads one small file per owned project; a manifest changed behind the store's back is
 parsed again (and shown as damaged when it no longer reads).
@@ -51,6 +57,7 @@ SECRET_FILE = "secret"
 INDEX_DIR = "owners"
 INDEX_MARK = "index-v1"
 SHARED_KEY = "shared"               # index folder of owner None
+LEGACY_MARK = ".legacy"             # in an owner's index folder: its id was once on disk in clear
 DAMAGED_ADVICE = ("restore manifest.json from a backup, or delete the project (Delete project "
                   "button, API /delete_project)")
 
@@ -202,15 +209,47 @@ class ProjectStore:
             return False
         with self.lock(folder.name):
             self._migrate(folder, data, owner)
-        return True
+        return self._entry(folder.name, owner).is_file()
+
+    def is_legacy_owner(self, owner: str | None) -> bool:
+        """True for an owner whose id a version 1 manifest held in clear (replace it)."""
+        return owner is not None and (self._index / self.owner_key(owner) / LEGACY_MARK).is_file()
+
+    def transfer(self, old: str | None, new: str | None) -> int:
+        """Give every project of ``old`` to ``new`` (manifest hash and index); returns how many.
+        A manifest that no longer reads as JSON keeps its old hash and stays listed as damaged."""
+        if old == new:
+            return 0
+        src = self._index / self.owner_key(old)
+        moved = 0
+        for entry in sorted(src.glob("*.json")):
+            pid = entry.name[:-5]
+            with self.lock(pid):
+                folder = self.root / pid
+                try:
+                    data = read_manifest(folder)
+                except ProjectError:
+                    data = None
+                if isinstance(data, dict) and data.get("version") == VERSION:
+                    data["owner_hash"] = hash_owner(new)
+                    atomic_write_json(manifest_path(folder), data)
+                self._write_entry(pid, new, None)
+                entry.unlink()
+                moved += 1
+        (src / LEGACY_MARK).unlink(missing_ok=True)
+        return moved
 
     def _migrate(self, folder: Path, data: dict[str, Any], owner: str | None) -> None:
         """Rewrite a version 1 manifest's owner as a salted hash and index it (only those keys
         change, so a manifest damaged elsewhere stays as it was otherwise)."""
+        if owner is not None and owner.startswith("s-"):
+            owner = None                             # an API session's key, known to others
         body = {k: v for k, v in data.items() if k != "owner"}
         body["version"] = VERSION
         body["owner_hash"] = hash_owner(owner)
         self._write_entry(folder.name, owner, None)
+        if owner is not None:
+            (self._index / self.owner_key(owner) / LEGACY_MARK).touch()
         atomic_write_json(manifest_path(folder), body)
 
     def _index_legacy_projects(self) -> None:
