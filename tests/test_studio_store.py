@@ -93,7 +93,7 @@ def test_legacy_owners_are_marked_and_api_session_owners_become_shared(tmp_path:
     assert [s.id for s in studio.list_projects(owner=None)] == [api["id"]]
     new = "u-" + "e" * 32
     assert studio.store.transfer(LEGACY_OWNER, new) == 1
-    assert not studio.store.is_legacy_owner(LEGACY_OWNER) and not studio.store.is_legacy_owner(new)
+    assert studio.store.is_legacy_owner(LEGACY_OWNER) and not studio.store.is_legacy_owner(new)
     assert studio.list_projects(owner=LEGACY_OWNER) == []
     assert studio.get_project(LEGACY_ID, owner=new).id == LEGACY_ID
     with pytest.raises(ProjectError, match="no project"):

@@ -274,7 +274,7 @@ class StudioHandlers:
                       request: gr.Request | None = None) -> tuple[str, dict[str, Any]]:
         """Change the reference image, size or fit of a project (before anything is generated)."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         w, h = parse_size(resolution, width, height)
         self.studio.set_reference(pid, self._upload_path(reference, request) if reference
                                   else None,
@@ -289,9 +289,9 @@ class StudioHandlers:
                        ) -> tuple[str, dict[str, Any]]:
         """Driving poses from an uploaded pose JSON, a zip of pose images or several images."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
-        interval = self._interval(frame_interval)
-        start, end = self._time(trim_start), self._time(trim_end)
+        interval = self._interval(frame_interval)      # the inputs' own ranges first: they say
+        start, end = self._time(trim_start), self._time(trim_end)   # nothing about a project
+        pid = self._pid(project_id, owner)
         path, gathered = self._pose_upload(pose_files, request)
         try:
             info = self.studio.set_poses_from_file(pid, path, frame_interval=interval,
@@ -318,13 +318,14 @@ class StudioHandlers:
                       progress: gr.Progress = gr.Progress()) -> tuple[str, dict[str, Any]]:
         """Driving poses from a video: DWPose on every kept frame, with per-frame progress."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        interval = self._interval(frame_interval)
+        start, end = self._time(trim_start), self._time(trim_end)
+        pid = self._pid(project_id, owner)
         if not video:
             raise InputError("upload a driving video first")
         progress(0, desc="Extracting poses")
         info = _on_gpu(self.studio.set_poses_from_file, pid, self._upload_path(video, request),
-                       frame_interval=self._interval(frame_interval),
-                       start=self._time(trim_start), end=self._time(trim_end), align=bool(align),
+                       frame_interval=interval, start=start, end=end, align=bool(align),
                        progress=self._progress_fn(progress), owner=owner)
         return self._pose_message(info), self._project_dict(pid, owner)
 
@@ -339,7 +340,7 @@ class StudioHandlers:
         """Apply the settings, then generate candidates of a segment (default: the active one;
         the first segment when there is none) and show them side by side."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         self.studio.set_settings(pid, owner=owner, **self._settings(
             frames_per_segment, steps, guidance, noise_prior, base_seed, candidates))
         seg = self._segment_or_active(pid, segment_id, owner)
@@ -352,7 +353,7 @@ class StudioHandlers:
                ) -> tuple[str | None, str, list[dict[str, Any]]]:
         """New candidates (fresh seeds) for any segment; older candidates and branches stay."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         seg = self._segment_or_active(pid, segment_id, owner)
         if seg is None:
             raise InputError("nothing to re-roll yet: generate the first candidates")
@@ -380,7 +381,7 @@ class StudioHandlers:
         owner = self.owner_of(token, request)
         if not project_id:
             return "No project is open."
-        if self.studio.cancel(self._pid(project_id), owner=owner):
+        if self.studio.cancel(self._pid(project_id, owner), owner=owner):
             return "Cancelling: the generation stops after the current step."
         return "Nothing is running for this project."
 
@@ -391,7 +392,7 @@ class StudioHandlers:
                ) -> tuple[str, dict[str, Any]]:
         """Choose a candidate of a segment; the chosen path follows it."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         seg = self._segment_or_active(pid, segment_id, owner)
         if seg is None or not candidate_id:
             raise InputError("generate candidates, then pick one to choose")
@@ -407,7 +408,7 @@ class StudioHandlers:
                          ) -> tuple[str, str, dict[str, Any]]:
         """Start the next segment from the chosen candidate's last frame."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         seg = self.studio.continue_from(pid, owner=owner)
         tl = self.studio.timeline(pid, owner=owner)
         msg = (f"Segment {seg.id} (poses {seg.start}–{seg.end - 1}) continues from the chosen "
@@ -420,7 +421,7 @@ class StudioHandlers:
                       ) -> tuple[str, str, dict[str, Any]]:
         """Make the branch through a segment the chosen path (other branches stay)."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         if not segment_id:
             raise InputError("pick a segment of the branch to select")
         tl = self.studio.select_branch(pid, str(segment_id), owner=owner)
@@ -433,7 +434,7 @@ class StudioHandlers:
                  request: gr.Request | None = None) -> dict[str, Any]:
         """The chosen path, the segment tree and what Continue would do (JSON)."""
         owner = self.owner_of(token, request)
-        return self.studio.timeline(self._pid(project_id), owner=owner).to_dict()
+        return self.studio.timeline(self._pid(project_id, owner), owner=owner).to_dict()
 
     @user_errors
     def rerender(self, token: str | None, project_id: str | None, segment_id: str | None,
@@ -443,7 +444,7 @@ class StudioHandlers:
         """Re-render a finished candidate from its manifest (same seed, settings and inputs) and
         write its frames again: the remedy when a frame was damaged on disk."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         seg = self._segment_or_active(pid, segment_id, owner)
         if seg is None or not candidate_id:
             raise InputError("segment_id and candidate_id: pick the segment and the candidate to "
@@ -459,7 +460,7 @@ class StudioHandlers:
                        request: gr.Request | None = None) -> tuple[dict[str, Any], str]:
         """Delete a project (also a damaged one) with all its files."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         self.studio.delete_project(pid, owner=owner)
         return (gr.update(choices=self._project_choices(owner), value=None),
                 "Project deleted with all its files.")
@@ -477,7 +478,7 @@ class StudioHandlers:
         """Stitch the chosen path into one MP4 (audio of the driving video when it has one),
         optionally a side-by-side MP4 and a PNG zip; returns the files for download."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         res = self.studio.export(pid, quality=int(check_number("quality", quality)), side_by_side=bool(side_by_side),
                                  png_zip=bool(png_zip), with_audio=bool(with_audio),
                                  progress=self._progress_fn(progress), owner=owner)
@@ -499,7 +500,7 @@ class StudioHandlers:
             out.update(self._empty_view())
             out["project"] = gr.update(choices=choices, value=None)
             return tuple(out[name] for name in VIEW_FIELDS)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         project = self.studio.get_project(pid, owner=owner)
         folder = self.studio.project_dir(pid, owner=owner)
         tl = self.studio.timeline(pid, owner=owner)
@@ -566,10 +567,11 @@ class StudioHandlers:
         return out
 
     # ---- helpers -----------------------------------------------------------------------
-    @staticmethod
-    def _pid(project_id: str | None) -> str:
+    def _pid(self, project_id: str | None, owner: str | None) -> str:
+        """The project id, once the caller is known to own it (before any other check)."""
         if not project_id:
             raise InputError("no project is open: create one or pick one from the list")
+        self.studio.check_owner(str(project_id), owner=owner)
         return str(project_id)
 
     def _segment_or_active(self, pid: str, segment_id: str | None, owner: str | None

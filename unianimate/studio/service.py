@@ -288,6 +288,11 @@ class Studio:
             yield project
             self.store.save(project, self._owner(owner))
 
+    def check_owner(self, project_id: str, owner: str | None = None) -> None:
+        """ProjectError "no project ..." unless the caller owns the project (reads nothing else:
+        callers check it before anything that could tell about a project)."""
+        self.store.check_owner(project_id, self._owner(owner))
+
     def project_dir(self, project_id: str, owner: str | None = None) -> Path:
         """The folder of a project (ownership checked)."""
         self._load(project_id, owner)

@@ -58,6 +58,7 @@ INDEX_DIR = "owners"
 INDEX_MARK = "index-v1"
 SHARED_KEY = "shared"               # index folder of owner None
 LEGACY_MARK = ".legacy"             # in an owner's index folder: its id was once on disk in clear
+RETIRED_MARK = ".retired"           # ... its projects were given to a new id: never use it again
 DAMAGED_ADVICE = ("restore manifest.json from a backup, or delete the project (Delete project "
                   "button, API /delete_project)")
 
@@ -212,8 +213,11 @@ class ProjectStore:
         return self._entry(folder.name, owner).is_file()
 
     def is_legacy_owner(self, owner: str | None) -> bool:
-        """True for an owner whose id a version 1 manifest held in clear (replace it)."""
-        return owner is not None and (self._index / self.owner_key(owner) / LEGACY_MARK).is_file()
+        """True for an owner id to be replaced: one a version 1 manifest held in clear, or one
+        whose projects were already given to a new id (:meth:`transfer`)."""
+        folder = self._index / self.owner_key(owner)
+        return owner is not None and ((folder / LEGACY_MARK).is_file()
+                                      or (folder / RETIRED_MARK).is_file())
 
     def transfer(self, old: str | None, new: str | None) -> int:
         """Give every project of ``old`` to ``new`` (manifest hash and index); returns how many.
@@ -237,6 +241,9 @@ class ProjectStore:
                 entry.unlink()
                 moved += 1
         (src / LEGACY_MARK).unlink(missing_ok=True)
+        if old is not None:
+            src.mkdir(exist_ok=True)
+            (src / RETIRED_MARK).touch()
         return moved
 
     def _migrate(self, folder: Path, data: dict[str, Any], owner: str | None) -> None:
