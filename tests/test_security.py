@@ -176,3 +176,25 @@ def test_an_old_style_owner_token_works_once_for_its_browser_and_never_after(app
         res = _queue(url, fns["timeline"], [token, LEGACY_ID], session)
         assert not res["success"] and "no project" in res["output"]["error"]
     assert "c" * 32 not in (app["root"] / LEGACY_ID / "manifest.json").read_text()
+
+
+def test_the_log_never_has_an_owner_token_nor_a_project_id_at_info(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from ui.handlers import StudioHandlers
+    models = ModelManager("tiny")
+    ui = StudioHandlers(build_studio(tmp_path / "projects", models), models)
+    token = "d" * 32
+    caplog.set_level("DEBUG")
+    pid, _, _ = ui.create_project(token, REF, "custom", 64, 64, "crop", "logged")
+    ui.load_pose_file(token, pid, [DANCE], 0, 0, 1, True)
+    ui.generate_candidates(token, pid, None, 3, 1, 2.5, 949, 0, 1)
+    ui.choose(token, pid, "s0", "c0")
+    ui.export(token, pid, 20, False, False, True)
+    with pytest.raises(gr.Error):
+        ui.timeline("e" * 32, pid)                           # someone else's attempt
+    assert caplog.records
+    for rec in caplog.records:
+        text = rec.getMessage()
+        assert token not in text and ui.studio.store.owner_key(f"u-{token}") not in text
+        if rec.levelno >= 20:
+            assert pid not in text, text
