@@ -277,3 +277,19 @@ def test_several_pose_images_are_one_sequence(ui: StudioHandlers, tmp_path: Path
     msg, data = ui.load_pose_file(ALICE, pid, files, 0, 0, 1, False)
     assert data["poses"] == 3
     assert "pose images" in _error(ui.load_pose_file, ALICE, pid, [files[0], DANCE], 0, 0, 1, True)
+
+
+def test_export_names_a_damaged_frame_and_rerender_repairs_it(ui: StudioHandlers) -> None:
+    pid = _project(ui)
+    seg, _, _ = ui.generate_candidates(ALICE, pid, None, 3, 1, 2.5, 949, 0, 1)
+    ui.choose(ALICE, pid, seg, "c0")
+    (ui.studio.root / pid / "segments" / seg / "c0" / "000001.png").write_bytes(b"not a png")
+    msg = _error(ui.export, ALICE, pid, 18, False, False, True)
+    assert "segment s0 candidate c0" in msg and "Re-render" in msg and "/rerender" in msg
+    assert "/tmp" not in msg and str(ui.studio.root) not in msg
+    assert "no project" in _error(ui.rerender, BOB, pid, seg, "c0")
+    assert "Re-rendered c0 of segment s0" in ui.rerender(ALICE, pid, seg, "c0")[0]
+    video, files, msg = ui.export(ALICE, pid, 18, False, False, True)
+    assert "3 frames" in msg
+    update, msg = ui.delete_project(ALICE, pid)
+    assert update["choices"] == [] and not (ui.studio.root / pid).exists()
