@@ -1338,7 +1338,7 @@ def _read_pngs(folder: Path, start: int, end: int) -> np.ndarray:
     frames = []
     for i in range(start, end):
         p = folder / f"{i:06d}.png"
-        if not p.is_file():
+        if not p.exists():
             raise ProjectError(f"missing media file {p.name} in {folder.name}; the project folder "
                                "was changed by hand (restore it or delete the project)")
         try:
