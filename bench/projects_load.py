@@ -42,7 +42,7 @@ torch.set_num_threads(1)
 
 from ui.handlers import StudioHandlers  # noqa: E402
 from ui.runtime import ModelManager, build_studio  # noqa: E402
-from unianimate.studio.project import load_project, manifest_path  # noqa: E402
+from unianimate.studio.manifest import load_project, manifest_path  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 

@@ -225,18 +225,33 @@ def test_set_reference_redraws_poses_and_failures_change_nothing(studio):
 def test_pose_preview_streams_the_pose_images(studio, monkeypatch):
     """The skeleton preview (made on every project open) reads one pose image at a time, so a
     long driving input is never held in memory at once."""
-    import unianimate.studio.service as service
+    import unianimate.studio.poses as poses
     from unianimate.video.writer import probe_media
     p = studio.create_project(_ref(), 64, 64, "crop")
     studio.set_pose_sequence(p.id, _poses(9))
     spans = []
-    real = service._read_pngs
+    real = poses.read_pngs
 
     def spy(folder, start, end):
         spans.append(end - start)
         return real(folder, start, end)
 
-    monkeypatch.setattr(service, "_read_pngs", spy)
+    monkeypatch.setattr(poses, "read_pngs", spy)
     preview = studio.pose_preview(p.id)
     assert probe_media(preview.skeleton_video).frames == 9
     assert spans and max(spans) == 1
+
+
+def test_a_session_handle_acts_as_its_owner_and_the_runtime_is_injected(tmp_path):
+    from unianimate.studio import StudioRuntime
+    runtime = StudioRuntime()
+    studio = Studio(tmp_path / "projects", runtime=runtime)
+    alice, bob = studio.session("alice"), studio.session("bob")
+    p = alice.create_project(_ref(), 64, 64, "crop")
+    alice.set_settings(p.id, steps=3)
+    assert [s.id for s in alice.list_projects()] == [p.id] and alice.get_project(p.id).settings.steps == 3
+    assert bob.list_projects() == [] and studio.list_projects() == []
+    with pytest.raises(ProjectError, match="no project"):
+        bob.timeline(p.id)
+    assert studio.store.runtime is runtime
+    assert studio.store.lock(p.id) is runtime.lock(str(studio.root / p.id))

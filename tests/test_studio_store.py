@@ -13,7 +13,8 @@ import pytest
 
 from unianimate.errors import ProjectError
 from unianimate.studio import Studio
-from unianimate.studio.store import DAMAGED_ADVICE, hash_owner, owner_matches
+from unianimate.studio.ownership import hash_owner, owner_matches
+from unianimate.studio.store import DAMAGED_ADVICE
 
 DATA = Path(__file__).resolve().parent / "data"
 LEGACY_OWNER = "u-" + "c" * 32           # the owner written in clear by the version 1 fixture
