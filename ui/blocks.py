@@ -17,6 +17,7 @@ import gradio as gr
 from ui.handlers import (FIT_CHOICES, LIMITS, MEASURE_HEADERS, PRESET_CHOICES, SLOTS,
                          VIEW_FIELDS, StudioHandlers, preset_size)
 from ui.runtime import ModelManager
+from unianimate.studio import GenerationSettings
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ def _bounds(field: str) -> dict[str, Any]:
     """``minimum``/``maximum`` of a number input, from the handlers' one table of limits."""
     _, lo, hi, _ = LIMITS[field]
     return {"minimum": lo, "maximum": hi}
+
+
+def _setting(name: str) -> dict[str, Any]:
+    """Bounds and default value of a generation setting's input (from ``GenerationSettings``)."""
+    return {**_bounds(name), "value": getattr(GenerationSettings(), name)}
 
 
 def _examples(models: ModelManager) -> list[list[Any]]:
@@ -185,19 +191,18 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         # ---- 2: the studio --------------------------------------------------------------
         gr.Markdown("## 2 · Studio: candidates, choose, continue, re-roll")
         with gr.Row():
-            frames = CheckedSlider(**_bounds("frames_per_segment"), value=16, step=1,
+            frames = CheckedSlider(**_setting("frames_per_segment"), step=1,
                                    label="Frames per segment", elem_id="frames")
-            steps = CheckedSlider(**_bounds("steps"), value=30, step=1, label="Denoising steps",
+            steps = CheckedSlider(**_setting("steps"), step=1, label="Denoising steps",
                                   elem_id="steps")
-            guidance = CheckedSlider(**_bounds("guidance"), value=2.5, step=0.1, label="Guidance")
+            guidance = CheckedSlider(**_setting("guidance"), step=0.1, label="Guidance")
         with gr.Row():
-            noise_prior = CheckedSlider(**_bounds("noise_prior_t"), value=949, step=1,
+            noise_prior = CheckedSlider(**_setting("noise_prior_t"), step=1,
                                         label="Noise prior t",
                                         info="raise to 959/969 if the reference leaks in")
-            base_seed = CheckedNumber(label="Base seed", value=0, precision=0,
-                                      **_bounds("base_seed"),
+            base_seed = CheckedNumber(label="Base seed", precision=0, **_setting("base_seed"),
                                       info="seed = base + 1000 x depth + candidate")
-            n_cands = CheckedSlider(**_bounds("candidates"), value=2, step=1, label="Candidates",
+            n_cands = CheckedSlider(**_setting("candidates"), step=1, label="Candidates",
                                     elem_id="n-candidates")
         with gr.Row(equal_height=True):
             segment = gr.Dropdown(label="Segment (the tree; pick one to see or re-roll it)",

@@ -25,6 +25,7 @@ import gradio as gr
 
 from unianimate.errors import GenerationCancelled, InputError, UniAnimateError
 from unianimate.imaging import check_size
+from unianimate.studio import GenerationSettings
 from gradio.utils import get_upload_folder
 
 from ui.files import SessionFiles
@@ -45,8 +46,8 @@ PRESET_CHOICES = [("512 x 768 (portrait, as trained)", "512x768"),
                   ("custom (multiples of 64)", "custom")]
 FIT_CHOICES = [("crop (keep aspect, fill)", "crop"), ("pad (keep aspect, letterbox)", "pad"),
                ("stretch (as the reference code)", "stretch")]
-#: candidate slots shown side by side
-SLOTS = 4
+#: candidate slots shown side by side (as many as the UI lets one generate at once)
+SLOTS = int(GenerationSettings.limit("candidates").ui_hi)
 #: the example files (their cached copies are shared by every session: never removed)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 _TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -55,13 +56,12 @@ _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 #: the bounds of every number the UI takes: (label, minimum, maximum or None, whole number).
 #: The components show them (``ui.blocks``); the handlers check them with :func:`check_number`,
 #: so an API caller gets a message naming the field and the range.
+#: The generation settings' entries come from their field metadata (``GenerationSettings.limit``).
 LIMITS: dict[str, tuple[str, float, float | None, bool]] = {
-    "frames_per_segment": ("frames per segment", 2, 64, True),
-    "steps": ("denoising steps", 1, 100, True),
-    "guidance": ("guidance", 0.0, 10.0, False),
-    "noise_prior_t": ("noise prior t", 0, 999, True),
-    "base_seed": ("base seed", 0, 2_000_000_000, True),
-    "candidates": ("candidates", 1, SLOTS, True),
+    **{name: (lim.label, lim.ui_lo, lim.ui_hi, lim.whole)
+       for name, lim in ((n, GenerationSettings.limit(n)) for n in
+                         ("frames_per_segment", "steps", "guidance", "noise_prior_t",
+                          "base_seed", "candidates"))},
     "frame_interval": ("frame interval", 1, 16, True),
     "trim": ("trim time (seconds)", 0.0, None, False),
     "quality": ("quality (H.264 CRF)", 0, 51, True),

@@ -59,8 +59,9 @@ class Generation:
         if seg.parent is not None and seg.first_frame is None:
             raise ProjectError(f"segment {seg.id} has no first frame recorded")
         count = int(n if n is not None else project.settings.candidates)
-        if not (1 <= count <= 16):
-            raise InputError(f"number of candidates must be 1..16, got {count}")
+        limit = GenerationSettings.limit("candidates")
+        if not (limit.lo <= count <= limit.hi):
+            raise InputError(f"number of candidates must be {limit.span()}, got {count}")
         job = Job(id=uuid.uuid4().hex[:12], kind="generate", segment=seg.id, candidates=[])
         token = CancelToken(should_cancel)
         runtime = self.store.runtime

@@ -2,7 +2,7 @@
 
 Typical flow::
 
-    studio = compose.build_studio("projects", compose.ModelManager("tiny"))
+    studio = Studio("projects", pipeline_factory=lambda report: UniAnimatePipeline.tiny())
     me = studio.session(owner)                 # or pass owner= to every call
     p = me.create_project("ref.png", width=512, height=768, fit="crop")
     me.set_poses_from_file(p.id, "dance.mp4", frame_interval=2)

@@ -2,7 +2,7 @@
 stored with every candidate so it can be re-rendered from the manifest."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from unianimate.errors import InputError, ProjectError
@@ -10,35 +10,58 @@ from unianimate.utils import check_known_keys
 
 
 @dataclass(frozen=True)
-class GenerationSettings:
-    """Settings of a generation; a snapshot is stored with every candidate for re-rendering."""
+class Limit:
+    """The allowed range of a setting (``lo``..``hi``), its label, and the narrower range the UI
+    offers (``ui_lo``..``ui_hi``: the sliders, and what the app's API accepts)."""
 
-    frames_per_segment: int = 16
-    steps: int = 30
-    guidance: float = 2.5
-    noise_prior_t: int = 949
-    base_seed: int = 0
-    candidates: int = 2
+    lo: float
+    hi: float
+    label: str
+    ui_lo: float
+    ui_hi: float
+    whole: bool = True
+
+    def span(self, ui: bool = False) -> str:
+        lo, hi = (self.ui_lo, self.ui_hi) if ui else (self.lo, self.hi)
+        return f"{lo:g}..{hi:g}"
+
+
+def _limit(lo: float, hi: float, label: str, ui: tuple[float, float] | None = None,
+           whole: bool = True) -> dict[str, Limit]:
+    ui_lo, ui_hi = ui if ui is not None else (lo, hi)
+    return {"limit": Limit(lo, hi, label, ui_lo, ui_hi, whole)}
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Settings of a generation; a snapshot is stored with every candidate for re-rendering.
+
+    Every number field carries its :class:`Limit` (``GenerationSettings.limit(name)``): the one
+    source of the ranges that :meth:`validated`, the UI sliders and the app's API checks use.
+    """
+
+    frames_per_segment: int = field(default=16, metadata=_limit(2, 128, "frames per segment",
+                                                                ui=(2, 64)))
+    steps: int = field(default=30, metadata=_limit(1, 1000, "denoising steps", ui=(1, 100)))
+    guidance: float = field(default=2.5, metadata=_limit(0.0, 50.0, "guidance", ui=(0.0, 10.0),
+                                                         whole=False))
+    noise_prior_t: int = field(default=949, metadata=_limit(0, 999, "noise prior t"))
+    base_seed: int = field(default=0, metadata=_limit(0, 2**31 - 10**7 - 1, "base seed"))
+    candidates: int = field(default=2, metadata=_limit(1, 16, "candidates", ui=(1, 4)))
     color_correction: bool = True
-    color_threshold: float = 12.0
+    color_threshold: float = field(default=12.0, metadata=_limit(0.0, 255.0, "colour threshold",
+                                                                 whole=False))
+
+    @staticmethod
+    def limit(name: str) -> Limit:
+        """The range of setting ``name`` (KeyError for a field without one)."""
+        return _LIMITS[name]
 
     def validated(self) -> "GenerationSettings":
         """Return self after range checks; raises ProjectError naming the bad value."""
-        problems = []
-        if not (2 <= self.frames_per_segment <= 128):
-            problems.append(f"frames_per_segment={self.frames_per_segment} (use 2..128)")
-        if not (1 <= self.steps <= 1000):
-            problems.append(f"steps={self.steps} (use 1..1000)")
-        if not (0.0 <= self.guidance <= 50.0):
-            problems.append(f"guidance={self.guidance} (use 0..50)")
-        if not (0 <= self.noise_prior_t <= 999):
-            problems.append(f"noise_prior_t={self.noise_prior_t} (use 0..999)")
-        if not (0 <= self.base_seed < 2**31 - 10**7):
-            problems.append(f"base_seed={self.base_seed} (use 0..2_000_000_000)")
-        if not (1 <= self.candidates <= 16):
-            problems.append(f"candidates={self.candidates} (use 1..16)")
-        if not (0.0 <= self.color_threshold <= 255.0):
-            problems.append(f"color_threshold={self.color_threshold} (use 0..255)")
+        problems = [f"{name}={getattr(self, name)} (use {lim.span()})"
+                    for name, lim in _LIMITS.items()
+                    if not lim.lo <= getattr(self, name) <= lim.hi]
         if problems:
             raise ProjectError("invalid generation settings: " + "; ".join(problems))
         return self
@@ -85,4 +108,7 @@ def _typed_setting(key: str, value: Any, kind: type) -> Any:
     return number
 
 
-__all__ = ["GenerationSettings"]
+_LIMITS: dict[str, Limit] = {f.name: f.metadata["limit"] for f in fields(GenerationSettings)
+                             if "limit" in f.metadata}
+
+__all__ = ["GenerationSettings", "Limit"]
