@@ -223,12 +223,11 @@ def test_set_reference_redraws_poses_and_failures_change_nothing(studio):
 
 
 def test_pose_preview_streams_the_pose_images(studio, monkeypatch):
-    """The skeleton preview (made on every project open) reads one pose image at a time, so a
-    long driving input is never held in memory at once."""
+    """The skeleton preview (made with the poses) reads one pose image at a time, so a long
+    driving input is never held in memory at once."""
     import unianimate.studio.poses as poses
     from unianimate.video.writer import probe_media
     p = studio.create_project(_ref(), 64, 64, "crop")
-    studio.set_pose_sequence(p.id, _poses(9))
     spans = []
     real = poses.read_pngs
 
@@ -237,6 +236,7 @@ def test_pose_preview_streams_the_pose_images(studio, monkeypatch):
         return real(folder, start, end)
 
     monkeypatch.setattr(poses, "read_pngs", spy)
+    studio.set_pose_sequence(p.id, _poses(9))
     preview = studio.pose_preview(p.id)
     assert probe_media(preview.skeleton_video).frames == 9
     assert spans and max(spans) == 1

@@ -293,3 +293,12 @@ def test_export_names_a_damaged_frame_and_rerender_repairs_it(ui: StudioHandlers
     assert "3 frames" in msg
     update, msg = ui.delete_project(ALICE, pid)
     assert update["choices"] == [] and not (ui.studio.root / pid).exists()
+
+
+def test_opening_a_project_reads_it_once_and_writes_nothing(ui: StudioHandlers) -> None:
+    pid = _project(ui)
+    folder = ui.studio.root / pid
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid)))
+    assert view["pose_video"] and view["pose_overlay"] and view["reference_preview"]
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before

@@ -501,17 +501,15 @@ class StudioHandlers:
             out["project"] = gr.update(choices=choices, value=None)
             return tuple(out[name] for name in VIEW_FIELDS)
         pid = self._pid(project_id, owner)
-        project = self.studio.get_project(pid, owner=owner)
-        folder = self.studio.project_dir(pid, owner=owner)
-        tl = self.studio.timeline(pid, owner=owner)
+        page = self.studio.page(pid, owner=owner)              # one load; writes nothing
+        project, tl = page.project, page.timeline
         seg_ids = {s.id for s in tl.tree}
         seg = segment_id if segment_id in seg_ids else tl.active_leaf
         out["project"] = gr.update(choices=choices, value=pid)
-        out["reference_preview"] = self._served(request, folder / project.reference.fitted)
+        out["reference_preview"] = self._served(request, page.reference)
         if project.poses is not None:
-            preview = self.studio.pose_preview(pid, owner=owner)   # written once, then reused
-            out["pose_video"] = self._served(request, preview.skeleton_video)
-            out["pose_overlay"] = self._served(request, preview.overlay_image)
+            out["pose_video"] = self._served(request, page.pose_video)
+            out["pose_overlay"] = self._served(request, page.pose_overlay)
             out["pose_info"] = self._pose_message(project.poses)
         else:
             out["pose_info"] = "No driving poses yet: upload a pose file or a video."
@@ -740,9 +738,9 @@ class StudioHandlers:
                  "timings": c.timings, "error": c.error} for c in view.candidates]
 
     def _project_dict(self, pid: str, owner: str | None) -> dict[str, Any]:
-        project = self.studio.get_project(pid, owner=owner)
-        data = {"id": project.id, "name": project.name, "width": project.width,
+        page = self.studio.page(pid, owner=owner)
+        project = page.project
+        return {"id": project.id, "name": project.name, "width": project.width,
                 "height": project.height, "fit": project.reference.fit,
-                "poses": project.poses.count if project.poses else 0}
-        data["timeline"] = self.studio.timeline(pid, owner=owner).to_dict()
-        return data
+                "poses": project.poses.count if project.poses else 0,
+                "timeline": page.timeline.to_dict()}

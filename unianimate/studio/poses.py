@@ -25,6 +25,10 @@ from unianimate.studio.views import PosePreview
 
 log = logging.getLogger(__name__)
 
+#: the pose preview files (made with the poses; ``poses/`` is replaced on any change)
+PREVIEW_VIDEO = "poses/preview.mp4"
+PREVIEW_OVERLAY = "poses/overlay.png"
+
 
 class PoseIngest:
     """Poses in and out of project folders (ownership through the store)."""
@@ -234,31 +238,35 @@ class PoseIngest:
         project.reference.pose_source = "detected" if ref_pose is not None else "driving-frame-0"
         save_png(staging / "reference_pose.png", ref_img)
         project.reference.pose = "poses/reference_pose.png"
+        _write_preview(staging, info, fitted)
 
     def pose_preview(self, project_id: str, owner: str | None) -> PosePreview:
-        """Write (and return) a skeleton video of the poses and pose 0 drawn over the reference."""
-        from unianimate.video.writer import write_mp4
+        """The skeleton video of the poses and pose 0 drawn over the reference (written with
+        the poses; made here only for a project whose poses predate that)."""
         project = self.store.load(project_id, owner)
         if project.poses is None:
             raise InputError("this project has no poses yet; load a driving video or pose file")
         folder = self.store.folder(project_id)
-        info = project.poses
-        video = folder / "poses/preview.mp4"
-        overlay_path = folder / "poses/overlay.png"
-        if video.is_file() and overlay_path.is_file():       # poses/ is replaced on any change
-            return PosePreview(skeleton_video=str(video), overlay_image=str(overlay_path),
-                               count=info.count, fps=info.fps, messages=list(info.messages))
-        images = folder / info.images
-        # streamed from disk: a long driving input must not be held in memory at once
-        write_mp4((read_pngs(images, i, i + 1)[0] for i in range(info.count)), video,
-                  fps=info.fps, quality=23)
-        ref = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
-        pose0 = read_pngs(images, 0, 1)[0]
-        mask = pose0.max(axis=2, keepdims=True) > 0
-        overlay = np.where(mask, pose0, (ref * 0.6).astype(np.uint8))
-        save_png(overlay_path, overlay)
-        return PosePreview(skeleton_video=str(video), overlay_image=str(overlay_path),
-                           count=info.count, fps=info.fps, messages=list(info.messages))
+        video, overlay = folder / PREVIEW_VIDEO, folder / PREVIEW_OVERLAY
+        if not (video.is_file() and overlay.is_file()):
+            with self.store.lock(project_id):
+                fitted = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
+                _write_preview(folder / "poses", project.poses, fitted)
+        return PosePreview(skeleton_video=str(video), overlay_image=str(overlay),
+                           count=project.poses.count, fps=project.poses.fps,
+                           messages=list(project.poses.messages))
+
+
+def _write_preview(poses_dir: Path, info: PoseInfo, fitted: np.ndarray) -> None:
+    """``preview.mp4`` (the drawn poses, streamed from disk one at a time: a long driving input
+    is never held in memory) and ``overlay.png`` (pose 0 over the reference) in ``poses_dir``."""
+    from unianimate.video.writer import write_mp4
+    images = poses_dir / "images"
+    write_mp4((read_pngs(images, i, i + 1)[0] for i in range(info.count)),
+              poses_dir / "preview.mp4", fps=info.fps, quality=23)
+    pose0 = read_pngs(images, 0, 1)[0]
+    mask = pose0.max(axis=2, keepdims=True) > 0
+    save_png(poses_dir / "overlay.png", np.where(mask, pose0, (fitted * 0.6).astype(np.uint8)))
 
 
 @dataclass

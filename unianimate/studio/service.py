@@ -50,14 +50,14 @@ from unianimate.studio.export import Exporter
 from unianimate.studio.generation import Generation
 from unianimate.studio.jobs import Progress, ProgressFn
 from unianimate.studio.media import default_name, prepare_reference, save_png
-from unianimate.studio.poses import PoseIngest
+from unianimate.studio.poses import PREVIEW_OVERLAY, PREVIEW_VIDEO, PoseIngest
 from unianimate.studio.ports import Animator, AnimatorFactory, PoseDetector, PoseDetectorFactory
 from unianimate.studio.project import (Candidate, GenerationSettings, PoseInfo, Project,
                                        ReferenceInfo, Segment)
 from unianimate.studio.runtime import StudioRuntime
 from unianimate.studio.store import ProjectStore
-from unianimate.studio.views import (ExportResult, PosePreview, ProjectSummary, Timeline,
-                                     build_timeline)
+from unianimate.studio.views import (ExportResult, PosePreview, ProjectPage, ProjectSummary,
+                                     Timeline, build_page, build_timeline)
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +288,11 @@ class Studio:
         """The data the UI shows: the active path, the whole tree, what continue would do."""
         project = self.store.load(project_id, self._owner(owner))
         return build_timeline(project, self.store.folder(project_id))
+
+    def page(self, project_id: str, owner: str | None = None) -> ProjectPage:
+        """Everything a page shows of a project, from one load; writes nothing."""
+        project = self.store.load(project_id, self._owner(owner))
+        return build_page(project, self.store.folder(project_id), PREVIEW_VIDEO, PREVIEW_OVERLAY)
 
     # ---- export -------------------------------------------------------------------------
     def chosen_frames(self, project_id: str, owner: str | None = None

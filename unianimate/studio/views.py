@@ -135,6 +135,32 @@ class PosePreview:
     messages: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ProjectPage:
+    """Everything a page shows of one project, from one load (no file written): the project,
+    its timeline, and the absolute paths of its displayed files (None when missing)."""
+
+    project: Project
+    timeline: Timeline
+    reference: str | None
+    pose_video: str | None
+    pose_overlay: str | None
+
+
+def build_page(project: Project, folder: Path, pose_video: str, pose_overlay: str
+               ) -> ProjectPage:
+    """The page of a loaded project; ``pose_video``/``pose_overlay``: their project-relative
+    paths (shown only when present)."""
+    def existing(rel: str | None) -> str | None:
+        return str(folder / rel) if rel and (folder / rel).is_file() else None
+
+    has_poses = project.poses is not None
+    return ProjectPage(project=project, timeline=build_timeline(project, folder),
+                       reference=existing(project.reference.fitted),
+                       pose_video=existing(pose_video) if has_poses else None,
+                       pose_overlay=existing(pose_overlay) if has_poses else None)
+
+
 def build_timeline(project: Project, folder: Path) -> Timeline:
     """The data the UI shows of a loaded project: the active path, the whole tree, what
     continue would do; media paths absolute under ``folder`` (the project's folder)."""
@@ -174,4 +200,4 @@ def build_timeline(project: Project, folder: Path) -> Timeline:
 
 
 __all__ = ["ProjectSummary", "summarize", "CandidateView", "SegmentView", "Timeline",
-           "ExportResult", "PosePreview", "build_timeline"]
+           "ExportResult", "PosePreview", "ProjectPage", "build_page", "build_timeline"]
