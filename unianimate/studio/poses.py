@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from unianimate.errors import InputError, WeightsMissingError
+from unianimate.pose.importers import DrivingInput
 from unianimate.studio.engines import Engines
 from unianimate.studio.jobs import Progress, ProgressFn, report
 from unianimate.studio.media import (MAX_DRIVING_BYTES, check_upload_size, is_video,
@@ -122,12 +123,12 @@ class PoseIngest:
         from unianimate.pose import PoseSequence
         if not isinstance(sequence, PoseSequence):
             raise InputError("set_pose_sequence needs a unianimate.pose.PoseSequence")
-        driving = _SimpleDriving(keypoints=sequence, pose_images=None, fps=float(sequence.fps),
-                                 messages=[], source_video=None)
+        driving = DrivingInput(keypoints=sequence, pose_images=None, fps=float(sequence.fps),
+                               kind="sequence")
         return self.store_driving(project_id, owner, driving, None, frame_interval, None, None,
                                    align)
 
-    def store_driving(self, project_id: str, owner: str | None, driving: Any,
+    def store_driving(self, project_id: str, owner: str | None, driving: DrivingInput,
                        source: Path | None, frame_interval: int, start: float | None,
                        end: float | None, align: bool) -> PoseInfo:
         """Save keypoints / pose images (+ a copy of a source video with audio) into ``poses/``.
@@ -142,23 +143,22 @@ class PoseIngest:
                 raise InputError("this project already has generated segments; its poses cannot "
                                  "change now (create a new project for another driving input)")
             folder = self.store.folder(project_id)
-            keypoints = getattr(driving, "keypoints", None)
-            images = getattr(driving, "pose_images", None)
+            keypoints, images = driving.keypoints, driving.pose_images
             count = len(keypoints.poses) if keypoints is not None else (
                 len(images) if images is not None else 0)
             if count == 0:
                 raise InputError("the driving input has no frames with poses; use another video "
                                  "or pose file")
-            fps = float(getattr(driving, "fps", 0) or 0)
+            fps = float(driving.fps or 0)
             if not fps > 0:
                 raise InputError("the driving input has no usable frame rate")
-            if getattr(driving, "kind", None) == "keypoints":
+            if driving.kind == "keypoints":
                 frame_interval = 1          # a pose JSON is used as saved (its own fps)
             info = PoseInfo(count=count, fps=fps, images="poses/images",
                             frame_interval=int(frame_interval), start=start, end=end,
                             source_fps=fps * int(frame_interval),
                             source_name=source.name if source is not None else None,
-                            messages=[str(m) for m in (getattr(driving, "messages", None) or [])],
+                            messages=[str(m) for m in driving.messages],
                             aligned=bool(align))
             staging = folder / f".poses-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
@@ -170,7 +170,7 @@ class PoseIngest:
                     (staging / "given").mkdir()
                     for i, img in enumerate(images):
                         save_png(staging / "given" / f"{i:06d}.png", to_uint8(img))
-                src_video = getattr(driving, "source_video", None)
+                src_video = driving.source_video
                 if src_video:
                     src_video = Path(src_video)
                     if probe_media(src_video).has_audio:
@@ -267,15 +267,6 @@ def _write_preview(poses_dir: Path, info: PoseInfo, fitted: np.ndarray) -> None:
     pose0 = read_pngs(images, 0, 1)[0]
     mask = pose0.max(axis=2, keepdims=True) > 0
     save_png(poses_dir / "overlay.png", np.where(mask, pose0, (fitted * 0.6).astype(np.uint8)))
-
-
-@dataclass
-class _SimpleDriving:
-    keypoints: Any
-    pose_images: Any
-    fps: float
-    messages: list[str]
-    source_video: Any
 
 
 def _detect(detector: PoseDetector, image: np.ndarray) -> Any:
