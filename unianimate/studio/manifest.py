@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from unianimate.errors import ProjectError
 from unianimate.studio.project import (CANDIDATE_STATUSES, FIT_MODES, FORMAT, JOB_STATUSES,
-                                       MANIFEST, READABLE_VERSIONS, Candidate,
-                                       GenerationSettings, Job, PoseInfo, Project, ReferenceInfo,
-                                       Segment, check_relative, valid_id)
+                                       MANIFEST, READABLE_VERSIONS, Project, check_relative,
+                                       valid_id)
 from unianimate.utils import atomic_write_json
 
 _MISSING_OWNER = object()
@@ -122,67 +122,46 @@ def check_project(project: Project, folder: Path | None) -> None:
             check_relative(rel, name)
 
 
-# ---- generic strict dataclass builder -----------------------------------------------------
-def _coerce(value: Any, annotation: str, where: str) -> Any:
-    """Check ``value`` against a (string) annotation of the dataclasses above."""
-    ann = annotation.replace(" ", "")
-    optional = ann.endswith("|None")
-    if optional:
-        ann = ann[: -len("|None")]
-        if value is None:
-            return None
-    elif value is None and ann != "Any":
-        raise ProjectError(f"{where} must not be null")
-    nested = {"GenerationSettings": GenerationSettings, "Candidate": Candidate, "Segment": Segment,
-              "ReferenceInfo": ReferenceInfo, "PoseInfo": PoseInfo, "Job": Job}
-    if ann in nested:
-        if isinstance(value, nested[ann]):
-            return value
-        return build_strict(nested[ann], value, where)
-    if ann.startswith("list["):
-        inner = ann[5:-1]
-        if not isinstance(value, list):
-            raise ProjectError(f"{where} must be a list")
-        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-    if ann.startswith("dict["):
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ProjectError(f"{where} must be an object")
-        return dict(value)
-    if ann == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProjectError(f"{where} must be an integer, got {value!r}")
-        return value
-    if ann == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise ProjectError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if ann == "bool":
-        if not isinstance(value, bool):
-            raise ProjectError(f"{where} must be true or false, got {value!r}")
-        return value
-    if ann == "str":
-        if not isinstance(value, str):
-            raise ProjectError(f"{where} must be a string, got {value!r}")
-        return value
-    return value
+# ---- strict parsing through pydantic --------------------------------------------------------
+_ADAPTERS: dict[type, TypeAdapter] = {}
+_KINDS = {"int_type": "an integer", "int_from_float": "an integer", "float_type": "a number",
+          "finite_number": "a finite number", "bool_type": "true or false",
+          "string_type": "a string", "list_type": "a list", "dict_type": "an object",
+          "dataclass_type": "an object", "dataclass_exact_type": "an object"}
+
+
+def _where(root: str, loc: tuple[Any, ...]) -> str:
+    return root + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
 
 
 def build_strict(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from ``data`` strictly (unknown/missing keys -> ProjectError)."""
-    if not isinstance(data, dict):
-        raise ProjectError(f"{where} must be an object, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ProjectError(f"{where}: unknown field(s) {unknown}")
-    kwargs = {}
-    for name, f in known.items():
-        if name not in data:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ProjectError(f"{where}: missing field {name!r}")
-            continue
-        kwargs[name] = _coerce(data[name], str(f.type), f"{where}.{name}")
-    return cls(**kwargs)
+    """``data`` (a JSON value) as dataclass ``cls``, strictly: unknown or missing fields, wrong
+    types and non-finite numbers raise ProjectError naming the field (``where.a.b[2].c``).
+    pydantic does the checking (strict JSON mode, ``extra="forbid"``, see ``STRICT``)."""
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        adapter = _ADAPTERS[cls] = TypeAdapter(cls)
+    try:
+        return adapter.validate_json(json.dumps(data), strict=True)
+    except ValidationError as err:
+        raise ProjectError(_message(err, where)) from None
+
+
+def _message(err: ValidationError, root: str) -> str:
+    """The first problem pydantic found, in the manifest's words."""
+    e = err.errors(include_url=False)[0]
+    loc, kind, value = tuple(e["loc"]), e["type"], e.get("input")
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        names = sorted(str(x["loc"][-1]) for x in err.errors() if x["type"] == kind
+                       and tuple(x["loc"][:-1]) == loc[:-1])
+        return f"{_where(root, loc[:-1])}: unknown field(s) {names}"
+    if kind in ("missing", "missing_argument"):
+        return f"{_where(root, loc[:-1])}: missing field {loc[-1]!r}"
+    if value is None:
+        return f"{_where(root, loc)} must not be null"
+    if kind in _KINDS:
+        return f"{_where(root, loc)} must be {_KINDS[kind]}, got {value!r}"
+    return f"{_where(root, loc)}: {e['msg']} (got {value!r})"
 
 
 # ---- manifest I/O -------------------------------------------------------------------------

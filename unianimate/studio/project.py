@@ -41,8 +41,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pydantic import with_config
+
 from unianimate.errors import InputError, ProjectError
-from unianimate.studio.settings import GenerationSettings
+from unianimate.studio.settings import STRICT, GenerationSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ def valid_id(value: str) -> bool:
     return isinstance(value, str) and bool(_ID_RE.match(value))
 
 
+@with_config(STRICT)
 @dataclass
 class Candidate:
     """One generated (or attempted) take of a segment."""
@@ -107,6 +110,7 @@ class Candidate:
     created: float = field(default_factory=time.time)
 
 
+@with_config(STRICT)
 @dataclass
 class Segment:
     """A node of the segment tree: a pose slice and its candidates."""
@@ -136,6 +140,7 @@ class Segment:
                            f"it has {[c.id for c in self.candidates] or 'none yet'}")
 
 
+@with_config(STRICT)
 @dataclass
 class ReferenceInfo:
     """The reference image as stored and as fitted to the project resolution."""
@@ -150,6 +155,7 @@ class ReferenceInfo:
     keypoints: str | None = None          # relative JSON (one-pose sequence) when detected
 
 
+@with_config(STRICT)
 @dataclass
 class PoseInfo:
     """The driving pose sequence of a project."""
@@ -171,6 +177,7 @@ class PoseInfo:
     messages: list[str] = field(default_factory=list)
 
 
+@with_config(STRICT)
 @dataclass
 class Job:
     """A generation job, recorded so that a crash shows up as ``interrupted`` after restart."""
@@ -185,6 +192,7 @@ class Job:
     error: str | None = None
 
 
+@with_config(STRICT)
 @dataclass
 class Project:
     """A whole project: reference, poses, settings, the segment tree and the job log."""

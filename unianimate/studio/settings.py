@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from pydantic import ConfigDict, with_config
+
 from unianimate.errors import InputError, ProjectError
 from unianimate.utils import check_known_keys
 
@@ -32,6 +34,12 @@ def _limit(lo: float, hi: float, label: str, ui: tuple[float, float] | None = No
     return {"limit": Limit(lo, hi, label, ui_lo, ui_hi, whole)}
 
 
+#: how the manifest's dataclasses are parsed (:func:`unianimate.studio.manifest.build_strict`):
+#: unknown keys and lossy types refused, no NaN or infinity
+STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+
+
+@with_config(STRICT)
 @dataclass(frozen=True)
 class GenerationSettings:
     """Settings of a generation; a snapshot is stored with every candidate for re-rendering.
@@ -111,4 +119,4 @@ def _typed_setting(key: str, value: Any, kind: type) -> Any:
 _LIMITS: dict[str, Limit] = {f.name: f.metadata["limit"] for f in fields(GenerationSettings)
                              if "limit" in f.metadata}
 
-__all__ = ["GenerationSettings", "Limit"]
+__all__ = ["GenerationSettings", "Limit", "STRICT"]
