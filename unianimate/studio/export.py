@@ -46,6 +46,17 @@ class Exporter:
             raise InputError("nothing to export yet: generate candidates and choose one first")
         return plan
 
+    def _panels(self, project: Project, folder: Path, plan: list[_PlanPart]
+                ) -> Iterator[np.ndarray]:
+        """(reference | pose | result) frames of the stitched path, one at a time."""
+        from unianimate.video.writer import side_by_side_frames
+        assert project.poses is not None
+        ref = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
+        images = folder / project.poses.images
+        pose_idx = [i for part in plan for i in part.poses]
+        for frame, idx in zip(self._iter_plan(plan), pose_idx):
+            yield side_by_side_frames(ref, read_pngs(images, idx, idx + 1), frame[None])[0]
+
     @staticmethod
     def _iter_plan(plan: list[_PlanPart]) -> Iterator[np.ndarray]:
         """The stitched frames one by one (read lazily from the PNGs). A frame missing or
@@ -79,7 +90,7 @@ class Exporter:
         exactly k*(n-1)+1 frames; fps defaults to source fps / frame interval. Frames are
         streamed from disk, so long videos do not need to fit in memory.
         """
-        from unianimate.video.writer import AudioSpan, side_by_side_frames, write_mp4, write_png_zip
+        from unianimate.video.writer import AudioSpan, write_mp4, write_png_zip
         project = self.store.load(project_id, owner)
         folder = self.store.folder(project_id)
         plan = self._chosen_plan(project)
@@ -109,16 +120,9 @@ class Exporter:
         sbs_path = zip_path = None
         if side_by_side:
             report(progress, Progress("exporting", step=1, total=steps, message="side by side"))
-            ref = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
-            images = folder / info.images
-
-            def panels() -> Iterator[np.ndarray]:
-                for frame, idx in zip(self._iter_plan(plan), pose_idx):
-                    pose = read_pngs(images, idx, idx + 1)
-                    yield side_by_side_frames(ref, pose, frame[None])[0]
-
             sbs_path = video.with_name(video.stem + "_side_by_side.mp4")
-            write_mp4(panels(), sbs_path, fps=out_fps, quality=int(quality), audio=audio)
+            write_mp4(self._panels(project, folder, plan), sbs_path, fps=out_fps,
+                      quality=int(quality), audio=audio)
         if png_zip:
             report(progress, Progress("exporting", step=steps - 1, total=steps,
                                       message="PNG sequence zip"))

@@ -19,6 +19,7 @@ from unianimate.studio import measures as M
 from unianimate.studio.engines import Engines
 from unianimate.studio.jobs import CancelToken, Progress, ProgressFn, StepClock, report
 from unianimate.studio.media import read_pngs, save_png
+from unianimate.studio.ports import Animator
 from unianimate.studio.project import Candidate, GenerationSettings, Job, Project, Segment, seed_for
 from unianimate.studio.store import ProjectStore
 
@@ -122,21 +123,10 @@ class Generation:
         settings = project.settings
         inputs = self._segment_inputs(project, seg)
         clock = StepClock(count * settings.steps)
-        model_name = str(getattr(pipe, "model_name", type(pipe).__name__))
         done: list[Candidate] = []
         for i in range(count):
-            # record the candidate as running first, so a crash shows up as interrupted
-            with self.store.edit(project_id, owner) as p:
-                s = p.segment(segment_id)
-                index = max((c.index for c in s.candidates), default=-1) + 1
-                cand = Candidate(id=f"c{index}", index=index,
-                                 seed=seed_for(settings.base_seed, s.depth, index),
-                                 settings=settings, status="running", job_id=job_id,
-                                 model=model_name)
-                s.candidates.append(cand)
-                for job in p.jobs:
-                    if job.id == job_id:
-                        job.candidates.append(cand.id)
+            cand = self._record_running(project_id, owner, segment_id, job_id, settings,
+                                        str(pipe.model_name))
 
             def callback(step: int, total: int, preview: Any = None, _i: int = i) -> None:
                 # ``total`` is the pipeline's count of denoising calls for one candidate
@@ -174,20 +164,32 @@ class Generation:
                        "save_s": round(time.monotonic() - t0 - gen_s, 3)}
             with self.store.edit(project_id, owner) as p:
                 c = p.segment(segment_id).candidate(cand.id)
-                c.status = "done"
-                c.frames_dir = rel
-                c.num_frames = int(frames.shape[0])
-                c.poster = f"{rel}/poster.png"
-                c.preview = f"{rel}/preview.mp4"
-                c.timings = timings
-                c.measures = measures
-                c.color_correction = correction
+                c.status, c.frames_dir, c.num_frames = "done", rel, int(frames.shape[0])
+                c.poster, c.preview = f"{rel}/poster.png", f"{rel}/preview.mp4"
+                c.timings, c.measures, c.color_correction = timings, measures, correction
                 done.append(c)
             log.info("candidate %s (seed %d) done in %.1f s", cand.id, cand.seed, gen_s)
         self._set_job(project_id, owner, job_id, status="done")
         report(progress, Progress("done", step=clock.total, total=clock.total, candidates=count,
                                   message=f"{count} candidate(s) ready"))
         return done
+
+    def _record_running(self, project_id: str, owner: str | None, segment_id: str, job_id: str,
+                        settings: GenerationSettings, model_name: str) -> Candidate:
+        """A new candidate recorded as running before it is generated (so a crash shows up as
+        interrupted), with the next index and its documented seed."""
+        with self.store.edit(project_id, owner) as p:
+            seg = p.segment(segment_id)
+            index = max((c.index for c in seg.candidates), default=-1) + 1
+            cand = Candidate(id=f"c{index}", index=index,
+                             seed=seed_for(settings.base_seed, seg.depth, index),
+                             settings=settings, status="running", job_id=job_id,
+                             model=model_name)
+            seg.candidates.append(cand)
+            for job in p.jobs:
+                if job.id == job_id:
+                    job.candidates.append(cand.id)
+        return cand
 
     def _finish_candidate(self, project_id: str, owner: str | None, segment_id: str,
                           candidate_id: str, status: str, error: str | None) -> None:
@@ -224,7 +226,7 @@ class Generation:
                 "prev_last": prev_last, "anchor": anchor}
 
     @staticmethod
-    def _render(pipe: Any, inputs: dict[str, Any], seed: int, settings: GenerationSettings,
+    def _render(pipe: Animator, inputs: dict[str, Any], seed: int, settings: GenerationSettings,
                 num_frames: int, callback: Callable[..., None] | None,
                 should_cancel: Callable[[], bool] | None) -> np.ndarray:
         frames = pipe.generate_segment(
@@ -293,7 +295,7 @@ class Generation:
         inputs = self._segment_inputs(project, seg)
         with self.store.runtime.gpu.slot():
             pipe = self.engines.pipeline(progress)
-            name = str(getattr(pipe, "model_name", type(pipe).__name__))
+            name = str(pipe.model_name)
             if cand.model is not None and cand.model != name:
                 log.warning("re-rendering %s/%s with model %s; it was made with %s, so the "
                             "frames will differ", segment_id, candidate_id, name, cand.model)

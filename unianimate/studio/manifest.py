@@ -16,8 +16,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from unianimate.errors import ProjectError
 from unianimate.studio.project import (CANDIDATE_STATUSES, FIT_MODES, FORMAT, JOB_STATUSES,
-                                       MANIFEST, READABLE_VERSIONS, Project, check_relative,
-                                       valid_id)
+                                       MANIFEST, READABLE_VERSIONS, Project, Segment,
+                                       check_relative, valid_id)
 from unianimate.utils import atomic_write_json
 
 _MISSING_OWNER = object()
@@ -34,6 +34,10 @@ def project_from_json(data: Any, folder: Path | None = None) -> Project:
         raise ProjectError(f"manifest version {version!r} is not supported "
                            f"(this program reads versions {list(READABLE_VERSIONS)})")
     body = {k: v for k, v in data.items() if k not in ("format", "version")}
+    ref = body.get("reference")
+    if isinstance(ref, dict) and "keypoints" in ref and ref["keypoints"] is None:
+        # written (always null) by versions before the field was dropped
+        body["reference"] = {k: v for k, v in ref.items() if k != "keypoints"}
     if version == 1:
         if "owner_hash" in body:
             raise ProjectError("manifest: unknown field(s) ['owner_hash'] (version 1)")
@@ -60,7 +64,7 @@ def check_project(project: Project, folder: Path | None) -> None:
     if ref.width <= 0 or ref.height <= 0 or ref.width % 8 or ref.height % 8:
         raise ProjectError(f"reference size {ref.width}x{ref.height} is not positive multiples of 8")
     paths = [("reference.original", ref.original), ("reference.fitted", ref.fitted),
-             ("reference.pose", ref.pose), ("reference.keypoints", ref.keypoints)]
+             ("reference.pose", ref.pose)]
     if project.poses is not None:
         p = project.poses
         if p.count < 1 or not (p.fps > 0) or p.frame_interval < 1:
@@ -77,40 +81,7 @@ def check_project(project: Project, folder: Path | None) -> None:
         raise ProjectError(f"segments: more than one root ({[s.id for s in roots]})")
     n_poses = project.poses.count if project.poses is not None else 0
     for seg in project.segments:
-        where = f"segments[{seg.id}]"
-        if not valid_id(seg.id):
-            raise ProjectError(f"{where}: id is not a valid id")
-        if not (0 <= seg.start < seg.end <= n_poses):
-            raise ProjectError(f"{where}: pose slice [{seg.start}, {seg.end}) is outside the "
-                               f"{n_poses} poses of the project")
-        if seg.parent is not None:
-            parent = project.segment(seg.parent)
-            parent.candidate(seg.parent_candidate or "")
-            if seg.start != parent.end - 1:
-                raise ProjectError(f"{where}: starts at {seg.start}, its parent ends at "
-                                   f"{parent.end} (a child starts at parent end - 1)")
-        cids = [c.id for c in seg.candidates]
-        if len(set(cids)) != len(cids):
-            raise ProjectError(f"{where}: duplicate candidate ids")
-        for cand in seg.candidates:
-            if cand.status not in CANDIDATE_STATUSES:
-                raise ProjectError(f"{where}.{cand.id}: status {cand.status!r} is not one of "
-                                   f"{CANDIDATE_STATUSES}")
-            if not valid_id(cand.id):
-                raise ProjectError(f"{where}: candidate id {cand.id!r} is not a valid id")
-            cand.settings.validated()
-            if cand.status == "done" and (cand.num_frames != seg.num_frames
-                                          or cand.frames_dir is None):
-                raise ProjectError(f"{where}.{cand.id}: a done candidate needs frames_dir and "
-                                   f"{seg.num_frames} frames (has {cand.num_frames})")
-            paths += [(f"{where}.{cand.id}.frames_dir", cand.frames_dir),
-                      (f"{where}.{cand.id}.poster", cand.poster),
-                      (f"{where}.{cand.id}.preview", cand.preview)]
-        if seg.chosen is not None:
-            if seg.candidate(seg.chosen).status != "done":
-                raise ProjectError(f"{where}: chosen candidate {seg.chosen} is not done")
-        paths.append((f"{where}.first_frame", seg.first_frame))
-        project.ancestry(seg.id)
+        paths += _check_segment(project, seg, n_poses)
     if project.active_leaf is not None:
         project.active_path()
     for job in project.jobs:
@@ -120,6 +91,47 @@ def check_project(project: Project, folder: Path | None) -> None:
     for name, rel in paths:
         if rel is not None:
             check_relative(rel, name)
+
+
+def _check_segment(project: Project, seg: Segment, n_poses: int
+                   ) -> list[tuple[str, str | None]]:
+    """One segment's ids, pose slice, tree link and candidates; returns its media paths."""
+    where = f"segments[{seg.id}]"
+    paths: list[tuple[str, str | None]] = []
+    if not valid_id(seg.id):
+        raise ProjectError(f"{where}: id is not a valid id")
+    if not (0 <= seg.start < seg.end <= n_poses):
+        raise ProjectError(f"{where}: pose slice [{seg.start}, {seg.end}) is outside the "
+                           f"{n_poses} poses of the project")
+    if seg.parent is not None:
+        parent = project.segment(seg.parent)
+        parent.candidate(seg.parent_candidate or "")
+        if seg.start != parent.end - 1:
+            raise ProjectError(f"{where}: starts at {seg.start}, its parent ends at "
+                               f"{parent.end} (a child starts at parent end - 1)")
+    cids = [c.id for c in seg.candidates]
+    if len(set(cids)) != len(cids):
+        raise ProjectError(f"{where}: duplicate candidate ids")
+    for cand in seg.candidates:
+        if cand.status not in CANDIDATE_STATUSES:
+            raise ProjectError(f"{where}.{cand.id}: status {cand.status!r} is not one of "
+                               f"{CANDIDATE_STATUSES}")
+        if not valid_id(cand.id):
+            raise ProjectError(f"{where}: candidate id {cand.id!r} is not a valid id")
+        cand.settings.validated()
+        if cand.status == "done" and (cand.num_frames != seg.num_frames
+                                      or cand.frames_dir is None):
+            raise ProjectError(f"{where}.{cand.id}: a done candidate needs frames_dir and "
+                               f"{seg.num_frames} frames (has {cand.num_frames})")
+        paths += [(f"{where}.{cand.id}.frames_dir", cand.frames_dir),
+                  (f"{where}.{cand.id}.poster", cand.poster),
+                  (f"{where}.{cand.id}.preview", cand.preview)]
+    if seg.chosen is not None:
+        if seg.candidate(seg.chosen).status != "done":
+            raise ProjectError(f"{where}: chosen candidate {seg.chosen} is not done")
+    paths.append((f"{where}.first_frame", seg.first_frame))
+    project.ancestry(seg.id)
+    return paths
 
 
 # ---- strict parsing through pydantic --------------------------------------------------------

@@ -151,8 +151,7 @@ class ReferenceInfo:
     height: int
     fit: str
     pose: str | None = None               # relative PNG of the drawn reference pose
-    pose_source: str | None = None        # "detected" | "driving-frame-0" | "given"
-    keypoints: str | None = None          # relative JSON (one-pose sequence) when detected
+    pose_source: str | None = None        # "detected" | "driving-frame-0"
 
 
 @with_config(STRICT)
