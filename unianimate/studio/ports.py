@@ -3,7 +3,7 @@
 :class:`~unianimate.pipeline.UniAnimatePipeline` is an :class:`Animator`;
 :class:`~unianimate.pose.DWPoseDetector` is a :class:`PoseDetector` (the protocol
 ``unianimate.pose.extract`` already defines for pose extraction). The composition root
-(``ui.runtime.build_studio``, ``unianimate.__main__``) hands the studio factories of both; the
+(:mod:`unianimate.compose`) hands the studio factories of both; the
 studio never imports them.
 """
 from __future__ import annotations

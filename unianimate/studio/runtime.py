@@ -1,7 +1,7 @@
 """The studio's process-wide state in one object: the GPU queue, the jobs running in this process,
 their cancel tokens, and one lock per project folder.
 
-The composition root (:func:`ui.runtime.build_studio` for the app) creates one and hands it to the
+The composition root (:func:`unianimate.compose.build_studio`) creates one and hands it to the
 :class:`~unianimate.studio.Studio`; a ``Studio`` built without one uses :func:`default_runtime`,
 so every studio of a process shares the GPU and the project locks, as one process must.
 """
