@@ -34,8 +34,8 @@ def test_tiny_unet_output_slices_are_pinned() -> None:
 
 @pytest.fixture(scope="module")
 def pipe_and_inputs():
-    from unianimate.pipeline import UniAnimatePipeline
-    pipe = UniAnimatePipeline.tiny(seed=0, device="cpu")
+    from tests.test_studio_flow import tiny_pipeline      # the suite's one tiny pipeline
+    pipe = tiny_pipeline()
     rng = np.random.default_rng(0)
     ref = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
     poses = rng.integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
