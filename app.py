@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         # worker; generation then enters GPU time through unianimate.space.generate_on_gpu
         try:
             space.load_cpu_pipeline(models.source, tiny=models.is_tiny)
-            studio.pipeline_factory = space.pipeline_factory
+            studio.engines.animator_factory = space.pipeline_factory
         except UniAnimateError as err:
             models.last_error = str(err)
             log.error("the model could not be loaded at start-up: %s", err)

@@ -24,7 +24,8 @@ DANCE = str(ASSETS / "example_dance.json")
 ENDPOINTS = {"/model_status", "/load_model", "/list_projects", "/open_project", "/create_project",
              "/set_reference", "/load_pose_file", "/extract_poses", "/generate_candidates",
              "/reroll", "/cancel", "/choose", "/continue_segment", "/select_branch", "/timeline",
-             "/export", "/download_weights", "/download_status"}
+             "/export", "/rerender", "/delete_project",
+             "/download_weights", "/download_status"}
 
 
 @pytest.fixture(scope="module")

@@ -32,9 +32,10 @@ def test_defaults_bind_locally_and_share_is_opt_in() -> None:
     assert (args.projects_dir, args.max_file_size) == ("/data/p", "1gb")
 
 
-def test_launch_serves_only_the_projects_folder(tmp_path: Path) -> None:
+def test_launch_never_serves_the_projects_folder(tmp_path: Path) -> None:
     kw = launch_kwargs(tmp_path / "projects", max_file_size="5mb")
-    assert kw["allowed_paths"] == [str((tmp_path / "projects").resolve())]
+    assert kw["allowed_paths"] == []
+    assert kw["blocked_paths"] == [str((tmp_path / "projects").resolve())]
     assert kw["server_name"] == "127.0.0.1" and kw["share"] is False
     assert kw["max_file_size"] == "5mb"
 

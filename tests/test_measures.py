@@ -33,7 +33,8 @@ def test_color_drift_and_jump():
     seg[..., 1] = 4
     assert M.drift(seg, M.mean_color(ref)) == pytest.approx(5.0)
     assert M.color_jump(ref, seg[0]) == pytest.approx(5.0)
-    drifts = M.segment_drifts([_clip([50, 50]), _clip([60, 60]), _clip([70, 70])])
+    anchor = M.mean_color(_clip([50, 50]))
+    drifts = [M.drift(c, anchor) for c in (_clip([50, 50]), _clip([60, 60]), _clip([70, 70]))]
     assert drifts[0] == 0.0 and drifts[2] == pytest.approx(np.sqrt(3) * 20)
 
 

@@ -29,8 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 _PIPE = {}
 
 
-def tiny_pipeline():
-    """One tiny random-weight pipeline for the whole module (building it is the slow part)."""
+def tiny_pipeline(report=None):
+    """One tiny random-weight pipeline for the whole module (building it is the slow part);
+    a pipeline factory (``report`` gets weight-loading messages: none here)."""
     if "p" not in _PIPE:
         from unianimate.pipeline import UniAnimatePipeline
         _PIPE["p"] = UniAnimatePipeline.tiny(seed=0, device="cpu")
@@ -292,7 +293,7 @@ KILL_SCRIPT = textwrap.dedent("""
     from unianimate.pipeline import UniAnimatePipeline
     from unianimate.studio import Studio
     root, pid, marker = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    st = Studio(root, pipeline_factory=lambda: UniAnimatePipeline.tiny(seed=0, device="cpu"))
+    st = Studio(root, pipeline_factory=lambda report: UniAnimatePipeline.tiny(seed=0, device="cpu"))
     st.set_settings(pid, steps=400)
     seg = st.continue_from(pid)
     def progress(p):

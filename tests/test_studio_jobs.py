@@ -11,18 +11,23 @@ from unianimate.studio.jobs import CancelToken, GpuQueue, Progress, StepClock
 
 
 def test_fifo_one_at_a_time_and_dead_waiters_do_not_block():
+    """Ordered by events, not sleeps: a holds the GPU until released; b's progress callback
+    fails and c is cancelled while they wait (both leave the queue); d then waits behind a only."""
     q = GpuQueue()
     order, inside, peak, positions = [], [0], [0], {}
     lock = threading.Lock()
+    a_inside, release_a, d_waiting = threading.Event(), threading.Event(), threading.Event()
 
-    def job(name, hold, cancel=None, on_wait=None):
+    def job(name, hold=None, cancel=None, on_wait=None):
         try:
             with q.slot(on_wait=on_wait, should_cancel=cancel):
                 with lock:
                     inside[0] += 1
                     peak[0] = max(peak[0], inside[0])
                 order.append(name)
-                time.sleep(hold)
+                if hold is not None:
+                    a_inside.set()
+                    assert hold.wait(60)
                 with lock:
                     inside[0] -= 1
         except (GenerationCancelled, RuntimeError):
@@ -31,16 +36,23 @@ def test_fifo_one_at_a_time_and_dead_waiters_do_not_block():
     def boom(pos):
         raise RuntimeError("progress callback failed")
 
-    threads = [threading.Thread(target=job, args=("a", 0.3)),
-               threading.Thread(target=job, args=("b", 0.05, None, boom)),
-               threading.Thread(target=job, args=("c", 0.05, lambda: True)),
-               threading.Thread(target=job, args=("d", 0.05, None,
-                                                  lambda pos: positions.setdefault("d", pos)))]
-    for t in threads:
+    def d_queued(pos):
+        positions.setdefault("d", pos)
+        d_waiting.set()
+
+    a = threading.Thread(target=job, args=("a", release_a))
+    a.start()
+    assert a_inside.wait(60)
+    for args in (("b", None, None, boom), ("c", None, lambda: True)):
+        t = threading.Thread(target=job, args=args)
         t.start()
-        time.sleep(0.05)
-    for t in threads:
-        t.join(10)
+        t.join(60)                              # gave up while a holds the GPU
+    d = threading.Thread(target=job, args=("d", None, None, d_queued))
+    d.start()
+    assert d_waiting.wait(60)
+    release_a.set()
+    for t in (a, d):
+        t.join(60)
     assert order == ["a", "b!", "c!", "d"]
     assert peak[0] == 1 and q.waiting == 0
     assert positions["d"] == 1            # abandoned tickets are not counted as ahead

@@ -179,7 +179,7 @@ def test_tree_helpers_and_active_path():
     a = Segment("s1", "s0", "c0", 1, 4, 9, "segments/s1/first_frame.png",
                 candidates=[done("c0", 0)], chosen="c0")
     b = Segment("s2", "s0", "c1", 1, 4, 9, "segments/s2/first_frame.png")
-    p = Project(id="p1", owner=None, name="t",
+    p = Project(id="p1", owner_hash=None, name="t",
                 reference=ReferenceInfo("reference/original.png", "reference/fitted.png", 64, 64, "crop"),
                 poses=PoseInfo(count=12, fps=8.0, images="poses/images"),
                 segments=[root, a, b], active_leaf="s1")
@@ -223,20 +223,35 @@ def test_set_reference_redraws_poses_and_failures_change_nothing(studio):
 
 
 def test_pose_preview_streams_the_pose_images(studio, monkeypatch):
-    """The skeleton preview (made on every project open) reads one pose image at a time, so a
-    long driving input is never held in memory at once."""
-    import unianimate.studio.service as service
+    """The skeleton preview (made with the poses) reads one pose image at a time, so a long
+    driving input is never held in memory at once."""
+    import unianimate.studio.poses as poses
     from unianimate.video.writer import probe_media
     p = studio.create_project(_ref(), 64, 64, "crop")
-    studio.set_pose_sequence(p.id, _poses(9))
     spans = []
-    real = service._read_pngs
+    real = poses.read_pngs
 
     def spy(folder, start, end):
         spans.append(end - start)
         return real(folder, start, end)
 
-    monkeypatch.setattr(service, "_read_pngs", spy)
+    monkeypatch.setattr(poses, "read_pngs", spy)
+    studio.set_pose_sequence(p.id, _poses(9))
     preview = studio.pose_preview(p.id)
     assert probe_media(preview.skeleton_video).frames == 9
     assert spans and max(spans) == 1
+
+
+def test_a_session_handle_acts_as_its_owner_and_the_runtime_is_injected(tmp_path):
+    from unianimate.studio import StudioRuntime
+    runtime = StudioRuntime()
+    studio = Studio(tmp_path / "projects", runtime=runtime)
+    alice, bob = studio.session("alice"), studio.session("bob")
+    p = alice.create_project(_ref(), 64, 64, "crop")
+    alice.set_settings(p.id, steps=3)
+    assert [s.id for s in alice.list_projects()] == [p.id] and alice.get_project(p.id).settings.steps == 3
+    assert bob.list_projects() == [] and studio.list_projects() == []
+    with pytest.raises(ProjectError, match="no project"):
+        bob.timeline(p.id)
+    assert studio.store.runtime is runtime
+    assert studio.store.lock(p.id) is runtime.lock(str(studio.root / p.id))

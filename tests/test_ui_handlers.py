@@ -185,8 +185,15 @@ def test_view_generate_choose_continue_reroll_export(ui: StudioHandlers) -> None
 
     video, files, msg = ui.export(ALICE, pid, 23, True, True, True)
     assert video.endswith(".mp4") and len(files) == 3 and "5 frames" in msg
+    # what the browser gets are this session's copies in Gradio's cache, never a path into the
+    # projects folder, byte for byte the exported files
     projects = ui.studio.root
-    assert all(Path(f).resolve().is_relative_to(projects) for f in files)
+    exported = {p.name: p.read_bytes() for p in (projects / pid / "exports").iterdir()}
+    assert len(exported) == 3
+    for f in files:
+        assert Path(f).resolve().is_relative_to(ui.files.base)
+        assert not Path(f).resolve().is_relative_to(projects)
+        assert Path(f).read_bytes() == exported[Path(f).name]
 
 
 def test_cancel_stops_a_running_generation(ui: StudioHandlers) -> None:
@@ -270,3 +277,28 @@ def test_several_pose_images_are_one_sequence(ui: StudioHandlers, tmp_path: Path
     msg, data = ui.load_pose_file(ALICE, pid, files, 0, 0, 1, False)
     assert data["poses"] == 3
     assert "pose images" in _error(ui.load_pose_file, ALICE, pid, [files[0], DANCE], 0, 0, 1, True)
+
+
+def test_export_names_a_damaged_frame_and_rerender_repairs_it(ui: StudioHandlers) -> None:
+    pid = _project(ui)
+    seg, _, _ = ui.generate_candidates(ALICE, pid, None, 3, 1, 2.5, 949, 0, 1)
+    ui.choose(ALICE, pid, seg, "c0")
+    (ui.studio.root / pid / "segments" / seg / "c0" / "000001.png").write_bytes(b"not a png")
+    msg = _error(ui.export, ALICE, pid, 18, False, False, True)
+    assert "segment s0 candidate c0" in msg and "Re-render" in msg and "/rerender" in msg
+    assert "/tmp" not in msg and str(ui.studio.root) not in msg
+    assert "no project" in _error(ui.rerender, BOB, pid, seg, "c0")
+    assert "Re-rendered c0 of segment s0" in ui.rerender(ALICE, pid, seg, "c0")[0]
+    video, files, msg = ui.export(ALICE, pid, 18, False, False, True)
+    assert "3 frames" in msg
+    update, msg = ui.delete_project(ALICE, pid)
+    assert update["choices"] == [] and not (ui.studio.root / pid).exists()
+
+
+def test_opening_a_project_reads_it_once_and_writes_nothing(ui: StudioHandlers) -> None:
+    pid = _project(ui)
+    folder = ui.studio.root / pid
+    before = {p: p.stat().st_mtime_ns for p in folder.rglob("*")}
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid)))
+    assert view["pose_video"] and view["pose_overlay"] and view["reference_preview"]
+    assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before

@@ -147,3 +147,12 @@ def test_not_a_state_dict_names_the_vae_file(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match="v2-1_512-ema-pruned.ckpt") as info:
             LatentVAE.load(path, VaeConfig.tiny())
         assert "UNet" not in str(info.value)
+
+
+def test_an_unknown_vae_key_is_named_not_dropped(tiny_files: tuple[Path, Path, VaeConfig]) -> None:
+    """diffusers' converter skips keys it does not know; the project's check names them."""
+    _, ckpt, cfg = tiny_files
+    sd = dict(torch.load(ckpt, weights_only=True)["state_dict"])
+    sd["first_stage_model.encoder.mystery.weight"] = torch.zeros(3)
+    with pytest.raises(CheckpointError, match=r"unexpected VAE key\(s\) \['encoder.mystery.weight'\]"):
+        ldm_vae_to_diffusers(sd, len(cfg.block_out_channels))

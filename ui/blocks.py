@@ -2,11 +2,11 @@
 
 ``build_ui(studio, models)`` returns the Blocks (queued: GPU work one job at a time);
 ``launch_kwargs(projects_dir, ...)`` gives the matching ``Blocks.launch`` arguments (bind address,
-upload limit, files served only from the projects folder, theme and CSS).
+upload limit, theme and CSS). The projects folder is never served: the handlers hand each session
+its own copies in Gradio's cache (``ui.files``).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -15,9 +15,10 @@ from typing import Any
 import gradio as gr
 
 from ui.downloads_panel import add_download_panel
-from ui.handlers import (FIT_CHOICES, MEASURE_HEADERS, PRESET_CHOICES, SLOTS, VIEW_FIELDS,
-                         StudioHandlers, preset_size)
+from ui.handlers import (FIT_CHOICES, LIMITS, MEASURE_HEADERS, PRESET_CHOICES, SLOTS,
+                         VIEW_FIELDS, StudioHandlers, preset_size)
 from ui.runtime import ModelManager
+from unianimate.studio import GenerationSettings
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,38 @@ class ReferenceImage(gr.Image):
         return super().preprocess(payload)
 
 
+class CheckedNumber(gr.Number):
+    """``gr.Number`` whose bounds the browser shows but the handler checks (``check_number``),
+    so a value out of range gets a message naming the field, not Gradio's bare range error."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        """The value as sent; the handler checks it."""
+        return payload
+
+
+class CheckedSlider(gr.Slider):
+    """``gr.Slider`` checked by the handler like :class:`CheckedNumber`."""
+
+    is_template = True
+
+    def preprocess(self, payload: Any) -> Any:
+        """The value as sent; the handler checks it."""
+        return payload
+
+
+def _bounds(field: str) -> dict[str, Any]:
+    """``minimum``/``maximum`` of a number input, from the handlers' one table of limits."""
+    _, lo, hi, _ = LIMITS[field]
+    return {"minimum": lo, "maximum": hi}
+
+
+def _setting(name: str) -> dict[str, Any]:
+    """Bounds and default value of a generation setting's input (from ``GenerationSettings``)."""
+    return {**_bounds(name), "value": getattr(GenerationSettings(), name)}
+
+
 def _examples(models: ModelManager) -> list[list[Any]]:
     """Example rows: reference image, pose JSON, resolution preset, custom width and height."""
     ref, dance = ASSETS / "example_reference.png", ASSETS / "example_dance.json"
@@ -68,10 +101,10 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
     # app on the machine, so one app cleaning up would delete another's example files.
     with gr.Blocks(title="UniAnimate Studio") as demo:
         owner = gr.State(None)
-        # the owner token lives in the browser (a reload keeps the projects); the "secret" only
-        # obfuscates localStorage and must stay the same across restarts of the app
+        # the owner token lives in the browser (a reload keeps the projects); the secret, random
+        # per installation and kept in the projects folder, encrypts it in localStorage
         stored_owner = gr.BrowserState(None, storage_key="unianimate-studio-owner",
-                                       secret=hashlib.sha256(str(studio.root).encode()).hexdigest())
+                                       secret=studio.store.browser_secret())
         if models.is_tiny:
             gr.Markdown("⚠️ **TINY TEST MODEL** — random weights (`--model tiny`): every "
                         "video it makes is noise, not animation. Use it to try the studio; start "
@@ -94,6 +127,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                   value=None, allow_custom_value=True, scale=5, elem_id="project")
             with gr.Column(scale=1, min_width=160):
                 list_btn = gr.Button("Refresh list", size="sm", elem_id="list-projects")
+                delete_btn = gr.Button("Delete project", size="sm", variant="stop",
+                                       elem_id="delete-project")
 
         # ---- 1: reference and driving poses -------------------------------------------
         gr.Markdown("## 1 · Reference and driving poses")
@@ -129,11 +164,12 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                          sources=["upload"], height=220, elem_id="driving-video")
                         extract_btn = gr.Button("Extract poses (DWPose)", elem_id="extract-poses")
                 with gr.Row():
-                    trim_start = gr.Number(label="Trim start (s)", value=0, minimum=0)
-                    trim_end = gr.Number(label="Trim end (s, 0 = end)", value=0, minimum=0)
-                    interval = gr.Number(label="Frame interval", value=1, precision=0,
-                                         minimum=1, maximum=16,
-                                         info="keep every n-th frame; fps = source fps / n")
+                    trim_start = CheckedNumber(label="Trim start (s)", value=0, **_bounds("trim"))
+                    trim_end = CheckedNumber(label="Trim end (s, 0 = end)", value=0,
+                                             **_bounds("trim"))
+                    interval = CheckedNumber(label="Frame interval", value=1, precision=0,
+                                             **_bounds("frame_interval"),
+                                             info="keep every n-th frame; fps = source fps / n")
                 align = gr.Checkbox(label="Align the driving poses to the reference body",
                                     value=True)
         with gr.Accordion("Examples (made by the project: a drawn figure and a procedural "
@@ -158,17 +194,19 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         # ---- 2: the studio --------------------------------------------------------------
         gr.Markdown("## 2 · Studio: candidates, choose, continue, re-roll")
         with gr.Row():
-            frames = gr.Slider(2, 64, value=16, step=1, label="Frames per segment",
-                               elem_id="frames")
-            steps = gr.Slider(1, 100, value=30, step=1, label="Denoising steps", elem_id="steps")
-            guidance = gr.Slider(0.0, 10.0, value=2.5, step=0.1, label="Guidance")
+            frames = CheckedSlider(**_setting("frames_per_segment"), step=1,
+                                   label="Frames per segment", elem_id="frames")
+            steps = CheckedSlider(**_setting("steps"), step=1, label="Denoising steps",
+                                  elem_id="steps")
+            guidance = CheckedSlider(**_setting("guidance"), step=0.1, label="Guidance")
         with gr.Row():
-            noise_prior = gr.Slider(0, 999, value=949, step=1, label="Noise prior t",
-                                    info="raise to 959/969 if the reference leaks in")
-            base_seed = gr.Number(label="Base seed", value=0, precision=0, minimum=0,
-                                  info="seed = base + 1000 x depth + candidate")
-            n_cands = gr.Slider(1, SLOTS, value=2, step=1, label="Candidates",
-                                elem_id="n-candidates")
+            noise_prior = CheckedSlider(**_setting("noise_prior_t"), step=1,
+                                        label="Noise prior t",
+                                        info="raise to 959/969 if the reference leaks in")
+            base_seed = CheckedNumber(label="Base seed", precision=0, **_setting("base_seed"),
+                                      info="seed = base + 1000 x depth + candidate")
+            n_cands = CheckedSlider(**_setting("candidates"), step=1, label="Candidates",
+                                    elem_id="n-candidates")
         with gr.Row(equal_height=True):
             segment = gr.Dropdown(label="Segment (the tree; pick one to see or re-roll it)",
                                   choices=[], value=None, allow_custom_value=True, scale=3,
@@ -198,6 +236,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
             choose_btn = gr.Button("Choose", variant="primary", scale=1, elem_id="choose")
             continue_btn = gr.Button("Continue from its last frame", scale=1,
                                      elem_id="continue")
+            rerender_btn = gr.Button("Re-render (repair its frames)", scale=1,
+                                     elem_id="rerender")
         gr.Markdown("### Timeline of the chosen path")
         timeline_md = gr.Markdown(label="timeline", elem_id="timeline")
         path_gallery = gr.Gallery(label="Chosen path (last frame of each segment)", columns=8,
@@ -210,8 +250,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         # ---- 3: export ------------------------------------------------------------------
         gr.Markdown("## 3 · Export")
         with gr.Row(equal_height=True):
-            quality = gr.Slider(0, 51, value=18, step=1, label="Quality (H.264 CRF, lower = "
-                                                               "better)")
+            quality = CheckedSlider(**_bounds("quality"), value=18, step=1,
+                                    label="Quality (H.264 CRF, lower = better)")
             sbs = gr.Checkbox(label="Also side by side (reference | pose | result)")
             pngzip = gr.Checkbox(label="Also a PNG zip")
             audio = gr.Checkbox(label="Audio of the driving video", value=True)
@@ -243,6 +283,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
 
         demo.load(h.init_session, [stored_owner], [stored_owner, owner, project, model_md],
                   **quiet).then(h.view, view_in, view_out, **quiet)
+        demo.unload(h.end_session)
         status_btn.click(h.model_status, None, model_md, api_name="model_status")
         load_btn.click(h.load_model, None, model_md, api_name="load_model", **gpu_kw)
         list_btn.click(h.list_projects, [owner], [project, project_json],
@@ -291,6 +332,12 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                          [segment, status, project_json], api_name="select_branch",
                          ).then(h.view, view_in, view_out, **quiet)
         json_btn.click(h.timeline, [owner, project], [project_json], api_name="timeline")
+        rerender_btn.click(h.rerender, [owner, project, segment, candidate],
+                           [status, project_json], api_name="rerender",
+                           show_progress_on=[status], **gpu_kw,
+                           ).then(h.view, view_in, view_out, **quiet)
+        delete_btn.click(h.delete_project, [owner, project], [project, status],
+                         api_name="delete_project").then(h.view, view_in, view_out, **quiet)
         export_btn.click(h.export, [owner, project, quality, sbs, pngzip, audio],
                          [export_video, export_files, status], api_name="export",
                          show_progress_on=[export_video])
@@ -301,9 +348,10 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
 def launch_kwargs(projects_dir: str | os.PathLike, host: str = "127.0.0.1", port: int | None = 7860,
                   share: bool = False, max_file_size: str | int | None = "200mb"
                   ) -> dict[str, Any]:
-    """``Blocks.launch`` arguments: local bind by default, share opt-in, upload size limit,
-    files served only from the projects folder, and the studio's theme/CSS."""
+    """``Blocks.launch`` arguments: local bind by default, share opt-in, upload size limit, and
+    the studio's theme/CSS. The projects folder is blocked from ``/file=`` (nothing of it is
+    served directly; the UI serves per-session copies)."""
     return {"server_name": host, "server_port": port, "share": bool(share),
-            "allowed_paths": [str(Path(projects_dir).resolve())],
+            "allowed_paths": [], "blocked_paths": [str(Path(projects_dir).resolve())],
             "max_file_size": max_file_size, "show_error": True, "css": CSS,
             "theme": gr.themes.Soft(), "footer_links": ["api", "gradio"]}

@@ -25,6 +25,10 @@ import gradio as gr
 
 from unianimate.errors import GenerationCancelled, InputError, UniAnimateError
 from unianimate.imaging import check_size
+from unianimate.studio import GenerationSettings
+from gradio.utils import get_upload_folder
+
+from ui.files import SessionFiles
 from ui.runtime import ModelManager, describe_error
 
 log = logging.getLogger(__name__)
@@ -42,10 +46,46 @@ PRESET_CHOICES = [("512 x 768 (portrait, as trained)", "512x768"),
                   ("custom (multiples of 64)", "custom")]
 FIT_CHOICES = [("crop (keep aspect, fill)", "crop"), ("pad (keep aspect, letterbox)", "pad"),
                ("stretch (as the reference code)", "stretch")]
-#: candidate slots shown side by side
-SLOTS = 4
+#: candidate slots shown side by side (as many as the UI lets one generate at once)
+SLOTS = int(GenerationSettings.limit("candidates").ui_hi)
+#: the example files (their cached copies are shared by every session: never removed)
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 _TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+
+#: the bounds of every number the UI takes: (label, minimum, maximum or None, whole number).
+#: The components show them (``ui.blocks``); the handlers check them with :func:`check_number`,
+#: so an API caller gets a message naming the field and the range.
+#: The generation settings' entries come from their field metadata (``GenerationSettings.limit``).
+LIMITS: dict[str, tuple[str, float, float | None, bool]] = {
+    **{name: (lim.label, lim.ui_lo, lim.ui_hi, lim.whole)
+       for name, lim in ((n, GenerationSettings.limit(n)) for n in
+                         ("frames_per_segment", "steps", "guidance", "noise_prior_t",
+                          "base_seed", "candidates"))},
+    "frame_interval": ("frame interval", 1, 16, True),
+    "trim": ("trim time (seconds)", 0.0, None, False),
+    "quality": ("quality (H.264 CRF)", 0, 51, True),
+}
+
+
+def check_number(field: str, value: Any) -> int | float:
+    """``value`` as the number :data:`LIMITS` allows for ``field``; InputError naming the field
+    and the allowed range otherwise."""
+    label, lo, hi, whole = LIMITS[field]
+    span = f"{lo:g}..{hi:g}" if hi is not None else f"{lo:g} or more"
+    kind = "a whole number" if whole else "a number"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{label} must be {kind} in {span}, got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(x) or (whole and not x.is_integer()):
+        raise InputError(f"{label} must be {kind} in {span}, got {value!r}")
+    if x < lo:
+        raise InputError(f"{label}: {x:g} is below the minimum value {lo:g} (allowed {span})")
+    if hi is not None and x > hi:
+        raise InputError(f"{label}: {x:g} is above the maximum value {hi:g} (allowed {span})")
+    return int(x) if whole else x
+
 
 VIEW_FIELDS: tuple[str, ...] = (
     "project", "reference_preview", "pose_video", "pose_overlay", "pose_info",
@@ -57,6 +97,14 @@ MEASURE_HEADERS = ["candidate", "seed", "status", "seam", "stability", "drift", 
                    "seconds", "chosen"]
 
 
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/[^\s/'\"]+(?:/[^\s/'\",;()]+)+")
+
+
+def without_paths(text: str) -> str:
+    """A message with every absolute server path cut to its last part (the file name)."""
+    return _ABS_PATH.sub(lambda m: m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn service errors into ``gr.Error`` (the service's message); log unexpected ones."""
     @functools.wraps(fn)
@@ -66,12 +114,13 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except gr.Error:
             raise
         except UniAnimateError as err:
-            log.info("%s refused: %s", fn.__name__, err)
-            raise gr.Error(describe_error(err), title="Cannot do that") from None
+            log.debug("%s refused: %s", fn.__name__, err)
+            raise gr.Error(without_paths(describe_error(err)), title="Cannot do that") from None
         except Exception as err:  # noqa: BLE001 - the app must keep serving; the log has the trace
             log.exception("%s failed", fn.__name__)
-            raise gr.Error(f"Unexpected error ({type(err).__name__}: {err}). The app is still "
-                           "running; the server log has the details.") from None
+            raise gr.Error(without_paths(f"Unexpected error ({type(err).__name__}: {err}). The "
+                                         "app is still running; the server log has the "
+                                         "details.")) from None
     return wrapper
 
 
@@ -122,10 +171,14 @@ class StudioHandlers:
     False every session shares the projects of owner ``None`` (a single-user machine, and the CLI).
     """
 
-    def __init__(self, studio: Any, models: ModelManager, isolate_sessions: bool = True) -> None:
+    def __init__(self, studio: Any, models: ModelManager, isolate_sessions: bool = True,
+                 files: SessionFiles | None = None) -> None:
         self.studio = studio
         self.models = models
         self.isolate = isolate_sessions
+        self.files = files or SessionFiles(
+            get_upload_folder(), studio.root / ".studio",
+            protected=[p for p in ASSETS.iterdir() if p.is_file()] if ASSETS.is_dir() else [])
         #: settings given to every new project (the tiny CPU model gets short, cheap segments)
         self.new_project_settings: dict[str, Any] = (
             {"frames_per_segment": 8, "steps": 4} if models.is_tiny else {})
@@ -147,6 +200,11 @@ class StudioHandlers:
         """Page load: reuse the browser's stored owner token or make one; list its projects."""
         token = stored_token if stored_token and _TOKEN_RE.match(str(stored_token)) else \
             uuid.uuid4().hex
+        owner = self.owner_of(token, request)
+        if self.isolate and self.studio.store.is_legacy_owner(owner):
+            # a token an older version kept in clear on disk: the browser gets a new one
+            token = uuid.uuid4().hex
+            self.studio.store.transfer(owner, self.owner_of(token, request))
         choices = self._project_choices(self.owner_of(token, request))
         return token, token, gr.update(choices=choices), self.model_status()
 
@@ -195,7 +253,8 @@ class StudioHandlers:
         if not reference:
             raise InputError("upload a reference image first (or pick an example)")
         w, h = parse_size(resolution, width, height)
-        project = self.studio.create_project(self._upload_path(reference), width=w, height=h,
+        project = self.studio.create_project(self._upload_path(reference, request),
+                                             width=w, height=h,
                                              fit=fit, name=(name or "").strip() or None,
                                              owner=owner)
         if self.new_project_settings:
@@ -209,9 +268,10 @@ class StudioHandlers:
                       request: gr.Request | None = None) -> tuple[str, dict[str, Any]]:
         """Change the reference image, size or fit of a project (before anything is generated)."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         w, h = parse_size(resolution, width, height)
-        self.studio.set_reference(pid, self._upload_path(reference) if reference else None,
+        self.studio.set_reference(pid, self._upload_path(reference, request) if reference
+                                  else None,
                                   width=w, height=h, fit=fit, owner=owner)
         return f"Reference updated ({w}x{h}, {fit}).", self._project_dict(pid, owner)
 
@@ -223,10 +283,10 @@ class StudioHandlers:
                        ) -> tuple[str, dict[str, Any]]:
         """Driving poses from an uploaded pose JSON, a zip of pose images or several images."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
-        interval = self._interval(frame_interval)
-        start, end = self._time(trim_start), self._time(trim_end)
-        path, gathered = self._pose_upload(pose_files)
+        interval = self._interval(frame_interval)      # the inputs' own ranges first: they say
+        start, end = self._time(trim_start), self._time(trim_end)   # nothing about a project
+        pid = self._pid(project_id, owner)
+        path, gathered = self._pose_upload(pose_files, request)
         try:
             info = self.studio.set_poses_from_file(pid, path, frame_interval=interval,
                                                    start=start, end=end, align=bool(align),
@@ -252,14 +312,15 @@ class StudioHandlers:
                       progress: gr.Progress = gr.Progress()) -> tuple[str, dict[str, Any]]:
         """Driving poses from a video: DWPose on every kept frame, with per-frame progress."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        interval = self._interval(frame_interval)
+        start, end = self._time(trim_start), self._time(trim_end)
+        pid = self._pid(project_id, owner)
         if not video:
             raise InputError("upload a driving video first")
         progress(0, desc="Extracting poses")
-        info = self.studio.set_poses_from_file(
-            pid, self._upload_path(video), frame_interval=self._interval(frame_interval),
-            start=self._time(trim_start), end=self._time(trim_end), align=bool(align),
-            progress=self._progress_fn(progress), owner=owner)
+        info = self.studio.set_poses_from_file(pid, self._upload_path(video, request),
+                                               frame_interval=interval, start=start, end=end, align=bool(align),
+                                               progress=self._progress_fn(progress), owner=owner)
         return self._pose_message(info), self._project_dict(pid, owner)
 
     # ---- generation --------------------------------------------------------------------
@@ -273,7 +334,7 @@ class StudioHandlers:
         """Apply the settings, then generate candidates of a segment (default: the active one;
         the first segment when there is none) and show them side by side."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         self.studio.set_settings(pid, owner=owner, **self._settings(
             frames_per_segment, steps, guidance, noise_prior, base_seed, candidates))
         seg = self._segment_or_active(pid, segment_id, owner)
@@ -286,7 +347,7 @@ class StudioHandlers:
                ) -> tuple[str | None, str, list[dict[str, Any]]]:
         """New candidates (fresh seeds) for any segment; older candidates and branches stay."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         seg = self._segment_or_active(pid, segment_id, owner)
         if seg is None:
             raise InputError("nothing to re-roll yet: generate the first candidates")
@@ -314,7 +375,7 @@ class StudioHandlers:
         owner = self.owner_of(token, request)
         if not project_id:
             return "No project is open."
-        if self.studio.cancel(self._pid(project_id), owner=owner):
+        if self.studio.cancel(self._pid(project_id, owner), owner=owner):
             return "Cancelling: the generation stops after the current step."
         return "Nothing is running for this project."
 
@@ -325,7 +386,7 @@ class StudioHandlers:
                ) -> tuple[str, dict[str, Any]]:
         """Choose a candidate of a segment; the chosen path follows it."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         seg = self._segment_or_active(pid, segment_id, owner)
         if seg is None or not candidate_id:
             raise InputError("generate candidates, then pick one to choose")
@@ -341,7 +402,7 @@ class StudioHandlers:
                          ) -> tuple[str, str, dict[str, Any]]:
         """Start the next segment from the chosen candidate's last frame."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         seg = self.studio.continue_from(pid, owner=owner)
         tl = self.studio.timeline(pid, owner=owner)
         msg = (f"Segment {seg.id} (poses {seg.start}–{seg.end - 1}) continues from the chosen "
@@ -354,7 +415,7 @@ class StudioHandlers:
                       ) -> tuple[str, str, dict[str, Any]]:
         """Make the branch through a segment the chosen path (other branches stay)."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
+        pid = self._pid(project_id, owner)
         if not segment_id:
             raise InputError("pick a segment of the branch to select")
         tl = self.studio.select_branch(pid, str(segment_id), owner=owner)
@@ -367,7 +428,40 @@ class StudioHandlers:
                  request: gr.Request | None = None) -> dict[str, Any]:
         """The chosen path, the segment tree and what Continue would do (JSON)."""
         owner = self.owner_of(token, request)
-        return self.studio.timeline(self._pid(project_id), owner=owner).to_dict()
+        return self.studio.timeline(self._pid(project_id, owner), owner=owner).to_dict()
+
+    @user_errors
+    def rerender(self, token: str | None, project_id: str | None, segment_id: str | None,
+                 candidate_id: str | None, request: gr.Request | None = None,
+                 progress: gr.Progress = gr.Progress(track_tqdm=True)
+                 ) -> tuple[str, dict[str, Any]]:
+        """Re-render a finished candidate from its manifest (same seed, settings and inputs) and
+        write its frames again: the remedy when a frame was damaged on disk."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id, owner)
+        seg = self._segment_or_active(pid, segment_id, owner)
+        if seg is None or not candidate_id:
+            raise InputError("segment_id and candidate_id: pick the segment and the candidate to "
+                             "re-render")
+        progress(0, desc="Queued for the GPU")
+        cand = self.studio.repair_candidate(pid, seg, str(candidate_id),
+                                            progress=self._progress_fn(progress), owner=owner)
+        return (f"Re-rendered {cand.id} of segment {seg} (seed {cand.seed}) from its manifest; "
+                "its frames are whole again.", self.studio.timeline(pid, owner=owner).to_dict())
+
+    @user_errors
+    def delete_project(self, token: str | None, project_id: str | None,
+                       request: gr.Request | None = None) -> tuple[dict[str, Any], str]:
+        """Delete a project (also a damaged one) with all its files."""
+        owner = self.owner_of(token, request)
+        pid = self._pid(project_id, owner)
+        self.studio.delete_project(pid, owner=owner)
+        return (gr.update(choices=self._project_choices(owner), value=None),
+                "Project deleted with all its files.")
+
+    def end_session(self, request: gr.Request) -> None:
+        """The browser tab closed: remove the session's served copies and its uploads."""
+        self.files.end_session(self._session(request))
 
     # ---- export ------------------------------------------------------------------------
     @user_errors
@@ -378,14 +472,15 @@ class StudioHandlers:
         """Stitch the chosen path into one MP4 (audio of the driving video when it has one),
         optionally a side-by-side MP4 and a PNG zip; returns the files for download."""
         owner = self.owner_of(token, request)
-        pid = self._pid(project_id)
-        res = self.studio.export(pid, quality=int(quality), side_by_side=bool(side_by_side),
+        pid = self._pid(project_id, owner)
+        res = self.studio.export(pid, quality=int(check_number("quality", quality)), side_by_side=bool(side_by_side),
                                  png_zip=bool(png_zip), with_audio=bool(with_audio),
                                  progress=self._progress_fn(progress), owner=owner)
-        files = [self._served(p) for p in (res.video, res.side_by_side, res.png_zip) if p]
+        files = [self._served(request, p)
+                 for p in (res.video, res.side_by_side, res.png_zip) if p]
         msg = (f"Exported {res.frames} frames at {res.fps:g} fps from {res.segments} segment(s)"
                f"{' with audio' if res.has_audio else ''}.")
-        return self._served(res.video), [f for f in files if f], msg
+        return self._served(request, res.video), [f for f in files if f], msg
 
     # ---- the whole view ----------------------------------------------------------------
     @user_errors
@@ -399,18 +494,16 @@ class StudioHandlers:
             out.update(self._empty_view())
             out["project"] = gr.update(choices=choices, value=None)
             return tuple(out[name] for name in VIEW_FIELDS)
-        pid = self._pid(project_id)
-        project = self.studio.get_project(pid, owner=owner)
-        folder = self.studio.project_dir(pid, owner=owner)
-        tl = self.studio.timeline(pid, owner=owner)
+        pid = self._pid(project_id, owner)
+        page = self.studio.page(pid, owner=owner)              # one load; writes nothing
+        project, tl = page.project, page.timeline
         seg_ids = {s.id for s in tl.tree}
         seg = segment_id if segment_id in seg_ids else tl.active_leaf
         out["project"] = gr.update(choices=choices, value=pid)
-        out["reference_preview"] = self._served(folder / project.reference.fitted)
+        out["reference_preview"] = self._served(request, page.reference)
         if project.poses is not None:
-            preview = self.studio.pose_preview(pid, owner=owner)   # written once, then reused
-            out["pose_video"] = self._served(preview.skeleton_video)
-            out["pose_overlay"] = self._served(preview.overlay_image)
+            out["pose_video"] = self._served(request, page.pose_video)
+            out["pose_overlay"] = self._served(request, page.pose_overlay)
             out["pose_info"] = self._pose_message(project.poses)
         else:
             out["pose_info"] = "No driving poses yet: upload a pose file or a video."
@@ -425,7 +518,8 @@ class StudioHandlers:
         for i in range(SLOTS):
             if i < len(shown):
                 c = shown[i]
-                video = self._served(c.preview) if c.preview and c.status == "done" else None
+                video = (self._served(request, c.preview) if c.preview and c.status == "done"
+                         else None)
                 out[f"slot{i}_video"] = gr.update(value=video, visible=True,
                                                   label=f"{c.id} · seed {c.seed}")
                 out[f"slot{i}_info"] = gr.update(value=self._candidate_caption(c), visible=True)
@@ -442,7 +536,7 @@ class StudioHandlers:
             value=view.chosen if view and view.chosen in {c.id for c in done} else
             (done[0].id if done else None))
         out["timeline_md"] = self._timeline_markdown(tl)
-        gallery = [(self._served(c.poster), f"{s.id} · {c.id} · seed {c.seed}")
+        gallery = [(self._served(request, c.poster), f"{s.id} · {c.id} · seed {c.seed}")
                    for s in tl.path for c in s.candidates
                    if c.chosen and c.poster and c.status == "done"]
         # a poster missing on disk (folder edited by hand) is left out: gr.Gallery cannot show
@@ -465,10 +559,11 @@ class StudioHandlers:
         return out
 
     # ---- helpers -----------------------------------------------------------------------
-    @staticmethod
-    def _pid(project_id: str | None) -> str:
+    def _pid(self, project_id: str | None, owner: str | None) -> str:
+        """The project id, once the caller is known to own it (before any other check)."""
         if not project_id:
             raise InputError("no project is open: create one or pick one from the list")
+        self.studio.check_owner(str(project_id), owner=owner)
         return str(project_id)
 
     def _segment_or_active(self, pid: str, segment_id: str | None, owner: str | None
@@ -477,30 +572,39 @@ class StudioHandlers:
             return str(segment_id)
         return self.studio.get_project(pid, owner=owner).active_leaf
 
-    def _served(self, path: str | Path | None) -> str | None:
-        """A project file path checked by the service to lie inside the projects folder."""
+    def _served(self, request: gr.Request | None, path: str | Path | None) -> str | None:
+        """A copy of a project file (checked to lie inside the projects folder) in Gradio's
+        cache, made for this session; None when the file is missing."""
         if not path:
             return None
         p = self.studio.resolve_served(path)
-        return str(p) if p.is_file() else None
+        return self.files.serve(self._session(request), p) if p.is_file() else None
 
-    @staticmethod
-    def _upload_path(value: Any) -> str:
-        """The local path of an uploaded file (Gradio gives a path string or a FileData-like)."""
+    def _upload_path(self, value: Any, request: gr.Request | None = None) -> str:
+        """The local path of an uploaded file (Gradio gives a path string or a FileData-like);
+        recorded as the session's, so it is removed when the session ends."""
         path = getattr(value, "path", None) or (value.get("path") if isinstance(value, dict)
                                                  else value)
         if not isinstance(path, (str, Path)) or not str(path):
             raise InputError("the upload did not arrive; upload the file again")
+        self.files.claim_upload(self._session(request), path)
         return str(path)
 
-    def _pose_upload(self, files: Any) -> tuple[str, Path | None]:
+    @staticmethod
+    def _session(request: gr.Request | None) -> str:
+        """The key of the browser/API session (``local`` for direct calls without one)."""
+        session = getattr(request, "session_hash", None) if request is not None else None
+        return SessionFiles.key(session) if session else "local"
+
+    def _pose_upload(self, files: Any, request: gr.Request | None = None
+                     ) -> tuple[str, Path | None]:
         """One pose JSON / zip / video path, or several images gathered into a temporary folder
         (returned second, for removal after use)."""
         if not files:
             raise InputError("upload a pose sequence (JSON, a zip of pose images, or the pose "
                              "images themselves) first")
         items = files if isinstance(files, (list, tuple)) else [files]
-        paths = [Path(self._upload_path(f)) for f in items]
+        paths = [Path(self._upload_path(f, request)) for f in items]
         if len(paths) == 1:
             return str(paths[0]), None
         if not all(p.suffix.lower() in _IMAGE_EXT for p in paths):
@@ -513,43 +617,27 @@ class StudioHandlers:
 
     @staticmethod
     def _interval(value: Any) -> int:
-        try:
-            n = int(value)
-        except (TypeError, ValueError):
-            raise InputError(f"frame interval must be a whole number, got {value!r}") from None
-        if n < 1:
-            raise InputError(f"frame interval must be 1 or more, got {n}")
-        return n
+        return int(check_number("frame_interval", value))
 
     @staticmethod
     def _time(value: Any) -> float | None:
         """Trim time in seconds; empty or 0 means no trim."""
         if value is None or value == "":
             return None
-        try:
-            t = float(value)
-        except (TypeError, ValueError):
-            raise InputError(f"trim times are seconds, got {value!r}") from None
-        if not math.isfinite(t) or t < 0:
-            raise InputError(f"trim times must be 0 or more seconds, got {value!r}")
-        return t or None
+        return check_number("trim", value) or None
 
     @staticmethod
     def _count(value: Any) -> int:
-        n = int(value)
-        if not 1 <= n <= SLOTS:
-            raise InputError(f"number of candidates must be 1..{SLOTS}, got {n}")
-        return n
+        return int(check_number("candidates", value))
 
     def _settings(self, frames: Any, steps: Any, guidance: Any, noise: Any, seed: Any,
                   candidates: Any) -> dict[str, Any]:
-        try:
-            out = {"frames_per_segment": int(frames), "steps": int(steps),
-                   "guidance": float(guidance), "noise_prior_t": int(noise),
-                   "base_seed": int(seed), "candidates": self._count(candidates)}
-        except (TypeError, ValueError) as err:
-            raise InputError(f"a generation setting is not a number ({err})") from None
-        return out
+        return {"frames_per_segment": check_number("frames_per_segment", frames),
+                "steps": check_number("steps", steps),
+                "guidance": check_number("guidance", guidance),
+                "noise_prior_t": check_number("noise_prior_t", noise),
+                "base_seed": check_number("base_seed", seed),
+                "candidates": check_number("candidates", candidates)}
 
     @staticmethod
     def _progress_fn(progress: gr.Progress) -> Callable[[Any], None]:
@@ -644,9 +732,9 @@ class StudioHandlers:
                  "timings": c.timings, "error": c.error} for c in view.candidates]
 
     def _project_dict(self, pid: str, owner: str | None) -> dict[str, Any]:
-        project = self.studio.get_project(pid, owner=owner)
-        data = {"id": project.id, "name": project.name, "width": project.width,
+        page = self.studio.page(pid, owner=owner)
+        project = page.project
+        return {"id": project.id, "name": project.name, "width": project.width,
                 "height": project.height, "fit": project.reference.fit,
-                "poses": project.poses.count if project.poses else 0}
-        data["timeline"] = self.studio.timeline(pid, owner=owner).to_dict()
-        return data
+                "poses": project.poses.count if project.poses else 0,
+                "timeline": page.timeline.to_dict()}

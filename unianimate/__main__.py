@@ -20,15 +20,16 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from unianimate.compose import DEFAULT_MODEL_SOURCE, ModelManager, build_studio
 from unianimate.errors import (CheckpointError, GenerationCancelled, InputError, ProjectError,
                                UniAnimateError, WeightsMissingError)
+from unianimate.studio.settings import GenerationSettings
 
 log = logging.getLogger("unianimate.cli")
 
 EXIT_OK, EXIT_ERROR, EXIT_INPUT, EXIT_WEIGHTS, EXIT_PROJECT, EXIT_CANCELLED = 0, 1, 2, 3, 4, 130
 
-#: tiny pipelines built in this process (main() may run several times in one process)
-_TINY_CACHE: dict[str, Any] = {}
+_DEFAULTS = GenerationSettings()     # the studio's defaults (the app's sliders start there too)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,28 +42,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--driving", required=True,
                    help="driving video, or a pose sequence (JSON file, folder or zip of pose images)")
     p.add_argument("--out", required=True, help="output MP4 path")
-    p.add_argument("--model", default="camenduru/unianimate",
-                   help="'tiny' (random weights, for testing), a Hub repo id or a local folder")
+    p.add_argument("--model", default="real",
+                   help=f"'real' (the released weights, {DEFAULT_MODEL_SOURCE}), 'tiny' (random "
+                        "weights, for testing), a Hub repo id or a local folder")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto | fp32 | fp16 | bf16")
     p.add_argument("--width", type=int, default=512, help="output width (multiple of 64)")
     p.add_argument("--height", type=int, default=768, help="output height (multiple of 64)")
     p.add_argument("--fit", choices=("crop", "pad", "stretch"), default="crop",
                    help="how the reference is fitted to width x height")
-    p.add_argument("--segment-frames", type=int, default=16, help="frames per segment")
+    p.add_argument("--segment-frames", type=int, default=_DEFAULTS.frames_per_segment,
+                   help="frames per segment")
     p.add_argument("--candidates", type=int, default=1, help="candidates per segment")
     p.add_argument("--choose", choices=("first", "best"), default="first",
                    help="which candidate to keep: the first, or the best (lowest seam + stability)")
     p.add_argument("--max-segments", type=int, default=None,
                    help="stop after this many segments (default: until the poses run out)")
-    p.add_argument("--steps", type=int, default=30, help="denoising steps")
     p.add_argument("--sampler", default="ddim",
                    help="ddim (the reference's) | dpmpp_2m | unipc: multistep solvers that need fewer "
                         "--steps (quality per step count in docs/SAMPLERS.md)")
-    p.add_argument("--guidance", type=float, default=2.5, help="classifier-free guidance scale")
-    p.add_argument("--noise-prior", type=int, default=949,
+    p.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=_DEFAULTS.guidance,
+                   help="classifier-free guidance scale")
+    p.add_argument("--noise-prior", type=int, default=_DEFAULTS.noise_prior_t,
                    help="noise prior timestep (raise to 959/969 if the reference leaks in)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int, default=_DEFAULTS.base_seed,
                    help="base seed; candidate c of segment depth d uses seed + 1000*d + c")
     p.add_argument("--frame-interval", type=int, default=2,
                    help="keep every n-th driving frame (output fps = source fps / n)")
@@ -86,41 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _factories(args: argparse.Namespace) -> tuple[Any, Any]:
-    """Lazy pipeline and detector factories (nothing is loaded before it is needed)."""
-    def pipeline_factory(report: Any = None) -> Any:
-        from unianimate.pipeline import UniAnimatePipeline
-        if args.model == "tiny":
-            log.warning("using the TINY pipeline (random weights): the output is noise-like; "
-                        "for real results pass --model with the released weights")
-            device = "cpu" if args.device == "auto" else args.device
-            key = f"{device}/{args.sampler}"
-            if key not in _TINY_CACHE:        # seeded and never modified: safe to reuse
-                _TINY_CACHE[key] = UniAnimatePipeline.tiny(seed=0, device=device, sampler=args.sampler)
-            return _TINY_CACHE[key]
-        def on_load(message: str, fraction: float) -> None:
-            if report is not None:
-                report(f"{message} ({fraction:.0%})")
-
-        return UniAnimatePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
-                                                  progress=on_load, sampler=args.sampler)
-
-    # A pose file needs the detector only for the reference's pose (alignment): use the DWPose
-    # files when they are already here, never wait on a download for that.
-    driving = Path(args.driving)
-    is_pose_file = driving.is_dir() or driving.suffix.lower() in (".json", ".zip")
-
-    def detector_factory() -> Any:
-        from unianimate.hub import resolve_file
-        from unianimate.pose import DWPoseDetector
-        local_only = True if is_pose_file else None
-        det = resolve_file("dwpose_det", args.dwpose, local_files_only=local_only)
-        pose = resolve_file("dwpose_pose", args.dwpose, local_files_only=local_only)
-        return DWPoseDetector.from_files(det, pose)
-
-    return pipeline_factory, detector_factory
-
-
 def _progress_logger(prefix: list[str]) -> Any:
     last = {"t": 0.0}
 
@@ -137,10 +106,11 @@ def _progress_logger(prefix: list[str]) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Do the whole job; returns the exit code (errors are raised to :func:`main`)."""
-    from unianimate.sampling import SAMPLERS
-    from unianimate.studio import Studio
+    from unianimate.sampling import SAMPLERS   # lazy: diffusers is slow to import for --help
     from unianimate.studio.measures import pick_best
 
+    if args.sampler not in SAMPLERS:
+        raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {args.sampler!r}")
     ref, drv, out = Path(args.reference), Path(args.driving), Path(args.out)
     if not ref.is_file():
         raise InputError(f"reference image {str(ref)!r} does not exist")
@@ -150,16 +120,18 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out must end in .mp4, got {out.name!r}")
     if args.candidates < 1 or args.segment_frames < 2:
         raise InputError("--candidates must be >= 1 and --segment-frames >= 2")
-    if args.sampler not in SAMPLERS:
-        raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {args.sampler!r}")
     temp_root = None
     if args.projects_root:
         root = Path(args.projects_root)
     else:
         temp_root = tempfile.mkdtemp(prefix="unianimate-cli-")
         root = Path(temp_root)
-    pipeline_factory, detector_factory = _factories(args)
-    studio = Studio(root, pipeline_factory=pipeline_factory, detector_factory=detector_factory)
+    # A pose file needs the detector only for the reference's pose (alignment): use the DWPose
+    # files when they are already here, never wait on a download for that.
+    is_pose_file = drv.is_dir() or drv.suffix.lower() in (".json", ".zip")
+    models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose,
+                          detector_local_only=True if is_pose_file else None, sampler=args.sampler)
+    studio = build_studio(root, models)
     prefix = [""]
     progress = _progress_logger(prefix)
     try:

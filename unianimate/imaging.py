@@ -206,17 +206,10 @@ def fit_image(image: ImageLike, width: int, height: int, mode: FitMode = "crop",
     if mode == "stretch":
         out = rgb.resize((width, height), Image.BILINEAR)
     elif mode == "crop":
-        scale = max(width / w0, height / h0)
-        sw, sh = max(width, round(w0 * scale)), max(height, round(h0 * scale))
-        scaled = rgb.resize((sw, sh), Image.BILINEAR)
-        left, top = (sw - width) // 2, (sh - height) // 2
-        out = scaled.crop((left, top, left + width, top + height))
+        out = ImageOps.fit(rgb, (width, height), Image.BILINEAR, centering=(0.5, 0.5))
     elif mode == "pad":
-        scale = min(width / w0, height / h0)
-        sw, sh = min(width, max(1, round(w0 * scale))), min(height, max(1, round(h0 * scale)))
-        scaled = rgb.resize((sw, sh), Image.BILINEAR)
-        out = Image.new("RGB", (width, height), tuple(int(c) for c in pad_color))
-        out.paste(scaled, ((width - sw) // 2, (height - sh) // 2))
+        out = ImageOps.pad(rgb, (width, height), Image.BILINEAR,
+                           color=tuple(int(c) for c in pad_color), centering=(0.5, 0.5))
     else:
         raise InputError(f"unknown fit mode {mode!r}; use 'crop', 'pad' or 'stretch'.")
     return np.asarray(out, dtype=np.uint8).copy()

@@ -633,8 +633,9 @@ class UniAnimatePipeline:
         At every step the UNet runs on each ``window``-frame window (see :func:`sliding_windows`);
         overlapping conditional and unconditional predictions are averaged uniformly per frame and
         guidance is applied after averaging. As the reference's long script: noise prior at t=939
-        with the offset noise added after the prior. (The released code passes a hard-coded overlap
-        of 4 to its window scheduler; 8 is the configured value and our default.) ``sampler`` as in
+        with the offset noise added after the prior. (The released script passes the configured
+        ``context_overlap`` to its window scheduler, whose keyword default of 4 goes unused; the
+        released YAML sets 8, our default.) ``sampler`` as in
         :meth:`generate_segment`.
         """
         ref, pose_arr, rpose, first = self._validate(reference_image, poses, ref_pose, first_frame, None,

@@ -224,8 +224,9 @@ class SpacePipeline:
         raise UniAnimateError("the GPU worker ended without returning frames; try again")
 
 
-def pipeline_factory() -> SpacePipeline:
-    """For the studio service on a Space: the GPU proxy of the start-up pipeline."""
+def pipeline_factory(report: Callable[[str], None] | None = None) -> SpacePipeline:
+    """For the studio service on a Space (an ``AnimatorFactory``): the GPU proxy of the start-up
+    pipeline, which is already built, so ``report`` has nothing to say."""
     if _CPU_PIPELINE is None:
         raise UniAnimateError("the model was not loaded at start-up; see the Space's log")
     return SpacePipeline(_CPU_PIPELINE)

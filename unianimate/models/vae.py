@@ -1,16 +1,16 @@
 """The Stable Diffusion 2.1 KL-f8 VAE as a ``diffusers.AutoencoderKL`` (spec §1, §2).
 
-Two sources give the same weights: the diffusers folder of the SD-2.1-base VAE (``hub.FILES["vae_weights"]``'s
-sources, subfolder ``vae``) and the ``first_stage_model.*`` keys of ``v2-1_512-ema-pruned.ckpt``, which
-:func:`ldm_vae_to_diffusers` renames to diffusers' layout. Pixels go in as [0,1] and are mapped to
-[-1,1]; latents are ``posterior.sample(generator) * 0.18215`` (the reference samples rather than
+Two sources give the same weights: the diffusers folder of the SD-2.1-base VAE
+(``hub.FILES["vae_weights"]``'s sources, subfolder ``vae``) and the ``first_stage_model.*`` keys of
+``v2-1_512-ema-pruned.ckpt``, which :func:`ldm_vae_to_diffusers` renames to diffusers' layout (with
+diffusers' converter). Pixels go in as [0,1] and are mapped to [-1,1]; latents are
+``posterior.sample(generator) * scaling_factor`` (0.18215 released; the reference samples rather than
 taking the mode); decoding runs a few frames at a time (2 by default, as the reference).
 """
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -74,74 +74,41 @@ class VaeConfig:
                     mid_block_add_attention=self.mid_block_add_attention)
 
 
-_ATTN_NAMES = {"norm": "group_norm", "q": "to_q", "k": "to_k", "v": "to_v", "proj_out": "to_out.0"}
-
-
-def _rename_ldm_key(key: str, num_levels: int) -> str | None:
-    """One LDM VAE key (no prefix) -> diffusers key; None when it has no diffusers counterpart."""
-    m = re.fullmatch(r"(encoder|decoder)\.(conv_in|conv_out)\.(weight|bias)", key)
-    if m:
-        return key
-    m = re.fullmatch(r"(encoder|decoder)\.norm_out\.(weight|bias)", key)
-    if m:
-        return f"{m[1]}.conv_norm_out.{m[2]}"
-    if re.fullmatch(r"(post_)?quant_conv\.(weight|bias)", key):
-        return key
-    m = re.fullmatch(r"(encoder|decoder)\.mid\.block_([12])\.(.+)", key)
-    if m:
-        return f"{m[1]}.mid_block.resnets.{int(m[2]) - 1}.{m[3].replace('nin_shortcut', 'conv_shortcut')}"
-    m = re.fullmatch(r"(encoder|decoder)\.mid\.attn_1\.(norm|q|k|v|proj_out)\.(weight|bias)", key)
-    if m:
-        return f"{m[1]}.mid_block.attentions.0.{_ATTN_NAMES[m[2]]}.{m[3]}"
-    m = re.fullmatch(r"encoder\.down\.(\d+)\.block\.(\d+)\.(.+)", key)
-    if m:
-        return f"encoder.down_blocks.{m[1]}.resnets.{m[2]}.{m[3].replace('nin_shortcut', 'conv_shortcut')}"
-    m = re.fullmatch(r"encoder\.down\.(\d+)\.downsample\.conv\.(weight|bias)", key)
-    if m:
-        return f"encoder.down_blocks.{m[1]}.downsamplers.0.conv.{m[2]}"
-    # LDM numbers decoder levels from the lowest resolution up; diffusers from the top down
-    m = re.fullmatch(r"decoder\.up\.(\d+)\.block\.(\d+)\.(.+)", key)
-    if m:
-        level = num_levels - 1 - int(m[1])
-        return f"decoder.up_blocks.{level}.resnets.{m[2]}.{m[3].replace('nin_shortcut', 'conv_shortcut')}"
-    m = re.fullmatch(r"decoder\.up\.(\d+)\.upsample\.conv\.(weight|bias)", key)
-    if m:
-        return f"decoder.up_blocks.{num_levels - 1 - int(m[1])}.upsamplers.0.conv.{m[2]}"
-    return None
-
-
 def ldm_vae_to_diffusers(state_dict: Mapping[str, torch.Tensor], num_levels: int = 4) -> dict[str, torch.Tensor]:
-    """Convert the VAE keys of an SD checkpoint (``first_stage_model.*`` or bare) to diffusers names.
-
-    Attention projections are 1x1 convs in LDM and linears in diffusers: (C,C,1,1) -> (C,C).
-    Training-only keys (``loss.*``) are skipped; any other unknown key raises ``CheckpointError``.
+    """Convert the VAE keys of an SD checkpoint (``first_stage_model.*`` or bare) to diffusers names
+    with diffusers' own converter (``convert_ldm_vae_checkpoint``), kept strict: training-only keys
+    (``loss.*``) are skipped, and any other key the converter does not use raises CheckpointError
+    naming it (diffusers' converter would drop it silently). Attention projections become linears:
+    (C,C,1,1) -> (C,C).
     """
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
     has_prefix = any(k.startswith(LDM_PREFIX) for k in state_dict)
     if not has_prefix and not any(k.startswith(("encoder.", "decoder.")) for k in state_dict):
         raise CheckpointError("no VAE weights (first_stage_model.*) in this checkpoint; use "
                               "v2-1_512-ema-pruned.ckpt or the diffusers VAE folder.")
-    out: dict[str, torch.Tensor] = {}
-    unknown: list[str] = []
+    vae = {}
     for key, value in state_dict.items():
         if has_prefix:
             if not key.startswith(LDM_PREFIX):
                 continue  # UNet / text encoder keys of the full SD checkpoint
             key = key[len(LDM_PREFIX):]
-        if key.startswith("loss."):
-            continue
-        new = _rename_ldm_key(key, num_levels)
-        if new is None:
-            unknown.append(key)
-            continue
-        if ".attentions.0.to_" in new and new.endswith(".weight") and value.ndim == 4:
-            value = value[:, :, 0, 0]  # (C,C,1,1) conv -> (C,C) linear
-        out[new] = value
-    if unknown:
-        raise CheckpointError(f"unexpected VAE key(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''}; "
-                              "this is not a Stable Diffusion KL-f8 VAE checkpoint.")
-    if not out:
+        if not key.startswith("loss."):
+            vae[key] = value
+    if not vae:
         raise CheckpointError("no VAE weights (first_stage_model.*) in this checkpoint; use "
                               "v2-1_512-ema-pruned.ckpt or the diffusers VAE folder.")
+    blocks = ("DownEncoderBlock2D",) * num_levels
+    out = convert_ldm_vae_checkpoint(vae, {"down_block_types": blocks, "up_block_types": blocks})
+    # every LDM key maps to exactly one diffusers key (a view of the same storage); a key whose
+    # tensor is not among the outputs was not understood
+    used = {t.untyped_storage().data_ptr() for t in out.values() if isinstance(t, torch.Tensor)}
+    unknown = sorted(k for k, v in vae.items()
+                     if not isinstance(v, torch.Tensor) or v.untyped_storage().data_ptr() not in used)
+    if unknown or len(out) != len(vae):
+        unknown = unknown or sorted(set(vae) - set(out))
+        raise CheckpointError(f"unexpected VAE key(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''}; "
+                              "this is not a Stable Diffusion KL-f8 VAE checkpoint.")
     return out
 
 

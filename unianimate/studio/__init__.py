@@ -7,10 +7,12 @@ from __future__ import annotations
 from unianimate.studio.jobs import GPU_QUEUE, Progress
 from unianimate.studio.project import (FIT_MODES, Candidate, GenerationSettings, Job, PoseInfo,
                                        Project, ReferenceInfo, Segment, seed_for)
-from unianimate.studio.service import (CandidateView, ExportResult, PosePreview, ProjectSummary,
-                                       SegmentView, Studio, Timeline)
+from unianimate.studio.runtime import StudioRuntime, default_runtime
+from unianimate.studio.service import Studio, StudioSession
+from unianimate.studio.views import (CandidateView, ExportResult, PosePreview, ProjectSummary,
+                                     SegmentView, Timeline)
 
-__all__ = ["Studio", "Progress", "GPU_QUEUE", "Project", "Segment", "Candidate", "Job",
+__all__ = ["Studio", "StudioSession", "StudioRuntime", "default_runtime", "Progress", "GPU_QUEUE", "Project", "Segment", "Candidate", "Job",
            "PoseInfo", "ReferenceInfo", "GenerationSettings", "FIT_MODES", "seed_for",
            "ProjectSummary", "CandidateView", "SegmentView", "Timeline", "ExportResult",
            "PosePreview"]

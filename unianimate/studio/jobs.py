@@ -3,7 +3,8 @@
 All GPU work of a process goes through one :class:`GpuQueue` (a FIFO ticket lock), so two
 browser sessions generating at once run one after the other and each sees its queue position.
 A job that is running is recorded in the manifest first; a process killed mid-job leaves that
-record behind and the next :class:`~unianimate.studio.service.Studio` marks it ``interrupted``.
+record behind and the next load marks it ``interrupted`` (which jobs run in this process is the
+:class:`~unianimate.studio.runtime.StudioRuntime`'s to know).
 """
 from __future__ import annotations
 
@@ -174,24 +175,3 @@ class CancelToken:
             self._event.set()
             return True
         return False
-
-
-#: ids of jobs running in this process (a manifest job with status "running" that is not here
-#: belongs to a process that died: it is marked interrupted on load)
-_LIVE_JOBS: set[str] = set()
-_LIVE_LOCK = threading.Lock()
-
-
-def mark_live(job_id: str) -> None:
-    with _LIVE_LOCK:
-        _LIVE_JOBS.add(job_id)
-
-
-def mark_dead(job_id: str) -> None:
-    with _LIVE_LOCK:
-        _LIVE_JOBS.discard(job_id)
-
-
-def is_live(job_id: str | None) -> bool:
-    with _LIVE_LOCK:
-        return job_id is not None and job_id in _LIVE_JOBS

@@ -72,15 +72,6 @@ def drift(frames: np.ndarray, anchor_color: np.ndarray) -> float:
     return color_distance(mean_color(frames), anchor_color)
 
 
-def segment_drifts(segments: Sequence[np.ndarray], reference: np.ndarray | None = None
-                   ) -> list[float]:
-    """Drift of each segment's mean colour vs the reference's (or the first segment's)."""
-    if not segments:
-        return []
-    anchor = mean_color(reference if reference is not None else segments[0])
-    return [drift(s, anchor) for s in segments]
-
-
 def match_color(frames: np.ndarray, target: np.ndarray, eps: float = 1e-3
                 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Map ``frames`` per channel so frame 0's mean/std equal ``target``'s; returns (frames, params).

@@ -15,9 +15,12 @@ A project is one folder under the projects root::
         segments/<sid>/<cid>/poster.png, preview.mp4
         exports/...
 
-Manifest format (``"format": "unianimate-project", "version": 1``): see :func:`Project.to_json`.
+Manifest format (``"format": "unianimate-project", "version": 2``): see :func:`Project.to_json`.
 Every path inside the manifest is relative to the project folder and is checked on load to stay
-inside it.
+inside it. The owner is stored only as a salted hash (``owner_hash``, see
+:mod:`unianimate.studio.store`); version 1 manifests stored the owner id itself (``owner``) and
+are still read (:func:`unianimate.studio.ownership.legacy_owner` gives that owner) and rewritten
+as version 2 the first time the store sees them.
 
 Segment tree: each segment has a ``parent`` segment id (``None`` for the root, which is generated
 in reference mode) and the ``parent_candidate`` whose last frame is its first frame. A segment's
@@ -30,21 +33,25 @@ that segment (re-rolls continue the count), so seeds never repeat within a segme
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from unianimate.errors import ProjectError
-from unianimate.utils import atomic_write_json
+from pydantic import with_config
+
+from unianimate.errors import InputError, ProjectError
+from unianimate.studio.settings import STRICT, GenerationSettings
 
 log = logging.getLogger(__name__)
 
 FORMAT = "unianimate-project"
-VERSION = 1
+VERSION = 2
+#: manifest versions this program reads (1: the owner id in clear, migrated on first use)
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 FIT_MODES = ("crop", "pad", "stretch")
 CANDIDATE_STATUSES = ("running", "done", "interrupted", "failed")
@@ -70,51 +77,17 @@ def next_segment_range(prev_end: int, frames_per_segment: int, pose_count: int) 
     return (start, end) if end - start >= 2 else None
 
 
+def stitched_length(lengths: Sequence[int]) -> int:
+    """Frames after stitching segments that share one frame at each join."""
+    return 0 if not lengths else sum(lengths) - (len(lengths) - 1)
+
+
 def valid_id(value: str) -> bool:
     """True for ids safe to use as folder names (lowercase letters, digits, ``_``, ``-``)."""
     return isinstance(value, str) and bool(_ID_RE.match(value))
 
 
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Settings of a generation; a snapshot is stored with every candidate for re-rendering."""
-
-    frames_per_segment: int = 16
-    steps: int = 30
-    guidance: float = 2.5
-    noise_prior_t: int = 949
-    base_seed: int = 0
-    candidates: int = 2
-    color_correction: bool = True
-    color_threshold: float = 12.0
-
-    def validated(self) -> "GenerationSettings":
-        """Return self after range checks; raises ProjectError naming the bad value."""
-        problems = []
-        if not (2 <= self.frames_per_segment <= 128):
-            problems.append(f"frames_per_segment={self.frames_per_segment} (use 2..128)")
-        if not (1 <= self.steps <= 1000):
-            problems.append(f"steps={self.steps} (use 1..1000)")
-        if not (0.0 <= self.guidance <= 50.0):
-            problems.append(f"guidance={self.guidance} (use 0..50)")
-        if not (0 <= self.noise_prior_t <= 999):
-            problems.append(f"noise_prior_t={self.noise_prior_t} (use 0..999)")
-        if not (0 <= self.base_seed < 2**31 - 10**7):
-            problems.append(f"base_seed={self.base_seed} (use 0..2_000_000_000)")
-        if not (1 <= self.candidates <= 16):
-            problems.append(f"candidates={self.candidates} (use 1..16)")
-        if not (0.0 <= self.color_threshold <= 255.0):
-            problems.append(f"color_threshold={self.color_threshold} (use 0..255)")
-        if problems:
-            raise ProjectError("invalid generation settings: " + "; ".join(problems))
-        return self
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GenerationSettings":
-        """Build from a manifest dict; unknown keys or wrong types raise ProjectError."""
-        return _build(cls, data, "settings")
-
-
+@with_config(STRICT)
 @dataclass
 class Candidate:
     """One generated (or attempted) take of a segment."""
@@ -137,6 +110,7 @@ class Candidate:
     created: float = field(default_factory=time.time)
 
 
+@with_config(STRICT)
 @dataclass
 class Segment:
     """A node of the segment tree: a pose slice and its candidates."""
@@ -166,6 +140,7 @@ class Segment:
                            f"it has {[c.id for c in self.candidates] or 'none yet'}")
 
 
+@with_config(STRICT)
 @dataclass
 class ReferenceInfo:
     """The reference image as stored and as fitted to the project resolution."""
@@ -176,10 +151,10 @@ class ReferenceInfo:
     height: int
     fit: str
     pose: str | None = None               # relative PNG of the drawn reference pose
-    pose_source: str | None = None        # "detected" | "driving-frame-0" | "given"
-    keypoints: str | None = None          # relative JSON (one-pose sequence) when detected
+    pose_source: str | None = None        # "detected" | "driving-frame-0"
 
 
+@with_config(STRICT)
 @dataclass
 class PoseInfo:
     """The driving pose sequence of a project."""
@@ -201,6 +176,7 @@ class PoseInfo:
     messages: list[str] = field(default_factory=list)
 
 
+@with_config(STRICT)
 @dataclass
 class Job:
     """A generation job, recorded so that a crash shows up as ``interrupted`` after restart."""
@@ -215,12 +191,13 @@ class Job:
     error: str | None = None
 
 
+@with_config(STRICT)
 @dataclass
 class Project:
     """A whole project: reference, poses, settings, the segment tree and the job log."""
 
     id: str
-    owner: str | None
+    owner_hash: str | None
     name: str
     reference: ReferenceInfo
     settings: GenerationSettings = field(default_factory=GenerationSettings)
@@ -298,6 +275,126 @@ class Project:
             n += 1
         return f"s{n}"
 
+    # ---- segment-tree operations (pure: no files) -----------------------------------------
+    def ensure_root(self) -> Segment:
+        """The root segment, created (poses 0..frames_per_segment) when missing."""
+        root = self.root
+        if root is not None:
+            return root
+        if self.poses is None:
+            raise InputError("load a driving video or pose sequence before generating")
+        n = self.settings.frames_per_segment
+        if self.poses.count < n:
+            raise InputError(f"the pose sequence has {self.poses.count} frames, fewer than one "
+                             f"segment of {n}; lower 'frames per segment' or use a longer "
+                             "driving input")
+        root = Segment(id=self.next_segment_id(), parent=None, parent_candidate=None, depth=0,
+                       start=0, end=n)
+        self.segments.append(root)
+        self.active_leaf = root.id
+        return root
+
+    def fit_empty_segment(self, segment_id: str) -> None:
+        """A segment with no candidates (and no children) yet follows the current 'frames per
+        segment'."""
+        seg = self.segment(segment_id)
+        if seg.candidates or self.children(seg.id) or self.poses is None:
+            return
+        n = self.settings.frames_per_segment
+        count = self.poses.count
+        if seg.parent is None and count < n:
+            raise InputError(f"the pose sequence has {count} frames, fewer than one segment "
+                             f"of {n}; lower 'frames per segment' or use a longer driving input")
+        seg.end = min(seg.start + n, count)
+
+    def choose(self, segment_id: str, candidate_id: str) -> None:
+        """Choose a done candidate; the active path follows it (an existing continuation of
+        that candidate is resumed, otherwise the path ends at this segment)."""
+        seg = self.segment(segment_id)
+        try:
+            cand = seg.candidate(candidate_id)
+        except ProjectError:
+            raise InputError(f"segment {segment_id} has no candidate {candidate_id!r}; "
+                             "generate candidates first and choose one of them") from None
+        if cand.status != "done":
+            raise InputError(f"candidate {candidate_id} of segment {segment_id} is "
+                             f"{cand.status}, not done; choose a finished candidate")
+        seg.chosen = candidate_id
+        self.select_branch(seg.id)
+
+    def select_branch(self, segment_id: str) -> None:
+        """Make the branch through a segment the active path (its ancestors' choices follow)."""
+        self.active_leaf = self.descend(segment_id)
+        self.sync_chosen()
+
+    def descend(self, segment_id: str) -> str:
+        """From a segment follow the chosen candidates' newest continuations down to a leaf."""
+        seg = self.segment(segment_id)
+        seen = {seg.id}
+        while seg.chosen is not None:
+            kids = self.children(seg.id, seg.chosen)
+            if not kids:
+                break
+            seg = max(kids, key=lambda s: s.created)
+            if seg.id in seen:
+                break
+            seen.add(seg.id)
+        return seg.id
+
+    def sync_chosen(self) -> None:
+        """Make every segment on the active path choose the candidate the path goes through."""
+        for seg, cand in self.active_path():
+            if cand is not None:
+                seg.chosen = cand.id
+
+    def continuation(self, segment_id: str | None = None) -> tuple[Segment, bool]:
+        """The segment after a segment's chosen candidate (default: the active leaf), made the
+        active leaf: ``(existing, False)`` when that candidate was continued before (its
+        continuation is resumed), else ``(new, True)``, whose poses start at the chosen last
+        frame's pose (start = prev.end - 1) and whose ``first_frame`` the caller must write."""
+        seg_id = segment_id or self.active_leaf
+        if seg_id is None:
+            raise InputError("nothing to continue from: generate and choose a first segment")
+        seg = self.segment(seg_id)
+        if seg.chosen is None:
+            raise InputError(f"choose a candidate of segment {seg.id} before continuing")
+        existing = self.children(seg.id, seg.chosen)
+        if existing:
+            child = max(existing, key=lambda s: s.created)
+            self.select_branch(child.id)             # keep its continuation
+            return child, False
+        assert self.poses is not None
+        span = next_segment_range(seg.end, self.settings.frames_per_segment, self.poses.count)
+        if span is None:
+            raise InputError(f"the pose sequence ends at frame {self.poses.count}; there is "
+                             "nothing left to continue (export the video now)")
+        new = Segment(id=self.next_segment_id(), parent=seg.id, parent_candidate=seg.chosen,
+                      depth=seg.depth + 1, start=span[0], end=span[1],
+                      first_frame=None)
+        new.first_frame = f"segments/{new.id}/first_frame.png"
+        self.segments.append(new)
+        self.active_leaf = new.id
+        self.sync_chosen()
+        return new, True
+
+    def mark_interrupted(self, is_live: Callable[[str | None], bool]) -> bool:
+        """Jobs and candidates recorded as running by a process that is gone (``is_live``
+        False) become interrupted; True when anything changed."""
+        changed = False
+        for job in self.jobs:
+            if job.status in ("queued", "running") and not is_live(job.id):
+                job.status = "interrupted"
+                job.finished = job.finished or time.time()
+                job.error = job.error or "the app stopped while this job was running"
+                changed = True
+        for seg in self.segments:
+            for cand in seg.candidates:
+                if cand.status == "running" and not is_live(cand.job_id):
+                    cand.status = "interrupted"
+                    cand.error = cand.error or "the app stopped while this candidate was generated"
+                    changed = True
+        return changed
+
     # ---- (de)serialisation --------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """The manifest dict (format + version first, then the dataclass fields)."""
@@ -306,92 +403,9 @@ class Project:
 
     @classmethod
     def from_json(cls, data: Any, folder: Path | None = None) -> "Project":
-        """Parse and check a manifest dict; ProjectError with the offending field otherwise."""
-        if not isinstance(data, dict):
-            raise ProjectError("manifest is not a JSON object")
-        if data.get("format") != FORMAT:
-            raise ProjectError(f"manifest format is {data.get('format')!r}, expected {FORMAT!r}")
-        if data.get("version") != VERSION:
-            raise ProjectError(f"manifest version {data.get('version')!r} is not supported "
-                               f"(this program reads version {VERSION})")
-        body = {k: v for k, v in data.items() if k not in ("format", "version")}
-        project = _build(cls, body, "manifest")
-        project._check(folder)
-        return project
-
-    def _check(self, folder: Path | None) -> None:
-        """Cross-field consistency: ids, tree links, statuses, ranges, paths inside the folder."""
-        if not valid_id(self.id):
-            raise ProjectError(f"project id {self.id!r} is not a valid id")
-        if folder is not None and folder.name != self.id:
-            raise ProjectError(f"manifest id {self.id!r} does not match its folder {folder.name!r}")
-        ref = self.reference
-        if ref.fit not in FIT_MODES:
-            raise ProjectError(f"reference.fit {ref.fit!r} is not one of {FIT_MODES}")
-        if ref.width <= 0 or ref.height <= 0 or ref.width % 8 or ref.height % 8:
-            raise ProjectError(f"reference size {ref.width}x{ref.height} is not positive multiples of 8")
-        paths = [("reference.original", ref.original), ("reference.fitted", ref.fitted),
-                 ("reference.pose", ref.pose), ("reference.keypoints", ref.keypoints)]
-        if self.poses is not None:
-            p = self.poses
-            if p.count < 1 or not (p.fps > 0) or p.frame_interval < 1:
-                raise ProjectError(f"poses: count={p.count}, fps={p.fps}, "
-                                   f"frame_interval={p.frame_interval} out of range")
-            paths += [("poses.images", p.images), ("poses.keypoints", p.keypoints),
-                      ("poses.aligned_keypoints", p.aligned_keypoints),
-                      ("poses.source_video", p.source_video)]
-        ids = [s.id for s in self.segments]
-        if len(set(ids)) != len(ids):
-            raise ProjectError("segments: duplicate segment ids")
-        roots = [s for s in self.segments if s.parent is None]
-        if len(roots) > 1:
-            raise ProjectError(f"segments: more than one root ({[s.id for s in roots]})")
-        n_poses = self.poses.count if self.poses is not None else 0
-        for seg in self.segments:
-            where = f"segments[{seg.id}]"
-            if not valid_id(seg.id):
-                raise ProjectError(f"{where}: id is not a valid id")
-            if not (0 <= seg.start < seg.end <= n_poses):
-                raise ProjectError(f"{where}: pose slice [{seg.start}, {seg.end}) is outside the "
-                                   f"{n_poses} poses of the project")
-            if seg.parent is not None:
-                parent = self.segment(seg.parent)
-                parent.candidate(seg.parent_candidate or "")
-                if seg.start != parent.end - 1:
-                    raise ProjectError(f"{where}: starts at {seg.start}, its parent ends at "
-                                       f"{parent.end} (a child starts at parent end - 1)")
-            cids = [c.id for c in seg.candidates]
-            if len(set(cids)) != len(cids):
-                raise ProjectError(f"{where}: duplicate candidate ids")
-            for cand in seg.candidates:
-                if cand.status not in CANDIDATE_STATUSES:
-                    raise ProjectError(f"{where}.{cand.id}: status {cand.status!r} is not one of "
-                                       f"{CANDIDATE_STATUSES}")
-                if not valid_id(cand.id):
-                    raise ProjectError(f"{where}: candidate id {cand.id!r} is not a valid id")
-                cand.settings.validated()
-                if cand.status == "done" and (cand.num_frames != seg.num_frames
-                                              or cand.frames_dir is None):
-                    raise ProjectError(f"{where}.{cand.id}: a done candidate needs frames_dir and "
-                                       f"{seg.num_frames} frames (has {cand.num_frames})")
-                paths += [(f"{where}.{cand.id}.frames_dir", cand.frames_dir),
-                          (f"{where}.{cand.id}.poster", cand.poster),
-                          (f"{where}.{cand.id}.preview", cand.preview)]
-            if seg.chosen is not None:
-                if seg.candidate(seg.chosen).status != "done":
-                    raise ProjectError(f"{where}: chosen candidate {seg.chosen} is not done")
-            paths.append((f"{where}.first_frame", seg.first_frame))
-            self.ancestry(seg.id)
-        if self.active_leaf is not None:
-            self.active_path()
-        for job in self.jobs:
-            if job.status not in JOB_STATUSES:
-                raise ProjectError(f"jobs[{job.id}]: status {job.status!r} is not one of {JOB_STATUSES}")
-        self.settings.validated()
-        for name, rel in paths:
-            if rel is not None:
-                check_relative(rel, name)
-
+        """Parse and check a manifest dict (:func:`unianimate.studio.manifest.project_from_json`)."""
+        from unianimate.studio.manifest import project_from_json
+        return project_from_json(data, folder)
 
 def check_relative(rel: str, what: str = "path") -> PurePosixPath:
     """A manifest path must be relative, without ``..``; ProjectError otherwise."""
@@ -403,103 +417,6 @@ def check_relative(rel: str, what: str = "path") -> PurePosixPath:
     return p
 
 
-# ---- generic strict dataclass builder -----------------------------------------------------
-def _coerce(value: Any, annotation: str, where: str) -> Any:
-    """Check ``value`` against a (string) annotation of the dataclasses above."""
-    ann = annotation.replace(" ", "")
-    optional = ann.endswith("|None")
-    if optional:
-        ann = ann[: -len("|None")]
-        if value is None:
-            return None
-    elif value is None and ann != "Any":
-        raise ProjectError(f"{where} must not be null")
-    nested = {"GenerationSettings": GenerationSettings, "Candidate": Candidate, "Segment": Segment,
-              "ReferenceInfo": ReferenceInfo, "PoseInfo": PoseInfo, "Job": Job}
-    if ann in nested:
-        if isinstance(value, nested[ann]):
-            return value
-        return _build(nested[ann], value, where)
-    if ann.startswith("list["):
-        inner = ann[5:-1]
-        if not isinstance(value, list):
-            raise ProjectError(f"{where} must be a list")
-        return [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
-    if ann.startswith("dict["):
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ProjectError(f"{where} must be an object")
-        return dict(value)
-    if ann == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ProjectError(f"{where} must be an integer, got {value!r}")
-        return value
-    if ann == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-            raise ProjectError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if ann == "bool":
-        if not isinstance(value, bool):
-            raise ProjectError(f"{where} must be true or false, got {value!r}")
-        return value
-    if ann == "str":
-        if not isinstance(value, str):
-            raise ProjectError(f"{where} must be a string, got {value!r}")
-        return value
-    return value
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """Build dataclass ``cls`` from ``data`` strictly (unknown/missing keys -> ProjectError)."""
-    if not isinstance(data, dict):
-        raise ProjectError(f"{where} must be an object, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ProjectError(f"{where}: unknown field(s) {unknown}")
-    kwargs = {}
-    for name, f in known.items():
-        if name not in data:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ProjectError(f"{where}: missing field {name!r}")
-            continue
-        kwargs[name] = _coerce(data[name], str(f.type), f"{where}.{name}")
-    return cls(**kwargs)
-
-
-# ---- manifest I/O -------------------------------------------------------------------------
-def manifest_path(folder: Path) -> Path:
-    """Path of the manifest inside a project folder."""
-    return Path(folder) / MANIFEST
-
-
-def save_project(project: Project, folder: Path) -> None:
-    """Write the manifest atomically (temp file + os.replace)."""
-    project.updated = time.time()
-    atomic_write_json(manifest_path(folder), project.to_json())
-
-
-def load_project(folder: Path) -> Project:
-    """Read and check a project's manifest; ProjectError naming the folder and the problem."""
-    folder = Path(folder)
-    path = manifest_path(folder)
-    if not path.is_file():
-        raise ProjectError(f"project folder {folder.name!r} has no {MANIFEST}; it is not a project "
-                           "or was damaged (delete the folder or restore the manifest)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ProjectError(f"project {folder.name!r}: {MANIFEST} cannot be read as JSON ({err}); "
-                           "restore it or delete the project") from err
-    try:
-        return Project.from_json(data, folder)
-    except ProjectError as err:
-        raise ProjectError(f"project {folder.name!r}: {MANIFEST} is invalid: {err}. It was edited "
-                           "by hand or damaged; fix or restore it, or delete the project") from err
-    except (TypeError, ValueError, KeyError, AttributeError) as err:
-        raise ProjectError(f"project {folder.name!r}: {MANIFEST} is invalid ({err}); fix or "
-                           "restore it, or delete the project") from err
-
-
-__all__ = ["FORMAT", "VERSION", "MANIFEST", "FIT_MODES", "GenerationSettings", "Candidate",
-           "Segment", "ReferenceInfo", "PoseInfo", "Job", "Project", "seed_for", "valid_id",
-           "check_relative", "save_project", "load_project", "manifest_path", "replace"]
+__all__ = ["FORMAT", "VERSION", "READABLE_VERSIONS", "MANIFEST", "FIT_MODES", "GenerationSettings",
+           "Candidate", "Segment", "ReferenceInfo", "PoseInfo", "Job", "Project", "seed_for",
+           "valid_id", "check_relative", "stitched_length", "next_segment_range"]

@@ -3,20 +3,29 @@ PNG-sequence zips, side-by-side frames, and a small probe used to check what was
 
 Encoding goes through the ffmpeg binary that ``imageio-ffmpeg`` ships (raw RGB frames piped in),
 so it works wherever the wheel installs; PyAV is used only to read files back.
+
+Crash safety: every file appears atomically (written as ``.<stem>.<pid>.<random>.<ext>`` beside
+the target, then renamed), and the ffmpeg child dies with the process that started it (Linux:
+``PR_SET_PDEATHSIG``), so a ``kill -9`` of the app leaves no encoder running and no half file
+under the target's name; the store removes the temp files of dead writers at start.
 """
 from __future__ import annotations
 
 import io
 import logging
 import math
+import ctypes
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -48,6 +57,41 @@ class MediaInfo:
     audio_duration: float | None
     video_codec: str | None
     pix_fmt: str | None
+
+
+def _death_signal() -> Any:
+    """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies (Linux), or None.
+
+    libc is loaded here, in the parent; the function the child runs between fork and exec only
+    calls ``prctl`` and ``getppid`` (async-signal-safe). The signal is tied to the thread that
+    starts the child, which is the one that waits for it (:func:`write_mp4`)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def die_with_parent() -> None:
+        prctl(1, int(signal.SIGKILL), 0, 0, 0)          # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:                      # the parent died before prctl ran
+            os._exit(1)
+    return die_with_parent
+
+
+def start_child(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
+    """``subprocess.Popen(cmd, **kwargs)`` for a child that must not outlive this process."""
+    return subprocess.Popen(cmd, preexec_fn=_death_signal(), **kwargs)
+
+
+def temp_beside(path: Path, suffix: str) -> str:
+    """A new empty temp file beside ``path``, named so a sweep can tell whether its writer
+    (this process) still runs: ``.<stem>.<pid>.<random><suffix>``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.",
+                               suffix=suffix)
+    os.close(fd)
+    return tmp
 
 
 def ffmpeg_exe() -> str:
@@ -111,8 +155,7 @@ def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike
     h, w = h0 + pad_h, w0 + pad_w
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(fd)
+    tmp = temp_beside(path, ".mp4")
     cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
     if audio is not None:
@@ -135,8 +178,8 @@ def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike
     count = 0
     try:
         with tempfile.TemporaryFile() as errlog:
-            proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=errlog)
+            proc = start_child(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                               stderr=errlog)
             assert proc.stdin is not None
             try:
                 for frame in _chain(first, it):
@@ -174,8 +217,7 @@ def write_png_zip(frames: np.ndarray | Iterable[np.ndarray], path: str | os.Path
     """Frames as ``frame_000000.png`` ... in a zip (stored: PNG is already compressed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".zip")
-    os.close(fd)
+    tmp = temp_beside(path, ".zip")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for i, frame in enumerate(_frame_iter(frames)):
@@ -244,4 +286,4 @@ def probe_media(path: str | os.PathLike) -> MediaInfo:
 
 
 __all__ = ["AudioSpan", "MediaInfo", "write_mp4", "write_png_zip", "side_by_side_frames",
-           "probe_media", "ffmpeg_exe"]
+           "probe_media", "ffmpeg_exe", "start_child"]

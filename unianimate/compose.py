@@ -1,0 +1,184 @@
+"""The composition root: which model the app or the CLI runs on (lazy animator and pose detector
+factories, one tiny-model cache, status text) and the studio built on it. No Gradio here;
+``ui/runtime.py`` (the app) and ``unianimate/__main__.py`` (the CLI) both build through it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from unianimate.errors import UniAnimateError
+from unianimate.hub import BUNDLE_REPO
+from unianimate.studio import Studio, StudioRuntime, default_runtime
+
+log = logging.getLogger(__name__)
+
+#: the released weights' repository (the app's and the CLI's default model, ``"real"``)
+DEFAULT_MODEL_SOURCE = BUNDLE_REPO
+_TINY_CACHE: dict[str, Any] = {}
+_TINY_LOCK = threading.Lock()
+
+
+class ModelManager:
+    """The model the app uses: ``"tiny"``, ``"real"`` (the released weights) or a repo/folder.
+
+    Builds nothing at construction; :meth:`pipeline_factory` and :meth:`detector_factory` are
+    handed to :class:`unianimate.studio.Studio`, which calls them on first use.
+    """
+
+    def __init__(self, model: str = "real", device: str = "auto", dtype: str = "auto",
+                 dwpose: str | None = None, detector_local_only: bool | None = None,
+                 sampler: str = "ddim") -> None:
+        model = str(model or "real").strip()
+        self.spec = model
+        self.is_tiny = model.lower() == "tiny"
+        #: weights source for the hub module: None = each file's default Hub repository
+        self.source: str | None = None if self.is_tiny or model.lower() == "real" else model
+        self.device = device
+        self.dtype = dtype
+        #: where the DWPose ONNX files come from (a folder or repo); None = with the model
+        self.dwpose = dwpose
+        #: True: use the DWPose files only when already here (never wait on a download, e.g. the
+        #: CLI with a pose file); None: the default below
+        self.detector_local_only = detector_local_only
+        #: the pipeline's default sampler (``unianimate.sampling.SAMPLERS``; checked when it is built)
+        self.sampler = sampler
+        self.last_error: str | None = None
+        self._lock = threading.Lock()
+
+    # ---- factories handed to the studio ----------------------------------------------------
+    def pipeline_factory(self, report: Callable[[str], None] | None = None) -> Any:
+        """Build the pipeline (tiny random weights, or the released weights from ``source``)."""
+        from unianimate.pipeline import UniAnimatePipeline
+        try:
+            if self.is_tiny:
+                device = "cpu" if self.device == "auto" else self.device
+                with _TINY_LOCK:      # one tiny pipeline per process and device (it is stateless)
+                    key = f"{device}/{self.sampler}"
+                    pipe = _TINY_CACHE.get(key)
+                    if pipe is None:
+                        log.warning("TINY pipeline with random weights: its output is noise")
+                        pipe = _TINY_CACHE[key] = UniAnimatePipeline.tiny(seed=0, device=device,
+                                                                          sampler=self.sampler)
+            else:
+                if report is not None:
+                    report(f"loading the UniAnimate weights from {self.where} (downloading what "
+                           "is missing; several GB on first use)")
+
+                def stage(message: str, fraction: float) -> None:
+                    if report is not None:
+                        report(f"{message} ({fraction:.0%})")
+
+                pipe = UniAnimatePipeline.from_pretrained(self.source, device=self.device,
+                                                          dtype=self.dtype, progress=stage,
+                                                          sampler=self.sampler)
+        except UniAnimateError as err:
+            self.last_error = str(err)
+            raise
+        self.last_error = None
+        return pipe
+
+    def detector_factory(self) -> Any:
+        """The DWPose detector (from ``dwpose`` when given, else with the model's weights). With
+        the tiny model and no ``dwpose`` it is used only when its files are already on this
+        machine (no download); otherwise they are fetched like the other weights."""
+        from unianimate import hub
+        from unianimate.pose import DWPoseDetector
+        local_only = self.detector_local_only
+        if local_only is None and self.is_tiny and self.dwpose is None:
+            local_only = True
+        source = self.dwpose if self.dwpose is not None else (None if self.is_tiny else self.source)
+        det = hub.resolve_file("dwpose_det", source, local_files_only=local_only)
+        pose = hub.resolve_file("dwpose_pose", source, local_files_only=local_only)
+        return DWPoseDetector.from_files(det, pose)
+
+    # ---- status ----------------------------------------------------------------------------
+    @property
+    def where(self) -> str:
+        """Where the weights come from, for messages."""
+        if self.source is None:
+            return f"the Hugging Face Hub (`{DEFAULT_MODEL_SOURCE}` and the repositories below)"
+        return f"`{self.source}`"
+
+    def missing(self) -> list[Any]:
+        """Weights files not on this machine (never touches the network)."""
+        if self.is_tiny:
+            return []
+        from unianimate import hub
+        try:
+            return hub.missing_files(self.source)
+        except (UniAnimateError, OSError, ValueError) as err:
+            log.warning("cannot check the weights files: %s", err)
+            return []
+
+    def status_markdown(self, loaded: dict[str, Any] | None = None) -> str:
+        """A human summary: which model, whether it is loaded, what is missing and how to get it."""
+        loaded = loaded or {}
+        if self.is_tiny:
+            state = "loaded" if loaded.get("loaded") else "builds in a second on first use"
+            return ("**Model: tiny random-weight pipeline** (`--model tiny`, " + state + "). "
+                    "It exercises the whole studio, but its output is noise, not animation. "
+                    "Start `python app.py` for the released UniAnimate weights.")
+        lines = [f"**Model: UniAnimate** from {self.where}"]
+        if loaded.get("loaded"):
+            lines[0] += f" — loaded ({loaded.get('model_name')})."
+            return "\n\n".join(lines)
+        from unianimate import hub
+        folder = Path(str(self.source)).expanduser() if self.source is not None and (
+            hub.is_local_source(self.source) or str(self.source).startswith((".", "/", "~"))) \
+            else None
+        if folder is not None and not folder.is_dir():
+            lines[0] += f" — the weights folder `{folder}` does not exist."
+            lines.append("Create it and put the weights files in it (see the README's weights "
+                         "table), or start `python app.py` to download them from the Hub. To try "
+                         "the studio without weights: `python app.py --model tiny`.")
+            return "\n".join(lines)
+        missing = self.missing()
+        if not missing:
+            lines[0] += " — all files are on this machine; they load on the first generation " \
+                        "(or press *Load model*)."
+        else:
+            how = ("downloads are off (`HF_HUB_OFFLINE`), so put them in place by hand"
+                   if hub.offline() else
+                   "they are downloaded into the Hugging Face cache on first use (or press "
+                   "*Load model*); without network access get them by hand")
+            lines[0] += f" — {len(missing)} file(s) are not on this machine yet; {how}:"
+            if folder is not None:
+                how = f"put them into `{folder}`"
+                lines[0] = lines[0].rsplit(" — ", 1)[0] + \
+                    f" — {len(missing)} file(s) are missing in the folder; {how}:"
+            for f in missing:
+                repo = self.source if self.source and folder is None and f.bundle else f.repo_id
+                lines.append(f"- `{f.filename}` ({f.description}, {f.size}) from `{repo}`: "
+                             f"`{f.command(repo, local_dir=folder)}`")
+            if any(f.key.startswith("vae_") for f in missing):
+                lines.append("\n(The VAE files may be replaced by `v2-1_512-ema-pruned.ckpt` from "
+                             "`camenduru/unianimate`.)")
+            lines.append("\nOr pass a folder holding them: `python app.py --model /path/to/folder`. "
+                         "To try the studio without weights: `python app.py --model tiny`.")
+        if self.last_error:
+            lines.append(f"Last attempt failed: {self.last_error}")
+        return "\n".join(lines)
+
+    def status_text(self) -> str:
+        """One-line status for the log."""
+        if self.is_tiny:
+            return "tiny random-weight pipeline (output is noise)"
+        missing = self.missing()
+        return (f"UniAnimate from {self.where}; " +
+                (f"missing {', '.join(f.filename for f in missing)}" if missing else
+                 "all files present"))
+
+
+def build_studio(projects_dir: str | os.PathLike, models: ModelManager,
+                 runtime: StudioRuntime | None = None) -> Studio:
+    """The app service on ``projects_dir`` with the model manager's lazy factories and the
+    process's runtime (GPU queue, jobs, locks)."""
+    return Studio(Path(projects_dir), pipeline_factory=models.pipeline_factory,
+                  detector_factory=models.detector_factory, runtime=runtime or default_runtime())
+
+
+__all__ = ["DEFAULT_MODEL_SOURCE", "ModelManager", "build_studio"]

@@ -1,0 +1,63 @@
+"""The model side of a studio: the animator and the pose detector, each built on first use
+from the factories the composition root gave (:mod:`unianimate.studio.ports`)."""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from unianimate.errors import UniAnimateError
+from unianimate.studio.jobs import Progress, ProgressFn, report
+from unianimate.studio.ports import Animator, AnimatorFactory, PoseDetector, PoseDetectorFactory
+
+log = logging.getLogger(__name__)
+
+
+class Engines:
+    """Lazy animator and pose detector. Factory errors (e.g. WeightsMissingError) propagate with
+    their message; a later call tries again."""
+
+    def __init__(self, animator_factory: AnimatorFactory | None = None,
+                 detector_factory: PoseDetectorFactory | None = None) -> None:
+        self.animator_factory = animator_factory
+        self.detector_factory = detector_factory
+        self._animator: Animator | None = None
+        self._lock = threading.Lock()
+        self._detector: PoseDetector | None = None
+
+    def pipeline(self, progress: ProgressFn | None = None) -> Animator:
+        """The animator, built on first call (loading progress goes to ``progress``)."""
+        with self._lock:
+            if self._animator is not None:
+                return self._animator
+            if self.animator_factory is None:
+                raise UniAnimateError("no model is configured: start the app with --model tiny or "
+                                      "a model repo/folder")
+            report(progress, Progress("loading", message="loading model weights"))
+
+            def say(message: str) -> None:
+                log.info("model: %s", message)
+                report(progress, Progress("loading", message=str(message)))
+
+            t0 = time.monotonic()
+            self._animator = self.animator_factory(say)
+            log.info("pipeline %s ready in %.1f s", self._animator.model_name,
+                     time.monotonic() - t0)
+            return self._animator
+
+    def pipeline_info(self) -> dict[str, Any]:
+        """{"loaded": bool, "model_name": str | None, "is_tiny": bool | None} (loads nothing)."""
+        pipe = self._animator
+        if pipe is None:
+            return {"loaded": False, "model_name": None, "is_tiny": None}
+        return {"loaded": True, "model_name": pipe.model_name, "is_tiny": bool(pipe.is_tiny)}
+
+    def detector(self) -> PoseDetector | None:
+        """The pose detector, built on first call, or None when no factory was given."""
+        if self._detector is None and self.detector_factory is not None:
+            self._detector = self.detector_factory()
+        return self._detector
+
+
+__all__ = ["Engines"]
