@@ -60,7 +60,7 @@ def test_cli_sampler_reaches_the_pipeline(inputs, tmp_path, caplog):
                  "--model", "tiny", "--width", "64", "--height", "64", "--segment-frames", "5",
                  "--max-segments", "1", "--steps", "2", "--frame-interval", "1", "--sampler", "unipc"])
     assert code == EXIT_OK and probe_media(out).frames == 5
-    from unianimate.__main__ import _TINY_CACHE
+    from unianimate.compose import _TINY_CACHE
     assert _TINY_CACHE["cpu/unipc"].sampler == "unipc"
 
 
