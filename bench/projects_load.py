@@ -12,9 +12,11 @@ Gradio's queue adds its own constant):
   * list      ``StudioHandlers.list_projects``  (``/list_projects``)
   * open      ``StudioHandlers.view``           (``/open_project``: the whole page of a project)
   * timeline  ``StudioHandlers.timeline``       (``/timeline``)
-and the service call under ``list`` (``Studio.list_projects``). Sequential: 50 calls in a row
-(after 3 warm-up calls). Concurrent: 10 threads x 5 calls each, started together by a barrier.
-The table prints p50 / p95 / max in milliseconds.
+and the service call under ``list`` (``Studio.list_projects``); then the same three endpoints over
+HTTP (the app launched on 127.0.0.1, ``gradio_client``: Gradio's queue and JSON included; the
+typical owner's projects are given to that client's session). Sequential: 50 calls in a row
+(after 3 warm-up calls). Concurrent: 10 threads x 5 calls each (over HTTP one client per thread),
+started together by a barrier. The table prints p50 / p95 / max in milliseconds.
 
 Usage: python bench/projects_load.py [--projects 1000] [--owners 100] [--big 100]
 """
@@ -78,28 +80,30 @@ def build(root: Path, projects: int, owners: int, big: int) -> tuple[StudioHandl
     return ui, owned
 
 
-def measure(fn: Callable[[], object], sequential: int, threads: int, per_thread: int
+def measure(fn: Callable[[int], object], sequential: int, threads: int, per_thread: int
             ) -> dict[str, list[float]]:
+    """``fn(thread_index)`` timed: ``sequential`` calls in a row, then ``threads`` x
+    ``per_thread`` calls at once."""
     for _ in range(3):
-        fn()
+        fn(0)
     seq = []
     for _ in range(sequential):
         t0 = time.perf_counter()
-        fn()
+        fn(0)
         seq.append((time.perf_counter() - t0) * 1e3)
     conc: list[float] = []
     lock = threading.Lock()
     barrier = threading.Barrier(threads)
 
-    def worker() -> None:
+    def worker(index: int) -> None:
         barrier.wait()
         for _ in range(per_thread):
             t0 = time.perf_counter()
-            fn()
+            fn(index)
             with lock:
                 conc.append((time.perf_counter() - t0) * 1e3)
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
     for t in pool:
         t.start()
     for t in pool:
@@ -115,7 +119,7 @@ def pct(values: list[float], q: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--projects", type=int, default=1000)
-    ap.add_argument("--owners", type=int, default=100)
+    ap.add_argument("--owners", type=int, default=100, help="at least 10 (one per HTTP thread)")
     ap.add_argument("--big", type=int, default=100, help="projects of the one big owner")
     ap.add_argument("--keep", action="store_true", help="keep the projects folder")
     args = ap.parse_args()
@@ -128,25 +132,60 @@ def main() -> None:
     typical = 1
     tok = _token(typical)
     pid = owned[typical][0]
-    cases: list[tuple[str, Callable[[], object]]] = [
-        (f"list (owns {len(owned[typical])})", lambda: ui.list_projects(tok)),
+    cases: list[tuple[str, Callable[[int], object]]] = [
+        (f"list (owns {len(owned[typical])})", lambda _: ui.list_projects(tok)),
         (f"Studio.list_projects (owns {len(owned[typical])})",
-         lambda: ui.studio.list_projects(owner=f"u-{tok}")),
-        ("list (owns 0)", lambda: ui.list_projects(_token(10**6))),
+         lambda _: ui.studio.list_projects(owner=f"u-{tok}")),
+        ("list (owns 0)", lambda _: ui.list_projects(_token(10**6))),
         (f"list (owns {len(owned[args.owners + 1])})",
-         lambda: ui.list_projects(_token(args.owners + 1))),
-        ("open (view)", lambda: ui.view(tok, pid)),
-        ("timeline", lambda: ui.timeline(tok, pid)),
+         lambda _: ui.list_projects(_token(args.owners + 1))),
+        ("open (view)", lambda _: ui.view(tok, pid)),
+        ("timeline", lambda _: ui.timeline(tok, pid)),
     ]
-    print(f"\n| call | mode | calls | p50 ms | p95 ms | max ms |\n|---|---|---|---|---|---|")
+    print("\n| call | mode | calls | p50 ms | p95 ms | max ms |\n|---|---|---|---|---|---|")
+    _table(cases)
+    _table(_http_cases(ui, root, owned))
+    if not args.keep:
+        shutil.rmtree(root.parent, ignore_errors=True)
+
+
+def _table(cases: list[tuple[str, Callable[[int], object]]]) -> None:
     for name, fn in cases:
         res = measure(fn, 50, 10, 5)
         for mode, values in res.items():
             label = "50 sequential" if mode == "sequential" else "10 threads x 5"
             print(f"| {name} | {label} | {len(values)} | {pct(values, 0.5):.1f} | "
-                  f"{pct(values, 0.95):.1f} | {max(values):.1f} |")
-    if not args.keep:
-        shutil.rmtree(root.parent, ignore_errors=True)
+                  f"{pct(values, 0.95):.1f} | {max(values):.1f} |", flush=True)
+
+
+def _http_cases(ui: StudioHandlers, root: Path, owned: dict[int, list[str]]
+                ) -> list[tuple[str, Callable[[int], object]]]:
+    """The same endpoints through the launched app: thread i is an API client of its own session,
+    owning owner i+1's projects (a session's queue stream serves one client at a time)."""
+    import socket
+
+    from gradio_client import Client
+
+    from ui.blocks import build_ui, launch_kwargs
+    demo = build_ui(ui.studio, ui.models, handlers=ui)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo.launch(prevent_thread_lock=True, quiet=True, **launch_kwargs(root, port=port))
+    clients, pids = [], []
+    for i in range(10):
+        session = f"benchsession{i}"
+        ui.studio.store.transfer(f"u-{_token(i + 1)}", f"s-{session}")
+        c = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False)
+        c.session_hash = session
+        clients.append(c)
+        pids.append(owned[i + 1][0])
+    owns = len(owned[1])
+    return [(f"HTTP /list_projects (owns ~{owns})",
+             lambda i: clients[i].predict(api_name="/list_projects")),
+            ("HTTP /open_project", lambda i: clients[i].predict(pids[i], None,
+                                                                 api_name="/open_project")),
+            ("HTTP /timeline", lambda i: clients[i].predict(pids[i], api_name="/timeline"))]
 
 
 if __name__ == "__main__":

@@ -198,3 +198,12 @@ def test_the_log_never_has_an_owner_token_nor_a_project_id_at_info(
         assert token not in text and ui.studio.store.owner_key(f"u-{token}") not in text
         if rec.levelno >= 20:
             assert pid not in text, text
+
+
+def test_a_refused_request_leaves_no_traceback_in_the_log(app: dict, capfd) -> None:
+    c = _client(app["url"])
+    capfd.readouterr()
+    with pytest.raises(AppError, match="no project"):
+        c.predict(app["pid"], api_name="/timeline")
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err

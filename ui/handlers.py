@@ -115,12 +115,14 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except UniAnimateError as err:
             log.debug("%s refused: %s", fn.__name__, err)
-            raise gr.Error(without_paths(describe_error(err)), title="Cannot do that") from None
+            # an expected refusal: its message is the whole story, no traceback in the log
+            raise gr.Error(without_paths(describe_error(err)), title="Cannot do that",
+                           print_exception=False) from None
         except Exception as err:  # noqa: BLE001 - the app must keep serving; the log has the trace
             log.exception("%s failed", fn.__name__)
             raise gr.Error(without_paths(f"Unexpected error ({type(err).__name__}: {err}). The "
                                          "app is still running; the server log has the "
-                                         "details.")) from None
+                                         "details."), print_exception=False) from None
     return wrapper
 
 
@@ -193,7 +195,7 @@ class StudioHandlers:
         session = getattr(request, "session_hash", None) if request is not None else None
         if session:
             return f"s-{session}"
-        raise gr.Error("This request has no session; reload the page.")
+        raise gr.Error("This request has no session; reload the page.", print_exception=False)
 
     def init_session(self, stored_token: str | None, request: gr.Request | None = None
                      ) -> tuple[str, str, dict[str, Any], str]:
