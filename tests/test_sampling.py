@@ -205,6 +205,27 @@ def test_solver_first_step_is_the_ddim_update(sampler: str) -> None:
     np.testing.assert_allclose(x0, np.sqrt(ab[t]) * x - np.sqrt(1 - ab[t]) * v, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("n", [10, 20])
+def test_dpmpp_last_step_is_first_order_to_alpha_bar_0(n: int) -> None:
+    """DPM-Solver++'s last step (to alpha_bar(0), a long step in log-SNR) is first-order at every step
+    count (diffusers does that by itself only below 15 steps; UniPC always does): the DDIM update
+    from the last timestep to alpha_bar(0), as the reference's last step."""
+    sched = make_scheduler(n, "dpmpp_2m")
+    ab = _spec_alphas_cumprod()
+    rng = np.random.default_rng(n)
+    x = torch.from_numpy(rng.standard_normal((1, 4, 2, 3, 4)))
+    ts = sched.timesteps.tolist()
+    for t in ts[:-1]:
+        x = sched.step(torch.from_numpy(rng.standard_normal(x.shape)), t, x).prev_sample
+    v = rng.standard_normal(x.shape)
+    out = sched.step(torch.from_numpy(v), ts[-1], x).prev_sample.numpy()
+    x_np, t = x.numpy(), ts[-1]
+    x0 = np.sqrt(ab[t]) * x_np - np.sqrt(1 - ab[t]) * v
+    eps = np.sqrt(1 - ab[t]) * x_np + np.sqrt(ab[t]) * v
+    expected = np.sqrt(ab[0]) * x0 + np.sqrt(1 - ab[0]) * eps
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("sampler", SOLVERS)
 def test_solvers_solve_a_known_ode_like_ddim30(sampler: str) -> None:
     """A model whose data is one fixed latent mu (v = sqrt(ab) eps - sqrt(1-ab) mu) has the exact

@@ -165,8 +165,10 @@ def make_scheduler(num_inference_steps: int = 30, sampler: str = "ddim") -> Any:
         solver = dict(solver_order=2, timestep_spacing="trailing", final_sigmas_type="sigma_min",
                       lower_order_final=True, thresholding=False)
         if sampler == "dpmpp_2m":
+            # euler_at_final: the last step (to alpha_bar(0)) first-order at every step count, as
+            # UniPC's lower_order_final does (diffusers' DPM-Solver does it only below 15 steps)
             sched = ReferenceDPMSolverScheduler(**common, **solver, algorithm_type="dpmsolver++",
-                                                solver_type="midpoint")
+                                                solver_type="midpoint", euler_at_final=True)
         else:
             sched = ReferenceUniPCScheduler(**common, **solver, predict_x0=True, solver_type="bh2")
     sched.set_timesteps(num_inference_steps)
