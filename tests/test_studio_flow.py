@@ -402,3 +402,20 @@ def test_queue_position_and_cancel_while_queued(studio, tmp_path):
     assert proj.jobs[-1].status == "cancelled" and proj.segments[0].candidates == []
     assert not studio.cancel(p.id)
     assert studio.generate_candidates(p.id)[0].status == "done"     # the queue moved on
+
+
+def test_sampler_setting_reaches_the_pipeline_and_is_rerendered(studio, tmp_path):
+    """The sampler is a generation setting: stored with the candidate, used by the pipeline (a
+    multistep solver gives other frames than DDIM), re-rendered from the manifest, range-checked."""
+    p = new_project(studio, tmp_path, poses=5, candidates=1)
+    [ddim] = studio.generate_candidates(p.id)
+    studio.set_settings(p.id, sampler="unipc")
+    [unipc] = studio.reroll(p.id, "s0", n=1)
+    assert ddim.settings.sampler == "ddim" and unipc.settings.sampler == "unipc"
+    a = studio.candidate_frames(p.id, "s0", ddim.id)
+    b = studio.candidate_frames(p.id, "s0", unipc.id)
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    again = Studio(studio.root, pipeline_factory=tiny_pipeline).rerender(p.id, "s0", unipc.id)
+    np.testing.assert_array_equal(again, b)
+    with pytest.raises(InputError, match="sampler='euler'.*ddim, dpmpp_2m, unipc"):
+        studio.set_settings(p.id, sampler="euler")

@@ -125,7 +125,7 @@ def _device_pipeline() -> Any:
 
 def _duration(reference: np.ndarray, poses: np.ndarray, ref_pose: np.ndarray,
               first_frame: np.ndarray | None, seeds: Sequence[int], num_frames: int, steps: int,
-              guidance: float, noise_prior_t: int | None) -> int:
+              guidance: float, noise_prior_t: int | None, sampler: str = "ddim") -> int:
     """``spaces.GPU``'s duration: called with the GPU entry point's own arguments."""
     height, width = reference.shape[:2]
     return gpu_seconds(num_frames, steps, len(seeds), width, height)
@@ -134,8 +134,8 @@ def _duration(reference: np.ndarray, poses: np.ndarray, ref_pose: np.ndarray,
 @gpu(duration=_duration)
 def generate_on_gpu(reference: np.ndarray, poses: np.ndarray, ref_pose: np.ndarray,
                     first_frame: np.ndarray | None, seeds: Sequence[int], num_frames: int,
-                    steps: int, guidance: float, noise_prior_t: int | None
-                    ) -> Iterator[tuple[Any, ...]]:
+                    steps: int, guidance: float, noise_prior_t: int | None,
+                    sampler: str = "ddim") -> Iterator[tuple[Any, ...]]:
     """GPU entry point: one segment for each seed. Yields plain tuples:
     ``("step", candidate, step, total, preview)``, ``("frames", candidate, uint8 (F,H,W,3))``,
     ``("error", class name, message)`` for a project error (then stops).
@@ -152,7 +152,7 @@ def generate_on_gpu(reference: np.ndarray, poses: np.ndarray, ref_pose: np.ndarr
                 frames = pipe.generate_segment(
                     reference, poses, ref_pose, first_frame=first_frame, num_frames=num_frames,
                     seed=seed, num_inference_steps=steps, guidance_scale=guidance,
-                    noise_prior_t=noise_prior_t, should_cancel=stop.is_set,
+                    noise_prior_t=noise_prior_t, sampler=sampler, should_cancel=stop.is_set,
                     callback=lambda s, t, p=None: events.put(("step", index, int(s), int(t), p)))
                 events.put(("frames", index, np.asarray(frames)))
             except UniAnimateError as err:
@@ -190,13 +190,15 @@ class SpacePipeline:
     def __init__(self, cpu_pipeline: Any) -> None:
         self.model_name = str(cpu_pipeline.model_name)
         self.is_tiny = bool(cpu_pipeline.is_tiny)
+        self.sampler = str(cpu_pipeline.sampler)
 
     def generate_segment(self, reference_image: Any, poses: Any, ref_pose: Any,
                          first_frame: Any = None, num_frames: int | None = None, seed: int = 0,
                          num_inference_steps: int = 30, guidance_scale: float = 2.5,
                          noise_prior_t: int | None = 949,
                          callback: Callable[..., None] | None = None,
-                         should_cancel: Callable[[], bool] | None = None) -> np.ndarray:
+                         should_cancel: Callable[[], bool] | None = None,
+                         sampler: str | None = None) -> np.ndarray:
         """Animate ``reference_image`` along ``poses`` on the GPU -> uint8 (F,H,W,3)."""
         from .imaging import to_rgb_array
 
@@ -205,7 +207,8 @@ class SpacePipeline:
         args = (to_rgb_array(reference_image), pose_arr, to_rgb_array(ref_pose),
                 None if first_frame is None else to_rgb_array(first_frame), (int(seed),),
                 frames_n, int(num_inference_steps), float(guidance_scale),
-                None if noise_prior_t is None else int(noise_prior_t))
+                None if noise_prior_t is None else int(noise_prior_t),
+                str(sampler or self.sampler))
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled("generation cancelled before it started")
         events = generate_on_gpu(*args)

@@ -233,7 +233,8 @@ class Generation:
             inputs["reference"], inputs["poses"], inputs["ref_pose"],
             first_frame=inputs["first_frame"], num_frames=num_frames, seed=int(seed),
             num_inference_steps=settings.steps, guidance_scale=settings.guidance,
-            noise_prior_t=settings.noise_prior_t, callback=callback, should_cancel=should_cancel)
+            noise_prior_t=settings.noise_prior_t, sampler=settings.sampler, callback=callback,
+            should_cancel=should_cancel)
         frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != num_frames:
             raise UniAnimateError(f"the pipeline returned frames of shape {frames.shape} "

@@ -26,7 +26,7 @@ class Animator(Protocol):
                          first_frame: np.ndarray | None, num_frames: int, seed: int,
                          num_inference_steps: int, guidance_scale: float, noise_prior_t: int,
                          callback: Callable[..., None] | None,
-                         should_cancel: Callable[[], bool] | None) -> Any: ...
+                         should_cancel: Callable[[], bool] | None, sampler: str | None) -> Any: ...
 
 
 #: builds the animator on first use; gets ``report(message)`` for weight-loading progress

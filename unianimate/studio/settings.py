@@ -59,6 +59,9 @@ class GenerationSettings:
     color_correction: bool = True
     color_threshold: float = field(default=12.0, metadata=_limit(0.0, 255.0, "colour threshold",
                                                                  whole=False))
+    #: the denoising sampler (``unianimate.sampling.SAMPLERS``; quality per step count in
+    #: docs/SAMPLERS.md); older manifests without it used the reference's DDIM
+    sampler: str = "ddim"
 
     @staticmethod
     def limit(name: str) -> Limit:
@@ -67,9 +70,12 @@ class GenerationSettings:
 
     def validated(self) -> "GenerationSettings":
         """Return self after range checks; raises ProjectError naming the bad value."""
+        from unianimate.sampling import SAMPLERS   # lazy: the studio imports no torch for this
         problems = [f"{name}={getattr(self, name)} (use {lim.span()})"
                     for name, lim in _LIMITS.items()
                     if not lim.lo <= getattr(self, name) <= lim.hi]
+        if self.sampler not in SAMPLERS:
+            problems.append(f"sampler={self.sampler!r} (use one of {', '.join(SAMPLERS)})")
         if problems:
             raise ProjectError("invalid generation settings: " + "; ".join(problems))
         return self
@@ -95,6 +101,10 @@ class GenerationSettings:
 def _typed_setting(key: str, value: Any, kind: type) -> Any:
     """Convert a UI/CLI value to the setting's type; InputError for anything lossy or odd."""
     bad = InputError(f"setting {key}={value!r} is not a valid {kind.__name__}")
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad
+        return value.strip()
     if kind is bool:
         if isinstance(value, str):
             if value.strip().lower() in ("1", "true", "yes", "on"):
