@@ -236,7 +236,7 @@ def export_latest(run_dir: Path, dest: Path, half: bool = False) -> Path:
     found = sorted(run_dir.glob("unet-ckpt-*.pt"))
     if not found:
         raise InputError(f"no UNet checkpoint in {run_dir.name!r} yet; train the unet stage first")
-    state = torch.load(found[-1], map_location="cpu", weights_only=False)
+    state = torch.load(found[-1], map_location="cpu", weights_only=True)
     weights = dict(state["model"])
     weights.update(state["ema"]["shadow"])
     clip_state, _ = build_clip(recipe)
