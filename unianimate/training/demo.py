@@ -241,6 +241,7 @@ def export_latest(run_dir: Path, dest: Path, half: bool = False) -> Path:
     weights.update(state["ema"]["shadow"])
     clip_state, _ = build_clip(recipe)
     out = export_model(run_dir, recipe, weights, clip_state, dest=dest, half=half)
+    atomic_write_json(out / RECIPE_FILENAME, recipe.to_dict())
     atomic_write_json(out / "trained.json", {"unet_step": int(state["step"]),
                                              "data_position": int(state["position"])})
     logger.info("exported step %d to %s", state["step"], out)
