@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output MP4 path")
     p.add_argument("--model", default="camenduru/unianimate",
                    help="'tiny' (random weights, for testing), a Hub repo id or a local folder")
+    p.add_argument("--lora", default=None, help="LoRA adapters (.safetensors from `python -m unianimate.train "
+                   "finetune --lora-rank N`) folded into the UNet")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto | fp32 | fp16 | bf16")
     p.add_argument("--width", type=int, default=512, help="output width (multiple of 64)")
@@ -98,8 +100,13 @@ def _factories(args: argparse.Namespace) -> tuple[Any, Any]:
             if report is not None:
                 report(f"{message} ({fraction:.0%})")
 
-        return UniAnimatePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
+        pipe = UniAnimatePipeline.from_pretrained(args.model, device=args.device, dtype=args.dtype,
                                                   progress=on_load)
+        if args.lora:  # fine-tuned LoRA adapters (python -m unianimate.train finetune --lora-rank N)
+            from unianimate.training.lora import apply_lora_file
+
+            log.info("LoRA adapters %s folded into %d layers", args.lora, apply_lora_file(pipe.unet, args.lora))
+        return pipe
 
     # A pose file needs the detector only for the reference's pose (alignment): use the DWPose
     # files when they are already here, never wait on a download for that.
