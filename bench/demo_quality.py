@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     pipe, untrained = load(model_dir, args.device)
     frames = 8
     w = int(cfg.get("vae", {}).get("sample_size", 128))
-    recipe_file = model_dir.parent / "recipe.json"
-    if recipe_file.is_file():
+    recipe_file = next((p for p in (model_dir / "recipe.json", model_dir.parent / "recipe.json") if p.is_file()),
+                       None)
+    if recipe_file is not None:
         recipe = json.loads(recipe_file.read_text())
         width, height, frames = recipe["width"], recipe["height"], recipe["frames"]
     else:

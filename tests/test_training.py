@@ -136,7 +136,7 @@ def test_each_condition_dropout_drops_only_that_condition(parts: tuple[LatentVAE
 
 def test_lora_round_trip_touches_only_adapted_layers(parts: tuple[LatentVAE, ClipEncoder], tmp_path: Path) -> None:
     pytest.importorskip("peft")
-    from unianimate.training.lora import add_lora, load_lora, merge_lora, save_lora
+    from unianimate.training.lora import add_lora, apply_lora_file, load_lora, merge_lora, save_lora
 
     cond = _fixed_cond(parts)
     zero_y = parts[1].zero_y
@@ -173,6 +173,10 @@ def test_lora_round_trip_touches_only_adapted_layers(parts: tuple[LatentVAE, Cli
         a, b = unet(x, t, zero_y, **kw), fresh(x, t, zero_y, **kw)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
         assert (a - base.eval()(x, t, zero_y, **kw)).abs().max() > 1e-6
+        folded = UniAnimateUNet(_unet_config(dropout=0.0))
+        folded.load_state_dict(base_sd)
+        assert apply_lora_file(folded, path) == len(saved) // 2  # one A and one B per layer
+        torch.testing.assert_close(folded.eval()(x, t, zero_y, **kw), a, rtol=1e-4, atol=1e-5)
         merged = UniAnimateUNet(_unet_config(dropout=0.0))
         merged.load_official_state_dict(merge_lora(fresh))
         torch.testing.assert_close(merged.eval()(x, t, zero_y, **kw), a, rtol=1e-4, atol=1e-5)

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="real",
                    help=f"'real' (the released weights, {DEFAULT_MODEL_SOURCE}), 'tiny' (random "
                         "weights, for testing), a Hub repo id or a local folder")
+    p.add_argument("--lora", default=None,
+                   help="LoRA adapters (.safetensors from `python -m unianimate.train finetune "
+                        "--lora-rank N`) folded into the UNet of the loaded weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto | fp32 | fp16 | bf16")
     p.add_argument("--width", type=int, default=512, help="output width (multiple of 64)")
@@ -130,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
     # files when they are already here, never wait on a download for that.
     is_pose_file = drv.is_dir() or drv.suffix.lower() in (".json", ".zip")
     models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose,
-                          detector_local_only=True if is_pose_file else None, sampler=args.sampler)
+                          detector_local_only=True if is_pose_file else None, sampler=args.sampler,
+                          lora=args.lora)
     studio = build_studio(root, models)
     prefix = [""]
     progress = _progress_logger(prefix)

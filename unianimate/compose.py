@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from unianimate.errors import UniAnimateError
+from unianimate.errors import InputError, UniAnimateError
 from unianimate.hub import BUNDLE_REPO
 from unianimate.studio import Studio, StudioRuntime, default_runtime
 
@@ -31,7 +31,7 @@ class ModelManager:
 
     def __init__(self, model: str = "real", device: str = "auto", dtype: str = "auto",
                  dwpose: str | None = None, detector_local_only: bool | None = None,
-                 sampler: str = "ddim") -> None:
+                 sampler: str = "ddim", lora: str | os.PathLike | None = None) -> None:
         model = str(model or "real").strip()
         self.spec = model
         self.is_tiny = model.lower() == "tiny"
@@ -46,6 +46,11 @@ class ModelManager:
         self.detector_local_only = detector_local_only
         #: the pipeline's default sampler (``unianimate.sampling.SAMPLERS``; checked when it is built)
         self.sampler = sampler
+        #: LoRA adapters (``python -m unianimate.train finetune --lora-rank N``) folded into the
+        #: UNet once the weights are loaded; not for the tiny model (its pipeline is shared)
+        self.lora = lora
+        if lora is not None and self.is_tiny:
+            raise InputError("--lora needs the released weights (or a model folder), not --model tiny")
         self.last_error: str | None = None
         self._lock = threading.Lock()
 
@@ -75,6 +80,10 @@ class ModelManager:
                 pipe = UniAnimatePipeline.from_pretrained(self.source, device=self.device,
                                                           dtype=self.dtype, progress=stage,
                                                           sampler=self.sampler)
+                if self.lora is not None:
+                    from unianimate.training.lora import apply_lora_file
+                    layers = apply_lora_file(pipe.unet, self.lora)
+                    log.info("LoRA adapters %s folded into %d layers", Path(self.lora).name, layers)
         except UniAnimateError as err:
             self.last_error = str(err)
             raise

@@ -236,11 +236,12 @@ def export_latest(run_dir: Path, dest: Path, half: bool = False) -> Path:
     found = sorted(run_dir.glob("unet-ckpt-*.pt"))
     if not found:
         raise InputError(f"no UNet checkpoint in {run_dir.name!r} yet; train the unet stage first")
-    state = torch.load(found[-1], map_location="cpu", weights_only=False)
+    state = torch.load(found[-1], map_location="cpu", weights_only=True)
     weights = dict(state["model"])
     weights.update(state["ema"]["shadow"])
     clip_state, _ = build_clip(recipe)
     out = export_model(run_dir, recipe, weights, clip_state, dest=dest, half=half)
+    atomic_write_json(out / RECIPE_FILENAME, recipe.to_dict())
     atomic_write_json(out / "trained.json", {"unet_step": int(state["step"]),
                                              "data_position": int(state["position"])})
     logger.info("exported step %d to %s", state["step"], out)

@@ -66,10 +66,22 @@ def save_lora(unet: nn.Module, path: str | os.PathLike) -> Path:
 
 def load_lora(unet: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Inject the adapters described in ``path`` into a base ``unet`` and load their values."""
+    peft = _peft()
+    path = Path(path)
+    state, s = read_lora(path)
+    add_lora(unet, s["rank"], s["alpha"], tuple(s["targets"]), s.get("dropout", 0.0))
+    result = peft.set_peft_model_state_dict(unet, state, adapter_name=ADAPTER_NAME)
+    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+    if missing:
+        raise CheckpointError(f"{path.name} does not fit this UNet: unexpected adapter keys {missing[:3]}")
+    return unet
+
+
+def read_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """The adapter tensors and settings of a :func:`save_lora` file."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    peft = _peft()
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as fh:
@@ -80,13 +92,30 @@ def load_lora(unet: nn.Module, path: str | os.PathLike) -> nn.Module:
     if "unianimate_lora" not in meta:
         raise CheckpointError(f"{path.name} is not a UniAnimate LoRA adapter file (no settings in its "
                               "metadata); save adapters with save_lora")
-    s = json.loads(meta["unianimate_lora"])
-    add_lora(unet, s["rank"], s["alpha"], tuple(s["targets"]), s.get("dropout", 0.0))
-    result = peft.set_peft_model_state_dict(unet, state, adapter_name=ADAPTER_NAME)
-    missing = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-    if missing:
-        raise CheckpointError(f"{path.name} does not fit this UNet: unexpected adapter keys {missing[:3]}")
-    return unet
+    return state, json.loads(meta["unianimate_lora"])
+
+
+@torch.no_grad()
+def apply_lora_file(unet: nn.Module, path: str | os.PathLike) -> int:
+    """Fold the adapters of ``path`` into a plain UNet's weights in place (W += alpha/r * B @ A),
+    without peft and without a second copy of the UNet; returns the number of layers changed."""
+    state, settings = read_lora(path)
+    scale = float(settings["alpha"]) / float(settings["rank"])
+    params = dict(unet.named_parameters())
+    done = 0
+    for key, a in state.items():
+        if not key.endswith(".lora_A.weight"):
+            continue
+        base = key[: -len(".lora_A.weight")]
+        b = state.get(base + ".lora_B.weight")
+        target = params.get(base + ".weight")
+        if b is None or target is None or target.shape != (b.shape[0], a.shape[1]):
+            raise CheckpointError(f"{Path(path).name} does not fit this UNet at {base!r}")
+        target.add_((b.float() @ a.float() * scale).to(target.device, target.dtype))
+        done += 1
+    if not done:
+        raise CheckpointError(f"{Path(path).name} holds no LoRA layers")
+    return done
 
 
 def merge_lora(unet: nn.Module) -> dict[str, torch.Tensor]:

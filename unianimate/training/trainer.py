@@ -232,7 +232,7 @@ class Trainer:
         path = Path(path) if path is not None else self.latest_checkpoint()
         if path is None:
             return False
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         self.load_state_dict(state)
         self._truncate_log()
         logger.info("%s: resumed from %s (step %d, data position %d)", self.name, path.name, self.step,
