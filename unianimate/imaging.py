@@ -190,6 +190,24 @@ def check_size(height: int, width: int) -> None:
                              f"{min(MAX_SIZE, lo + SIZE_MULTIPLE)}.")
 
 
+def fit_geometry(src_w: int, src_h: int, width: int, height: int, mode: FitMode) -> tuple[int, int, int, int]:
+    """Where :func:`fit_image` puts a ``src_w`` x ``src_h`` image on the ``width`` x ``height``
+    canvas: the scaled size (sw, sh) and the canvas position (left, top) of its top-left corner
+    (negative for ``crop``, which cuts the edges). Shared with ``unianimate.pose.fit`` so that
+    poses land exactly where the fitted image's pixels do."""
+    if mode == "stretch":
+        return width, height, 0, 0
+    if mode == "crop":
+        scale = max(width / src_w, height / src_h)
+        sw, sh = max(width, round(src_w * scale)), max(height, round(src_h * scale))
+        return sw, sh, -((sw - width) // 2), -((sh - height) // 2)
+    if mode == "pad":
+        scale = min(width / src_w, height / src_h)
+        sw, sh = min(width, max(1, round(src_w * scale))), min(height, max(1, round(src_h * scale)))
+        return sw, sh, (width - sw) // 2, (height - sh) // 2
+    raise InputError(f"unknown fit mode {mode!r}; use 'crop', 'pad' or 'stretch'.")
+
+
 def fit_image(image: ImageLike, width: int, height: int, mode: FitMode = "crop",
               pad_color: tuple[int, int, int] = (0, 0, 0),
               background: Literal["white", "black"] = "white") -> np.ndarray:
@@ -206,17 +224,14 @@ def fit_image(image: ImageLike, width: int, height: int, mode: FitMode = "crop",
     if mode == "stretch":
         out = rgb.resize((width, height), Image.BILINEAR)
     elif mode == "crop":
-        scale = max(width / w0, height / h0)
-        sw, sh = max(width, round(w0 * scale)), max(height, round(h0 * scale))
+        sw, sh, left, top = fit_geometry(w0, h0, width, height, mode)
         scaled = rgb.resize((sw, sh), Image.BILINEAR)
-        left, top = (sw - width) // 2, (sh - height) // 2
-        out = scaled.crop((left, top, left + width, top + height))
+        out = scaled.crop((-left, -top, -left + width, -top + height))
     elif mode == "pad":
-        scale = min(width / w0, height / h0)
-        sw, sh = min(width, max(1, round(w0 * scale))), min(height, max(1, round(h0 * scale)))
+        sw, sh, left, top = fit_geometry(w0, h0, width, height, mode)
         scaled = rgb.resize((sw, sh), Image.BILINEAR)
         out = Image.new("RGB", (width, height), tuple(int(c) for c in pad_color))
-        out.paste(scaled, ((width - sw) // 2, (height - sh) // 2))
+        out.paste(scaled, (left, top))
     else:
         raise InputError(f"unknown fit mode {mode!r}; use 'crop', 'pad' or 'stretch'.")
     return np.asarray(out, dtype=np.uint8).copy()
