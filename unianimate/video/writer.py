@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -111,8 +112,7 @@ def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike
     h, w = h0 + pad_h, w0 + pad_w
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(fd)
+    tmp = str(_temp_name(path, ".mp4"))      # created by ffmpeg: the umask's permissions
     cmd = [ffmpeg_exe(), "-y", "-hide_banner", "-loglevel", "error",
            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", _fps_arg(fps), "-i", "-"]
     if audio is not None:
@@ -164,6 +164,13 @@ def write_mp4(frames: np.ndarray | Iterable[np.ndarray], path: str | os.PathLike
     return path
 
 
+def _temp_name(path: Path, suffix: str) -> Path:
+    """A fresh hidden name beside ``path`` for writing before the atomic rename. Not created
+    here: the writer creates it, so the export gets the user's umask (0644 usually), not the
+    0600 of ``mkstemp`` (exports are meant to be shared)."""
+    return path.parent / f".{path.stem}.{uuid.uuid4().hex[:12]}{suffix}"
+
+
 def _chain(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     yield first
     yield from rest
@@ -174,8 +181,7 @@ def write_png_zip(frames: np.ndarray | Iterable[np.ndarray], path: str | os.Path
     """Frames as ``frame_000000.png`` ... in a zip (stored: PNG is already compressed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".zip")
-    os.close(fd)
+    tmp = _temp_name(path, ".zip")
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
             for i, frame in enumerate(_frame_iter(frames)):
