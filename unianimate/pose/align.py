@@ -79,6 +79,7 @@ BONES: tuple[Bone, ...] = (
 )
 
 MODES = ("per-limb", "reference", "scale", "none")
+USER_MODES = ("per-limb", "scale", "none")     # what the UI and the CLI offer ("reference" = "per-limb")
 PARTS = ("body", "hands")
 WRIST = {LEFT_HAND: 7, RIGHT_HAND: 4}
 _TINY = 1e-9  # a bone or span shorter than this (normalised units) cannot give a ratio

@@ -446,15 +446,27 @@ class Studio:
                             frame_interval: int = 2, start: float | None = None,
                             end: float | None = None, align: bool = True,
                             progress: ProgressFn | None = None,
-                            owner: str | None = None) -> PoseInfo:
+                            owner: str | None = None, *, kind: str = "auto",
+                            image_fps: float = 30.0, smooth: float = 0.0,
+                            person: int | None = None, align_mode: str = "per-limb",
+                            align_parts: Sequence[str] | str = ("body", "hands")) -> PoseInfo:
         """Driving input (video, pose JSON, folder or zip of pose images) -> the project's poses.
 
         A video is run through the pose detector (per-frame progress); every ``frame_interval``-th
         frame is kept and the output fps is source fps / interval. ``start``/``end`` trim in
         seconds. ``align`` scales the driving poses onto the reference body (spec §5).
+        ``kind``, ``image_fps``, ``smooth``, ``person``: see ``unianimate.pose.load_driving``;
+        ``align_mode``/``align_parts``: see ``unianimate.pose.align``.
         """
         self._load(project_id, owner)            # ownership before any heavy work
         from unianimate.pose import load_driving
+        # -- issue 11 (pose-layer options; a drawn-pose video needs no detector) ---------------
+        from unianimate.pose.align import MODES, check_parts
+        from unianimate.pose.importers import driving_needs_detector
+        if align_mode not in MODES:
+            raise InputError(f"alignment mode {align_mode!r} is not one of {MODES}")
+        align_parts = check_parts(align_parts)
+        # ---------------------------------------------------------------------------------------
         path = Path(path)
         if not path.exists():
             raise InputError(f"driving input {str(path)!r} does not exist; upload it again")
@@ -467,7 +479,7 @@ class Studio:
             report(progress, Progress("poses", step=done, total=total,
                                       message=f"pose extraction {done}/{total or '?'}"))
 
-        needs_detector = _is_video(path)
+        needs_detector = _is_video(path) and driving_needs_detector(path, kind)   # issue 11
         detector = self.detector() if needs_detector else None
         if needs_detector and detector is None:
             raise InputError("pose extraction from a video needs the DWPose detector, which is "
@@ -477,12 +489,14 @@ class Studio:
                 "queued", queue_position=pos, message=f"waiting for the GPU: {pos} job(s) ahead")))
             with GPU_QUEUE.slot(on_wait=on_wait):
                 driving = load_driving(path, detector=detector, frame_interval=int(frame_interval),
-                                       start=start, end=end, progress=on_frames)
+                                       start=start, end=end, progress=on_frames, kind=kind,
+                                       image_fps=image_fps, smooth=smooth, person=person)
         else:
             driving = load_driving(path, detector=detector, frame_interval=int(frame_interval),
-                                   start=start, end=end, progress=on_frames)
+                                   start=start, end=end, progress=on_frames, kind=kind,
+                                   image_fps=image_fps, smooth=smooth, person=person)
         return self._store_driving(project_id, owner, driving, path, int(frame_interval),
-                                   start, end, align)
+                                   start, end, align, align_mode, align_parts)
 
     def set_pose_sequence(self, project_id: str, sequence: Any, align: bool = True,
                           frame_interval: int = 1, owner: str | None = None) -> PoseInfo:
@@ -497,7 +511,8 @@ class Studio:
 
     def _store_driving(self, project_id: str, owner: str | None, driving: Any,
                        source: Path | None, frame_interval: int, start: float | None,
-                       end: float | None, align: bool) -> PoseInfo:
+                       end: float | None, align: bool, align_mode: str = "per-limb",
+                       align_parts: Sequence[str] = ("body", "hands")) -> PoseInfo:
         """Save keypoints / pose images (+ a copy of a source video with audio) into ``poses/``.
 
         Everything is built in a staging folder and swapped in at the end, so a failure leaves
@@ -520,14 +535,13 @@ class Studio:
             fps = float(getattr(driving, "fps", 0) or 0)
             if not fps > 0:
                 raise InputError("the driving input has no usable frame rate")
-            if getattr(driving, "kind", None) == "keypoints":
-                frame_interval = 1          # a pose JSON is used as saved (its own fps)
             info = PoseInfo(count=count, fps=fps, images="poses/images",
                             frame_interval=int(frame_interval), start=start, end=end,
                             source_fps=fps * int(frame_interval),
                             source_name=source.name if source is not None else None,
                             messages=[str(m) for m in (getattr(driving, "messages", None) or [])],
-                            aligned=bool(align))
+                            aligned=bool(align), align_mode=align_mode,
+                            align_parts=list(align_parts))
             staging = folder / f".poses-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
             try:
@@ -585,7 +599,8 @@ class Studio:
             seq = load_pose_sequence(staging / "driving.json")
             poses = list(seq.poses)
             if info.aligned and ref_pose is not None:
-                poses, rep = align_poses_report(ref_pose, poses, mode="reference")
+                poses, rep = align_poses_report(ref_pose, poses, mode=info.align_mode,
+                                                parts=info.align_parts)
                 info.messages.extend(str(m) for m in getattr(rep, "messages", ()))
             elif info.aligned:
                 info.aligned = False
