@@ -46,7 +46,9 @@ def test_drawn_pose_video_without_any_detector(tmp_path) -> None:
 def test_json_trim_and_interval_are_recorded(tmp_path) -> None:
     studio = Studio(tmp_path / "projects", detector_factory=_no_detector)
     p = studio.create_project(_reference(), W, H, "crop")
-    info = studio.set_poses_from_file(p.id, _json(tmp_path), frame_interval=2, start=0.25)
+    info = studio.set_poses_from_file(p.id, _json(tmp_path), frame_interval=2, start=0.25,
+                                      display_name="my dance.json")
+    assert info.source_name == "my dance.json" and any("'my dance.json'" in m for m in info.messages)
     assert info.count == 5 and info.fps == 4 and info.frame_interval == 2 and info.source_fps == 8
     assert any("kept 5 of 12 poses (every 2nd, from 0.25 s to the end) -> 4 fps" in m for m in info.messages)
 

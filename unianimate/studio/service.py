@@ -449,14 +449,16 @@ class Studio:
                             owner: str | None = None, *, kind: str = "auto",
                             image_fps: float = 30.0, smooth: float = 0.0,
                             person: int | None = None, align_mode: str = "per-limb",
-                            align_parts: Sequence[str] | str = ("body", "hands")) -> PoseInfo:
+                            align_parts: Sequence[str] | str = ("body", "hands"),
+                            display_name: str | None = None) -> PoseInfo:
         """Driving input (video, pose JSON, folder or zip of pose images) -> the project's poses.
 
         A video is run through the pose detector (per-frame progress); every ``frame_interval``-th
         frame is kept and the output fps is source fps / interval. ``start``/``end`` trim in
         seconds. ``align`` scales the driving poses onto the reference body (spec §5).
         ``kind``, ``image_fps``, ``smooth``, ``person``: see ``unianimate.pose.load_driving``;
-        ``align_mode``/``align_parts``: see ``unianimate.pose.align``.
+        ``align_mode``/``align_parts``: see ``unianimate.pose.align``; ``display_name``: the
+        user's name for the source when ``path`` is a temporary copy (shown instead of it).
         """
         self._load(project_id, owner)            # ownership before any heavy work
         from unianimate.pose import load_driving
@@ -490,13 +492,15 @@ class Studio:
             with GPU_QUEUE.slot(on_wait=on_wait):
                 driving = load_driving(path, detector=detector, frame_interval=int(frame_interval),
                                        start=start, end=end, progress=on_frames, kind=kind,
-                                       image_fps=image_fps, smooth=smooth, person=person)
+                                       image_fps=image_fps, smooth=smooth, person=person,
+                                       display_name=display_name)
         else:
             driving = load_driving(path, detector=detector, frame_interval=int(frame_interval),
                                    start=start, end=end, progress=on_frames, kind=kind,
-                                   image_fps=image_fps, smooth=smooth, person=person)
+                                   image_fps=image_fps, smooth=smooth, person=person,
+                                   display_name=display_name)
         return self._store_driving(project_id, owner, driving, path, int(frame_interval),
-                                   start, end, align, align_mode, align_parts)
+                                   start, end, align, align_mode, align_parts, display_name)
 
     def set_pose_sequence(self, project_id: str, sequence: Any, align: bool = True,
                           frame_interval: int = 1, owner: str | None = None) -> PoseInfo:
@@ -512,7 +516,8 @@ class Studio:
     def _store_driving(self, project_id: str, owner: str | None, driving: Any,
                        source: Path | None, frame_interval: int, start: float | None,
                        end: float | None, align: bool, align_mode: str = "per-limb",
-                       align_parts: Sequence[str] = ("body", "hands")) -> PoseInfo:
+                       align_parts: Sequence[str] = ("body", "hands"),
+                       display_name: str | None = None) -> PoseInfo:
         """Save keypoints / pose images (+ a copy of a source video with audio) into ``poses/``.
 
         Everything is built in a staging folder and swapped in at the end, so a failure leaves
@@ -538,7 +543,7 @@ class Studio:
             info = PoseInfo(count=count, fps=fps, images="poses/images",
                             frame_interval=int(frame_interval), start=start, end=end,
                             source_fps=fps * int(frame_interval),
-                            source_name=source.name if source is not None else None,
+                            source_name=display_name or (source.name if source is not None else None),
                             messages=[str(m) for m in (getattr(driving, "messages", None) or [])],
                             aligned=bool(align), align_mode=align_mode,
                             align_parts=list(align_parts))
