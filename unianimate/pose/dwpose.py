@@ -20,7 +20,9 @@ Differences from the reference, on purpose: when several people are found we kee
 most central one (``select="largest_central"``; the reference kept the highest-scoring one, which
 ``select="first"`` reproduces) and report the count; when nobody is found the result has
 ``pose=None`` (the reference ran the pose model on the whole image; ``full_image_when_no_person``
-restores that).
+restores that). Over a video, extraction passes a ``choose`` callback instead
+(:class:`unianimate.pose.track.PersonTracker`), so one dancer is followed from frame to frame
+rather than chosen afresh in each.
 """
 from __future__ import annotations
 
