@@ -174,6 +174,9 @@ class PoseInfo:
     audio: bool = False                   # source video has an audio stream
     audio_start: float = 0.0              # seconds into the source video where pose 0 sits
     messages: list[str] = field(default_factory=list)
+    # issue 11: how the keypoints are aligned (unianimate.pose.align); defaults = before
+    align_mode: str = "per-limb"
+    align_parts: list[str] = field(default_factory=lambda: ["body", "hands"])
 
 
 @with_config(STRICT)
