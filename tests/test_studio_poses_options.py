@@ -86,3 +86,20 @@ def test_manifest_without_the_new_fields_opens_per_limb(tmp_path) -> None:
     from unianimate.studio.manifest import load_project
     loaded = load_project(path.parent)
     assert loaded.poses.align_mode == "per-limb" and loaded.poses.align_parts == ["body", "hands"]
+
+
+def test_unaligned_landscape_poses_are_letterboxed_like_the_reference(tmp_path) -> None:
+    """Issue 11 #10: pad without alignment draws the skeleton where the padded pixels are."""
+    from unianimate.pose.fit import fit_pose_list
+    rng = np.random.default_rng(3)
+    src = [synthetic_pose(rng, jitter=0.005) for _ in range(3)]
+    path = save_pose_sequence(PoseSequence(src, fps=8, width=640, height=360), tmp_path / "wide.json")
+    studio = Studio(tmp_path / "projects", detector_factory=_no_detector)
+    p = studio.create_project(_reference(), W, 2 * H, "pad")
+    info = studio.set_poses_from_file(p.id, path, frame_interval=1, align=False)
+    drawn = load_pose_sequence(tmp_path / "projects" / p.id / info.aligned_keypoints)
+    assert (drawn.width, drawn.height) == (W, 2 * H)
+    want = fit_pose_list(src, (640, 360), (W, 2 * H), "pad")
+    np.testing.assert_allclose(drawn[0].body, want[0].body, atol=1e-9)
+    ys = drawn[0].body[drawn[0].body[:, 1] >= 0, 1]
+    assert ys.min() >= 46 / 128 and ys.max() <= 82 / 128       # inside the 64x36 letterbox band

@@ -257,7 +257,8 @@ def test_driving_video_through_dwpose_with_per_frame_progress(tmp_path: Path) ->
     ui = StudioHandlers(build_studio(tmp_path / "projects", models), models)
     pid = _project(ui, poses=False)
     progress = _RecordingProgress()
-    msg, data = ui.extract_poses(ALICE, pid, str(video), 0, 0, 2, True, None, progress)
+    msg, data = ui.extract_poses(ALICE, pid, str(video), 0, 0, 2, True, request=None,
+                                 progress=progress)
     assert data["poses"] == 4 and "4 poses" in msg and "frame interval 2" in msg
     frames = [c for c in progress.calls if isinstance(c[0], tuple)]
     assert frames and frames[-1][0][1] > 0 and "pose" in (frames[-1][1] or "")

@@ -154,13 +154,16 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
             with gr.Column(scale=1):
                 with gr.Tabs():
                     with gr.Tab("Pose sequence"):
-                        pose_files = gr.File(label="Pose JSON, zip of pose images, or pose images",
+                        pose_files = gr.File(label="Pose JSON, zip of pose images, pose images, "
+                                                   "or a video of drawn poses (.mp4)",
                                              file_count="multiple",
-                                             file_types=[".json", ".zip", "image"],
+                                             file_types=[".json", ".zip", "image", ".mp4",
+                                                         ".webm", ".mov"],
                                              height=140, elem_id="pose-files")
                         posefile_btn = gr.Button("Load pose sequence", elem_id="load-poses")
                     with gr.Tab("Driving video"):
-                        video = gr.Video(label="Driving video (DWPose extracts the poses)",
+                        video = gr.Video(label="Driving video (DWPose extracts the poses; a "
+                                               "video of drawn poses needs no detector)",
                                          sources=["upload"], height=220, elem_id="driving-video")
                         extract_btn = gr.Button("Extract poses (DWPose)", elem_id="extract-poses")
                 with gr.Row():
@@ -172,6 +175,31 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                              info="keep every n-th frame; fps = source fps / n")
                 align = gr.Checkbox(label="Align the driving poses to the reference body",
                                     value=True)
+                with gr.Accordion("Pose options", open=False, elem_id="pose-options"):
+                    kind = gr.Radio(label="What the driving video is", choices=[
+                        ("auto (look at its frames)", "auto"),
+                        ("a real video (extract poses)", "video"),
+                        ("drawn poses (no detector)", "pose_images")], value="auto",
+                        elem_id="driving-kind")
+                    with gr.Row():
+                        align_mode = gr.Radio(label="Alignment", choices=[
+                            ("per limb (the reference's)", "per-limb"),
+                            ("overall size and position only", "scale"),
+                            ("none", "none")], value="per-limb", elem_id="align-mode")
+                        align_parts = gr.CheckboxGroup(label="Parts to align",
+                                                       choices=["body", "hands"],
+                                                       value=["body", "hands"],
+                                                       elem_id="align-parts")
+                    with gr.Row():
+                        smooth = CheckedSlider(**_bounds("smooth"), value=0.0, step=0.05,
+                                               label="Smoothing (0 = off)", elem_id="smooth",
+                                               info="One-Euro filter on the keypoints")
+                        image_fps = CheckedNumber(label="Frame rate of pose images (fps)",
+                                                  value=30, **_bounds("image_fps"),
+                                                  elem_id="image-fps")
+                        person = CheckedNumber(label="Person (index; empty = the main one)",
+                                               value=None, precision=0, **_bounds("person"),
+                                               elem_id="person")
         with gr.Accordion("Examples (made by the project: a drawn figure and a procedural "
                           "dance)", open=True):
             examples = _examples(models)
@@ -292,17 +320,18 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         resolution.change(preset_size, [resolution, width, height], [width, height], **quiet)
         segment.input(h.view, view_in, view_out, **quiet)
 
+        pose_opts = [kind, smooth, align_mode, align_parts, image_fps, person]
         create_btn.click(
             h.create_project, [owner, reference, resolution, width, height, fit, name],
             [project, status, project_json], api_name="create_project",
         ).success(h.autoload_poses, [owner, project, pose_files, trim_start, trim_end, interval,
-                                     align], [status, project_json], **quiet,
+                                     align, *pose_opts], [status, project_json], **quiet,
                   ).then(h.view, view_in, view_out, **quiet)
         setref_btn.click(h.set_reference,
                          [owner, project, reference, resolution, width, height, fit],
                          [status, project_json], api_name="set_reference",
                          ).then(h.view, view_in, view_out, **quiet)
-        pose_in = [trim_start, trim_end, interval, align]
+        pose_in = [trim_start, trim_end, interval, align, *pose_opts]
         posefile_btn.click(h.load_pose_file, [owner, project, pose_files, *pose_in],
                            [status, project_json], api_name="load_pose_file",
                            ).then(h.view, view_in, view_out, **quiet)

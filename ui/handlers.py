@@ -10,6 +10,7 @@ components, and tests turn it back into a dict with ``dict(zip(VIEW_FIELDS, resu
 from __future__ import annotations
 
 import functools
+import html
 import logging
 import math
 import re
@@ -25,6 +26,9 @@ import gradio as gr
 
 from unianimate.errors import GenerationCancelled, InputError, UniAnimateError
 from unianimate.imaging import check_size
+from unianimate.pose.align import USER_MODES, check_parts
+from unianimate.pose.importers import IMAGE_FPS_RANGE, KINDS, classify_driving
+from unianimate.studio.poses import needs_detector
 from unianimate.studio import GenerationSettings
 from gradio.utils import get_upload_folder
 
@@ -52,6 +56,7 @@ SLOTS = int(GenerationSettings.limit("candidates").ui_hi)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 _TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+_VIDEO_EXT = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"}
 
 #: the bounds of every number the UI takes: (label, minimum, maximum or None, whole number).
 #: The components show them (``ui.blocks``); the handlers check them with :func:`check_number`,
@@ -65,6 +70,9 @@ LIMITS: dict[str, tuple[str, float, float | None, bool]] = {
     "frame_interval": ("frame interval", 1, 16, True),
     "trim": ("trim time (seconds)", 0.0, None, False),
     "quality": ("quality (H.264 CRF)", 0, 51, True),
+    "smooth": ("smoothing strength", 0.0, 1.0, False),
+    "image_fps": ("frame rate of pose images (fps)", *IMAGE_FPS_RANGE, False),
+    "person": ("person (index in the first frame)", 0, 16, True),
 }
 
 
@@ -122,6 +130,11 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                                          "app is still running; the server log has the "
                                          "details.")) from None
     return wrapper
+
+
+def _upload_name(path: str | Path) -> str:
+    """The name the user gave an upload (Gradio keeps it as the file name of its cached copy)."""
+    return Path(path).name
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -279,18 +292,28 @@ class StudioHandlers:
     @user_errors
     def load_pose_file(self, token: str | None, project_id: str | None, pose_files: Any,
                        trim_start: float | None, trim_end: float | None, frame_interval: float,
-                       align: bool, request: gr.Request | None = None
+                       align: bool, kind: str = "auto", smooth: float = 0.0,
+                       align_mode: str = "per-limb", align_parts: Any = ("body", "hands"),
+                       image_fps: float = 30.0, person: Any = None,
+                       request: gr.Request | None = None
                        ) -> tuple[str, dict[str, Any]]:
-        """Driving poses from an uploaded pose JSON, a zip of pose images or several images."""
+        """Driving poses from an uploaded pose JSON, a zip of pose images, several images or a
+        video of drawn poses (no detector). The options after ``align``: see :meth:`_pose_options`."""
         owner = self.owner_of(token, request)
         interval = self._interval(frame_interval)      # the inputs' own ranges first: they say
         start, end = self._time(trim_start), self._time(trim_end)   # nothing about a project
+        opts = self._pose_options(kind, smooth, align_mode, align_parts, image_fps, person)
         pid = self._pid(project_id, owner)
-        path, gathered = self._pose_upload(pose_files, request)
+        path, gathered, shown = self._pose_upload(pose_files, request)
         try:
+            if Path(path).suffix.lower() in _VIDEO_EXT:
+                if classify_driving(path) == "video":
+                    raise InputError(f"{shown!r} looks like a real video, not drawn poses; load "
+                                     "it in the Driving video tab (its poses are extracted)")
+                opts["kind"] = "pose_images"
             info = self.studio.set_poses_from_file(pid, path, frame_interval=interval,
                                                    start=start, end=end, align=bool(align),
-                                                   owner=owner)
+                                                   owner=owner, display_name=shown, **opts)
         finally:
             if gathered is not None:
                 shutil.rmtree(gathered, ignore_errors=True)
@@ -298,30 +321,62 @@ class StudioHandlers:
 
     def autoload_poses(self, token: str | None, project_id: str | None, pose_files: Any,
                        trim_start: float | None, trim_end: float | None, frame_interval: float,
-                       align: bool, request: gr.Request | None = None) -> tuple[Any, Any]:
+                       align: bool, kind: str = "auto", smooth: float = 0.0,
+                       align_mode: str = "per-limb", align_parts: Any = ("body", "hands"),
+                       image_fps: float = 30.0, person: Any = None,
+                       request: gr.Request | None = None
+                       ) -> tuple[Any, Any]:
         """After Create project: load the pose sequence too when one is already uploaded."""
         if not pose_files or not project_id:
             return gr.update(), gr.update()
         return self.load_pose_file(token, project_id, pose_files, trim_start, trim_end,
-                                   frame_interval, align, request)
+                                   frame_interval, align, kind, smooth, align_mode,
+                                   align_parts, image_fps, person, request)
 
     @user_errors
     def extract_poses(self, token: str | None, project_id: str | None, video: str | None,
                       trim_start: float | None, trim_end: float | None, frame_interval: float,
-                      align: bool, request: gr.Request | None = None,
+                      align: bool, kind: str = "auto", smooth: float = 0.0,
+                      align_mode: str = "per-limb", align_parts: Any = ("body", "hands"),
+                      image_fps: float = 30.0, person: Any = None,
+                      request: gr.Request | None = None,
                       progress: gr.Progress = gr.Progress()) -> tuple[str, dict[str, Any]]:
-        """Driving poses from a video: DWPose on every kept frame, with per-frame progress."""
+        """Driving poses from a video: DWPose on every kept frame, with per-frame progress; a
+        video of drawn poses is used as it is (no detector)."""
         owner = self.owner_of(token, request)
         interval = self._interval(frame_interval)
         start, end = self._time(trim_start), self._time(trim_end)
+        opts = self._pose_options(kind, smooth, align_mode, align_parts, image_fps, person)
         pid = self._pid(project_id, owner)
         if not video:
             raise InputError("upload a driving video first")
-        progress(0, desc="Extracting poses")
-        info = self.studio.set_poses_from_file(pid, self._upload_path(video, request),
-                                               frame_interval=interval, start=start, end=end, align=bool(align),
-                                               progress=self._progress_fn(progress), owner=owner)
+        path = self._upload_path(video, request)
+        progress(0, desc="Extracting poses" if needs_detector(Path(path), opts["kind"])
+                 else "Reading the drawn poses")
+        info = self.studio.set_poses_from_file(pid, path, frame_interval=interval, start=start,
+                                               end=end, align=bool(align),
+                                               progress=self._progress_fn(progress), owner=owner,
+                                               display_name=_upload_name(path), **opts)
         return self._pose_message(info), self._project_dict(pid, owner)
+
+    @staticmethod
+    def _pose_options(kind: Any = "auto", smooth: Any = 0.0, align_mode: Any = "per-limb",
+                      align_parts: Any = ("body", "hands"), image_fps: Any = 30.0,
+                      person: Any = None) -> dict[str, Any]:
+        """The pose options of the UI (all optional: API callers may leave them out), checked
+        with the field's name: driving kind, smoothing strength, alignment mode and parts, frame
+        rate of pose images, person index (empty = the default person)."""
+        if kind not in KINDS:
+            raise InputError(f"driving kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        if align_mode not in USER_MODES:
+            raise InputError(f"alignment mode must be one of {', '.join(USER_MODES)}; "
+                             f"got {align_mode!r}")
+        parts = check_parts(list(align_parts) if isinstance(align_parts, (list, tuple))
+                            else align_parts)
+        who = None if person is None or person == "" else int(check_number("person", person))
+        return {"kind": kind, "smooth": float(check_number("smooth", smooth)),
+                "align_mode": align_mode, "align_parts": parts,
+                "image_fps": float(check_number("image_fps", image_fps)), "person": who}
 
     # ---- generation --------------------------------------------------------------------
     @user_errors
@@ -597,23 +652,26 @@ class StudioHandlers:
         return SessionFiles.key(session) if session else "local"
 
     def _pose_upload(self, files: Any, request: gr.Request | None = None
-                     ) -> tuple[str, Path | None]:
+                     ) -> tuple[str, Path | None, str]:
         """One pose JSON / zip / video path, or several images gathered into a temporary folder
-        (returned second, for removal after use)."""
+        (returned second, for removal after use), and the name to show for it (the user's file
+        names, never a temporary folder's)."""
         if not files:
-            raise InputError("upload a pose sequence (JSON, a zip of pose images, or the pose "
-                             "images themselves) first")
+            raise InputError("upload a pose sequence (JSON, a zip of pose images, the pose "
+                             "images themselves, or a video of drawn poses) first")
         items = files if isinstance(files, (list, tuple)) else [files]
         paths = [Path(self._upload_path(f, request)) for f in items]
         if len(paths) == 1:
-            return str(paths[0]), None
+            return str(paths[0]), None, _upload_name(paths[0])
         if not all(p.suffix.lower() in _IMAGE_EXT for p in paths):
             raise InputError("several files can only be pose images (PNG/JPEG/WebP); upload one "
                              "JSON or zip file instead")
         folder = Path(tempfile.mkdtemp(prefix="unianimate-poses-"))
-        for i, p in enumerate(sorted(paths, key=lambda q: q.name)):
+        ordered = sorted(paths, key=lambda q: q.name)
+        for i, p in enumerate(ordered):
             shutil.copyfile(p, folder / f"{i:06d}{p.suffix.lower()}")
-        return str(folder), folder
+        shown = f"{len(ordered)} images ({ordered[0].name} ... {ordered[-1].name})"
+        return str(folder), folder, shown
 
     @staticmethod
     def _interval(value: Any) -> int:
@@ -658,14 +716,16 @@ class StudioHandlers:
         parts = [f"**{info.count} poses** at {info.fps:g} fps"]
         if info.source_name:
             parts.append(f"from `{info.source_name}`")
-        if info.frame_interval > 1 and not str(info.source_name or "").lower().endswith(".json"):
+        if info.frame_interval > 1:
             parts.append(f"frame interval {info.frame_interval}")
         parts.append("aligned to the reference" if info.aligned else "not aligned")
         if info.audio:
             parts.append("with audio")
         text = ", ".join(parts) + "."
         if info.messages:
-            text += "\n\n" + "\n".join(f"- {m}" for m in info.messages[:8])
+            # escaped: a message such as "<weights folder>" must not vanish as an HTML tag
+            text += "\n\n" + "\n".join(f"- {html.escape(m, quote=False)}"
+                                        for m in info.messages[:8])
         return text
 
     @staticmethod

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 #: the pose preview files (made with the poses; ``poses/`` is replaced on any change)
 PREVIEW_VIDEO = "poses/preview.mp4"
 PREVIEW_OVERLAY = "poses/overlay.png"
+ALIGN_SKIPPED = ("alignment skipped: no pose of the reference image (no pose detector here); the "
+                 "driving poses are used as they are")
 
 
 class PoseIngest:
@@ -209,9 +211,22 @@ class PoseIngest:
     def draw_poses(self, project: Project, staging: Path, fitted: np.ndarray) -> None:
         """In ``staging`` (the future ``poses/``): detect the reference pose, align, draw every
         driving pose at WxH (``images/``) and the reference pose (``reference_pose.png``)."""
+        info = project.poses
+        assert info is not None
+        if ALIGN_SKIPPED in info.drawing_messages:
+            info.aligned = True             # asked for before: try again with this reference
+        loaded = [m for m in info.messages if m not in info.drawing_messages]
+        info.messages = []                  # this drawing's messages (a redraw replaces them)
+        self._draw(project, staging, fitted)
+        info.drawing_messages = list(info.messages)
+        info.messages = loaded + info.messages
+
+    def _draw(self, project: Project, staging: Path, fitted: np.ndarray) -> None:
+        """:meth:`draw_poses` with ``project.poses.messages`` collecting this drawing's notes."""
         from unianimate.imaging import fit_image
-        from unianimate.pose import (align_poses_report, draw_pose, load_pose_sequence,
-                                     save_pose_sequence)
+        from unianimate.pose import (PoseSequence, align_poses_report, draw_pose,
+                                     load_pose_sequence, save_pose_sequence)
+        from unianimate.pose.fit import fit_pose_list
         info = project.poses
         assert info is not None
         w, h = project.width, project.height
@@ -240,8 +255,11 @@ class PoseIngest:
                 info.messages.extend(str(m) for m in getattr(rep, "messages", ()))
             elif info.aligned:
                 info.aligned = False
-                info.messages.append("alignment skipped: no pose of the reference image (no pose "
-                                     "detector here); the driving poses are used as they are")
+                info.messages.append(ALIGN_SKIPPED)
+            if not info.aligned:      # unaligned: placed like the reference's pixels (crop/pad)
+                poses = fit_pose_list(poses, (seq.width, seq.height), (w, h),
+                                      project.reference.fit)
+                seq = PoseSequence(poses, seq.fps, w, h, dict(seq.meta))
             save_pose_sequence(seq.with_poses(poses), staging / "poses.json")
             info.aligned_keypoints = "poses/poses.json"
             for i, pose in enumerate(poses):

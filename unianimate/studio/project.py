@@ -177,6 +177,8 @@ class PoseInfo:
     # issue 11: how the keypoints are aligned (unianimate.pose.align); defaults = before
     align_mode: str = "per-limb"
     align_parts: list[str] = field(default_factory=lambda: ["body", "hands"])
+    # the part of ``messages`` the last drawing added (replaced, not appended, on a redraw)
+    drawing_messages: list[str] = field(default_factory=list)
 
 
 @with_config(STRICT)
