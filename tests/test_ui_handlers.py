@@ -181,7 +181,7 @@ def test_view_generate_choose_continue_reroll_export(ui: StudioHandlers) -> None
     back, msg, tl = ui.select_branch(ALICE, pid, "s1")
     assert [s["id"] for s in tl["path"]] == ["s0", "s1"] and tl["total_frames"] == 5
     view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid)))
-    assert "⑂ 2 branches" in view["timeline_md"] and len(view["path_gallery"]) == 2
+    assert "(fork: 2 branches)" in view["timeline_md"] and len(view["path_gallery"]) == 2
 
     video, files, msg = ui.export(ALICE, pid, 23, True, True, True)
     assert video.endswith(".mp4") and len(files) == 3 and "5 frames" in msg

@@ -121,8 +121,8 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except UniAnimateError as err:
-            log.debug("%s refused: %s", fn.__name__, err)
+        except UniAnimateError as err:       # an expected user error: one line, no traceback
+            log.info("%s refused: %s", fn.__name__, without_paths(str(err)))
             raise gr.Error(without_paths(describe_error(err)), title="Cannot do that") from None
         except Exception as err:  # noqa: BLE001 - the app must keep serving; the log has the trace
             log.exception("%s failed", fn.__name__)
@@ -410,7 +410,7 @@ class StudioHandlers:
 
     def _generate(self, pid: str, segment_id: str | None, n: int | None, owner: str | None,
                   progress: gr.Progress) -> tuple[str | None, str, list[dict[str, Any]]]:
-        progress(0, desc="Queued for the GPU")
+        progress(0, desc="Starting")       # "waiting for the GPU" only comes when really queued
         try:
             # on a ZeroGPU Space the GPU boundary is inside the pipeline (unianimate.space)
             run = self.studio.generate_candidates if n is None else self.studio.reroll
@@ -498,7 +498,7 @@ class StudioHandlers:
         if seg is None or not candidate_id:
             raise InputError("segment_id and candidate_id: pick the segment and the candidate to "
                              "re-render")
-        progress(0, desc="Queued for the GPU")
+        progress(0, desc="Starting")
         cand = self.studio.repair_candidate(pid, seg, str(candidate_id),
                                             progress=self._progress_fn(progress), owner=owner)
         return (f"Re-rendered {cand.id} of segment {seg} (seed {cand.seed}) from its manifest; "
@@ -739,7 +739,7 @@ class StudioHandlers:
         if c.color_corrected:
             bits.append("colour corrected")
         if c.chosen:
-            bits.append("✅ chosen")
+            bits.append("[chosen]")
         return " · ".join(bits)
 
     @staticmethod
@@ -747,7 +747,7 @@ class StudioHandlers:
         m = c.measures or {}
         return [c.id, c.seed, c.status, _fmt(m.get("seam")), _fmt(m.get("stability")),
                 _fmt(m.get("drift")), _fmt(m.get("score")),
-                _fmt((c.timings or {}).get("generate_s"), 1), "✅" if c.chosen else ""]
+                _fmt((c.timings or {}).get("generate_s"), 1), "yes" if c.chosen else ""]
 
     @staticmethod
     def _segment_choices(tl: Any) -> list[tuple[str, str]]:
@@ -773,9 +773,9 @@ class StudioHandlers:
         for s in tl.path:
             chosen = next((c for c in s.candidates if c.chosen), None)
             mark = f"{chosen.id} (seed {chosen.seed})" if chosen else "not chosen yet"
-            fork = f" ⑂ {len(s.children)} branches" if s.branch_point else ""
+            fork = f" (fork: {len(s.children)} branches)" if s.branch_point else ""
             steps.append(f"**{s.id}** [{s.start}–{s.end - 1}] {mark}{fork}")
-        text = " → ".join(steps)
+        text = " -> ".join(steps)
         others = len(tl.tree) - len(tl.path)
         text += (f"\n\nChosen path: {tl.total_frames} frames of {tl.poses_total} poses"
                  + (f" · {others} segment(s) on other branches" if others else ""))
