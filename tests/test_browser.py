@@ -114,6 +114,9 @@ def test_click_through_examples_generate_choose_continue_export(app_url: str, pa
     options = "#project [data-testid=dropdown-option]"
     pg.reload()
     expect(pg.locator("#model-status")).to_contain_text("tiny random-weight")
+    # ... and reopens the project it had open, reference and timeline shown (issue 11)
+    expect(pg.locator("#timeline")).to_contain_text("s1", timeout=60_000)
+    expect(pg.locator("#reference-preview img")).to_be_visible()
     pg.locator("#project input").click()
     expect(pg.locator(options)).to_contain_text(["example_reference · 128x192 · 2 seg"])
     other = _new_page(pg.context.browser)

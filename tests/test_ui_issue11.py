@@ -81,3 +81,19 @@ def test_expected_user_errors_are_one_log_line_without_traceback(
     refused = [r for r in caplog.records if "refused" in r.getMessage()]
     assert len(refused) == 1 and refused[0].levelno == logging.INFO
     assert refused[0].exc_info is None and "\n" not in refused[0].getMessage()
+
+
+def test_a_reload_reopens_the_last_project_of_its_owner_only(ui: StudioHandlers) -> None:
+    pid = _project(ui)
+    assert ui.remember_project(pid) == pid and ui.remember_project("") is None
+    assert ui.reopen_last(ALICE, pid)["value"] == pid
+    assert "value" not in ui.reopen_last("b" * 32, pid)          # another owner: nothing
+    assert "value" not in ui.reopen_last(ALICE, None)
+
+
+def test_the_status_line_sits_beside_the_action_buttons_above_the_results(tmp_path: Path) -> None:
+    from ui.blocks import build_ui
+    models = ModelManager("tiny")
+    demo = build_ui(build_studio(tmp_path / "projects", models), models)
+    order = [c["props"].get("elem_id") for c in demo.config["components"]]
+    assert order.index("generate") < order.index("status") < order.index("slot0-video")

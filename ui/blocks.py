@@ -105,6 +105,9 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         # per installation and kept in the projects folder, encrypts it in localStorage
         stored_owner = gr.BrowserState(None, storage_key="unianimate-studio-owner",
                                        secret=studio.store.browser_secret())
+        # the open project, so that a reload reopens it (checked against the owner on load)
+        last_project = gr.BrowserState(None, storage_key="unianimate-studio-project",
+                                       secret=studio.store.browser_secret())
         if models.is_tiny:
             gr.Markdown("⚠️ **TINY TEST MODEL** — random weights (`--model tiny`): every "
                         "video it makes is noise, not animation. Use it to try the studio; start "
@@ -121,7 +124,6 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                 status_btn = gr.Button("Refresh status", size="sm", elem_id="model-refresh")
         # weights missing and the Hub allowed: a background download with progress (issue 8)
         add_download_panel(models, model_md)
-        status = gr.Markdown("", label="status", elem_id="status")
         with gr.Row():
             project = gr.Dropdown(label="Project (this session's projects)", choices=[],
                                   value=None, allow_custom_value=True, scale=5, elem_id="project")
@@ -243,6 +245,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                 elem_id="generate")
             reroll_btn = gr.Button("Re-roll segment", scale=1, elem_id="reroll")
             cancel_btn = gr.Button("Cancel", variant="stop", scale=1, elem_id="cancel")
+        # what the last action did (and its progress), beside the buttons and above the results
+        status = gr.Markdown("", label="status", elem_id="status")
         with gr.Row(equal_height=True):
             slot_videos, slot_infos = [], []
             for i in range(SLOTS):
@@ -310,7 +314,9 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         gpu_kw: dict[str, Any] = {"concurrency_id": GPU_ID, "concurrency_limit": 1}
 
         demo.load(h.init_session, [stored_owner], [stored_owner, owner, project, model_md],
-                  **quiet).then(h.view, view_in, view_out, **quiet)
+                  **quiet).then(h.reopen_last, [owner, last_project], [project], **quiet,
+                                ).then(h.view, view_in, view_out, **quiet)
+        project.change(h.remember_project, [project], [last_project], **quiet)
         demo.unload(h.end_session)
         status_btn.click(h.model_status, None, model_md, api_name="model_status")
         load_btn.click(h.load_model, None, model_md, api_name="load_model", **gpu_kw)

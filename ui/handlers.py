@@ -221,6 +221,22 @@ class StudioHandlers:
         choices = self._project_choices(self.owner_of(token, request))
         return token, token, gr.update(choices=choices), self.model_status()
 
+    def reopen_last(self, token: str | None, last_project: str | None,
+                    request: gr.Request | None = None) -> Any:
+        """Page load, after :meth:`init_session`: select the project this browser had open
+        (kept in its storage) when it is still one of this owner's; otherwise nothing."""
+        if not last_project:
+            return gr.update()
+        owner = self.owner_of(token, request)
+        if not any(pid == last_project for _, pid in self._project_choices(owner)):
+            return gr.update()
+        return gr.update(value=last_project)
+
+    @staticmethod
+    def remember_project(project_id: str | None) -> str | None:
+        """The open project, to keep in the browser's storage for the next page load."""
+        return project_id or None
+
     # ---- model -------------------------------------------------------------------------
     def model_status(self) -> str:
         """Markdown: which model, loaded or not, what is missing and how to get it."""
