@@ -97,3 +97,14 @@ def test_the_status_line_sits_beside_the_action_buttons_above_the_results(tmp_pa
     demo = build_ui(build_studio(tmp_path / "projects", models), models)
     order = [c["props"].get("elem_id") for c in demo.config["components"]]
     assert order.index("generate") < order.index("status") < order.index("slot0-video")
+
+
+def test_every_measures_column_is_explained_in_the_ui(tmp_path: Path) -> None:
+    from ui.blocks import build_ui
+    from ui.handlers import MEASURE_HEADERS, measures_help
+    models = ModelManager("tiny")
+    demo = build_ui(build_studio(tmp_path / "projects", models), models)
+    shown = " ".join(str(c["props"].get("value")) for c in demo.config["components"]
+                     if c.get("type") == "markdown")
+    assert measures_help() in shown
+    assert all(f"**{name}**" in measures_help() for name in MEASURE_HEADERS)

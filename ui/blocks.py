@@ -16,7 +16,7 @@ import gradio as gr
 
 from ui.downloads_panel import add_download_panel
 from ui.handlers import (FIT_CHOICES, LIMITS, MEASURE_HEADERS, PRESET_CHOICES, SLOTS,
-                         VIEW_FIELDS, StudioHandlers, preset_size)
+                         VIEW_FIELDS, StudioHandlers, measures_help, preset_size)
 from ui.runtime import ModelManager
 from unianimate.studio import GenerationSettings
 
@@ -259,9 +259,10 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                                   elem_id=f"slot{i}-info",
                                                   elem_classes=["cand-info"]))
         measures = gr.Dataframe(headers=MEASURE_HEADERS, value=[], interactive=False,
-                                label="Measures (seam: jump from the previous chosen frame; "
-                                      "stability: frame-to-frame change; lower is smoother)",
-                                elem_id="measures")
+                                label="Measures (lower seam, stability, drift and score are "
+                                      "better)", elem_id="measures")
+        with gr.Accordion("What the measures mean", open=False, elem_id="measures-help"):
+            gr.Markdown(measures_help())
         with gr.Row(equal_height=True):
             candidate = gr.Dropdown(label="Candidate to choose", choices=[], value=None,
                                     allow_custom_value=True, scale=3, elem_id="candidate")

@@ -101,8 +101,23 @@ VIEW_FIELDS: tuple[str, ...] = (
     "segment", *[f"slot{i}_video" for i in range(SLOTS)], *[f"slot{i}_info" for i in range(SLOTS)],
     "measures", "candidate", "timeline_md", "path_gallery", "project_json",
 )
-MEASURE_HEADERS = ["candidate", "seed", "status", "seam", "stability", "drift", "score",
-                   "seconds", "chosen"]
+#: the measures table's columns and what each means (shown under the table; from
+#: ``unianimate.studio.measures``). Lower seam, stability, drift and score are better.
+MEASURE_HELP: dict[str, str] = {
+    "candidate": "its id in this segment (c0, c1, ...)",
+    "seed": "the noise seed it was made with (a re-roll takes the next one)",
+    "status": "done, running, interrupted or failed",
+    "seam": "0-255, how much its first frame differs from the previous chosen segment's last "
+            "frame (lower = smoother join; – for the first segment)",
+    "stability": "0-255, mean frame-to-frame change inside it (lower = steadier; compare "
+                 "candidates of the same segment only)",
+    "drift": "0-255, distance of its mean colour from the anchor colour (the first segment's "
+             "chosen candidate, or the reference image for the first segment)",
+    "score": "seam + stability: the 'best' rule (lower is better)",
+    "seconds": "generation time",
+    "chosen": "yes for the candidate on the chosen path",
+}
+MEASURE_HEADERS = list(MEASURE_HELP)
 
 
 _ABS_PATH = re.compile(r"(?<![\w.:/~-])/[^\s/'\"]+(?:/[^\s/'\",;()]+)+")
@@ -130,6 +145,11 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                                          "app is still running; the server log has the "
                                          "details.")) from None
     return wrapper
+
+
+def measures_help() -> str:
+    """The measures table's column help as Markdown."""
+    return "\n".join(f"- **{k}**: {v}" for k, v in MEASURE_HELP.items())
 
 
 def _upload_name(path: str | Path) -> str:
