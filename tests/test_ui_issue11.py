@@ -108,3 +108,16 @@ def test_every_measures_column_is_explained_in_the_ui(tmp_path: Path) -> None:
                      if c.get("type") == "markdown")
     assert measures_help() in shown
     assert all(f"**{name}**" in measures_help() for name in MEASURE_HEADERS)
+
+
+def test_candidate_to_choose_follows_a_re_roll(ui: StudioHandlers) -> None:
+    pid = _project(ui)
+    seg, _, _ = ui.generate_candidates(ALICE, pid, None, 3, 2, 2.5, 949, 0, 2)
+    ui.choose(ALICE, pid, seg, "c1")
+    assert dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))["candidate"]["value"] == "c1"
+    ui.reroll(ALICE, pid, seg, 2)
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))
+    assert view["candidate"]["value"] == "c2"                 # the re-roll's first take
+    assert [c for _, c in view["candidate"]["choices"]] == ["c0", "c1", "c2", "c3"]
+    ui.choose(ALICE, pid, seg, "c3")
+    assert dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))["candidate"]["value"] == "c3"

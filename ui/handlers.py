@@ -215,6 +215,9 @@ class StudioHandlers:
         #: settings given to every new project (the tiny CPU model gets short, cheap segments)
         self.new_project_settings: dict[str, Any] = (
             {"frames_per_segment": 8, "steps": 4} if models.is_tiny else {})
+        #: (owner, project, segment) -> the first candidate of the latest generation / re-roll:
+        #: "Candidate to choose" follows it until one is chosen
+        self._fresh: dict[tuple[str | None, str, str], str] = {}
 
     # ---- sessions ----------------------------------------------------------------------
     def owner_of(self, token: str | None, request: gr.Request | None = None) -> str | None:
@@ -453,10 +456,13 @@ class StudioHandlers:
             made = run(pid, segment_id, n=n, progress=self._progress_fn(progress), owner=owner)
             message = f"{len(made)} candidate(s) ready: pick one and press **Choose**."
         except GenerationCancelled as err:
+            made = []
             gr.Warning(f"Generation cancelled ({err}); finished candidates are kept.")
             message = "Generation cancelled; finished candidates are kept."
         tl = self.studio.timeline(pid, owner=owner)
         seg = segment_id or tl.active_leaf
+        if made:
+            self._fresh[(owner, pid, seg or "")] = made[0].id
         return seg, message, self._candidates_json(tl, seg)
 
     @user_errors
@@ -482,6 +488,7 @@ class StudioHandlers:
         if seg is None or not candidate_id:
             raise InputError("generate candidates, then pick one to choose")
         tl = self.studio.choose(pid, seg, str(candidate_id), owner=owner)
+        self._fresh.pop((owner, pid, seg), None)
         nxt = (f" Next: **Continue** to frames {tl.next_range[0]}–{tl.next_range[1] - 1}."
                if tl.can_continue else " The poses are used up: export the video.")
         return (f"Chose {candidate_id} of segment {seg}; the chosen path has "
@@ -622,10 +629,14 @@ class StudioHandlers:
                     visible=i == 0)
         out["measures"] = [self._measure_row(c) for c in cands]
         done = [c for c in cands if c.status == "done"]
-        out["candidate"] = gr.update(
-            choices=[(f"{c.id} · seed {c.seed}", c.id) for c in done],
-            value=view.chosen if view and view.chosen in {c.id for c in done} else
-            (done[0].id if done else None))
+        fresh = self._fresh.get((owner, pid, seg or ""))
+        index = {c.id: c.index for c in done}
+        if fresh in index and (view.chosen not in index or index[fresh] > index[view.chosen]):
+            pick = fresh                 # a re-roll after the choice: offer its first take
+        else:
+            pick = view.chosen if view and view.chosen in index else (done[0].id if done else None)
+        out["candidate"] = gr.update(choices=[(f"{c.id} · seed {c.seed}", c.id) for c in done],
+                                     value=pick)
         out["timeline_md"] = self._timeline_markdown(tl)
         gallery = [(self._served(request, c.poster), f"{s.id} · {c.id} · seed {c.seed}")
                    for s in tl.path for c in s.candidates
