@@ -121,3 +121,10 @@ def test_candidate_to_choose_follows_a_re_roll(ui: StudioHandlers) -> None:
     assert [c for _, c in view["candidate"]["choices"]] == ["c0", "c1", "c2", "c3"]
     ui.choose(ALICE, pid, seg, "c3")
     assert dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))["candidate"]["value"] == "c3"
+
+
+def test_tiny_model_examples_are_small_and_say_how_long_they_take() -> None:
+    from ui.blocks import TINY_EXAMPLE_NOTE, _examples
+    rows = _examples(ModelManager("tiny"))
+    assert rows and all(w * h <= 256 * 384 for *_, w, h, _fit in rows)
+    assert "40 s" in TINY_EXAMPLE_NOTE and "noise" in TINY_EXAMPLE_NOTE
