@@ -213,7 +213,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
             gr.Examples(examples=examples,
                         inputs=[reference, pose_files, resolution, width, height, fit],
                         label="Click a row, then press Create project", elem_id="examples",
-                        example_labels=["figure + dance (small, fast: 128x192)"
+                        example_labels=["figure + dance (small, fast)"
                                         if models.is_tiny else "figure + dance, 512x768",
                                         "figure + dance, 256x384 padded" if models.is_tiny else
                                         "figure + dance, 768x1216 padded"][:len(examples)])
