@@ -47,8 +47,8 @@ def _error(fn, *args, **kwargs) -> str:
 
 def _drawn_video(tmp_path: Path) -> Path:
     rng = np.random.default_rng(0)
-    return write_video(tmp_path / "drawn.mp4", [draw_pose(synthetic_pose(rng, jitter=0.01), 192, 128)
-                                                for _ in range(8)], fps=8)
+    frames = [draw_pose(synthetic_pose(rng, jitter=0.01), 192, 128) for _ in range(8)]
+    return write_video(tmp_path / "drawn.mp4", frames, fps=8)
 
 
 def test_drawn_pose_video_in_the_pose_tab_and_the_video_tab_needs_no_detector(
@@ -210,3 +210,15 @@ def test_tiny_model_examples_are_small_and_say_how_long_they_take() -> None:
     rows = _examples(ModelManager("tiny"))
     assert rows and all(w * h <= 256 * 384 for *_, w, h, _fit in rows)
     assert "40 s" in TINY_EXAMPLE_NOTE and "noise" in TINY_EXAMPLE_NOTE
+
+
+def test_smoothing_preview_shows_before_and_after(ui: StudioHandlers) -> None:
+    from unianimate.video.writer import probe_media
+    pid = _project_with_poses(ui)
+    video, msg = ui.preview_smoothing(ALICE, pid, 0.5)
+    info = probe_media(video)
+    assert info.frames >= 8 and (info.width, info.height) == (128, 64)   # two 64x64 side by side
+    assert "jitter" in msg.lower()
+    assert "smoothing strength" in _error(ui.preview_smoothing, ALICE, pid, 3)
+    other = _project(ui)
+    assert "keypoints" in _error(ui.preview_smoothing, ALICE, other, 0.5)

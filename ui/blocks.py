@@ -207,6 +207,11 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                         person = CheckedNumber(label="Person (index; empty = the main one)",
                                                value=None, precision=0, **_bounds("person"),
                                                elem_id="person")
+                    smooth_btn = gr.Button("Preview smoothing (loaded poses)", size="sm",
+                                           elem_id="preview-smoothing")
+                    smooth_video = gr.Video(label="Smoothing: as loaded | smoothed",
+                                            interactive=False, height=200, autoplay=True,
+                                            loop=True, elem_id="smoothing-preview")
         with gr.Accordion("Examples (made by the project: a drawn figure and a procedural "
                           "dance)", open=True):
             examples = _examples(models)
@@ -354,6 +359,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                           show_progress_on=[pose_video, status], **gpu_kw,
                           ).then(h.view, view_in, view_out, **quiet)
 
+        smooth_btn.click(h.preview_smoothing, [owner, project, smooth], [smooth_video, status],
+                         api_visibility="private")
         settings_in = [frames, steps, guidance, noise_prior, base_seed, n_cands]
         gen_evt = gen_btn.click(h.generate_candidates, [owner, project, segment, *settings_in],
                                 [segment, status, project_json], api_name="generate_candidates",

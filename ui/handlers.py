@@ -337,7 +337,8 @@ class StudioHandlers:
                        request: gr.Request | None = None
                        ) -> tuple[str, dict[str, Any]]:
         """Driving poses from an uploaded pose JSON, a zip of pose images, several images or a
-        video of drawn poses (no detector). The options after ``align``: see :meth:`_pose_options`."""
+        video of drawn poses (no detector). The options after ``align``: see
+        :meth:`_pose_options`."""
         owner = self.owner_of(token, request)
         interval = self._interval(frame_interval)      # the inputs' own ranges first: they say
         start, end = self._time(trim_start), self._time(trim_end)   # nothing about a project
@@ -397,6 +398,17 @@ class StudioHandlers:
                                                progress=self._progress_fn(progress), owner=owner,
                                                display_name=_upload_name(path), **opts)
         return self._pose_message(info), self._project_dict(pid, owner)
+
+    @user_errors
+    def preview_smoothing(self, token: str | None, project_id: str | None, smooth: float,
+                          request: gr.Request | None = None) -> tuple[str | None, str]:
+        """A before | after video of the project's keypoints at this smoothing strength."""
+        owner = self.owner_of(token, request)
+        strength = float(check_number("smooth", smooth))
+        pid = self._pid(project_id, owner)
+        video, message = self.studio.smoothing_preview(pid, strength, owner=owner)
+        return self._served(request, video), f"Smoothing preview (left: as loaded, right: " \
+                                             f"smoothed). {message}"
 
     @staticmethod
     def _pose_options(kind: Any = "auto", smooth: Any = 0.0, align_mode: Any = "per-limb",

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 #: the pose preview files (made with the poses; ``poses/`` is replaced on any change)
 PREVIEW_VIDEO = "poses/preview.mp4"
 PREVIEW_OVERLAY = "poses/overlay.png"
+SMOOTHING_PREVIEW = "poses/smoothing_preview.mp4"     # left | right = before | after
 ALIGN_SKIPPED = ("alignment skipped: no pose of the reference image (no pose detector here); the "
                  "driving poses are used as they are")
 
@@ -63,8 +64,8 @@ class PoseIngest:
             staging = None
             if project.poses is not None:
                 staging = folder / f".poses-{uuid.uuid4().hex[:8]}"
-                shutil.copytree(folder / "poses", staging,
-                                ignore=shutil.ignore_patterns("images", "preview.mp4", "overlay.png"))
+                shutil.copytree(folder / "poses", staging, ignore=shutil.ignore_patterns(
+                    "images", "preview.mp4", "overlay.png", "smoothing_preview.mp4"))
             try:
                 if staging is not None:
                     self.draw_poses(project, staging, np.asarray(fitted))
@@ -292,6 +293,30 @@ class PoseIngest:
         return PosePreview(skeleton_video=str(video), overlay_image=str(overlay),
                            count=project.poses.count, fps=project.poses.fps,
                            messages=list(project.poses.messages))
+
+    def smoothing_preview(self, project_id: str, strength: float,
+                          owner: str | None) -> tuple[str, str]:
+        """Before | after drawings of the driving keypoints smoothed at ``strength`` (up to 16
+        poses spread over the sequence), written as ``poses/smoothing_preview.mp4``; returns its
+        path and a message with the jitter before and after."""
+        from unianimate.pose import load_pose_sequence
+        from unianimate.pose.smooth import smoothing_preview
+        from unianimate.video.writer import write_mp4
+        project = self.store.load(project_id, owner)
+        info = project.poses
+        if info is None or info.keypoints is None:
+            raise InputError("the smoothing preview needs keypoints: load a pose JSON or extract "
+                             "the poses of a video first (drawn pose images carry none)")
+        folder = self.store.folder(project_id)
+        seq = load_pose_sequence(folder / info.keypoints)
+        w, h = project.width, project.height
+        prev = smoothing_preview(seq, strength, h, w)
+        step = prev.indices[1] - prev.indices[0] if len(prev.indices) > 1 else 1
+        video = folder / SMOOTHING_PREVIEW
+        with self.store.lock(project_id):
+            write_mp4(np.concatenate([prev.before, prev.after], axis=2), video,
+                      fps=max(1.0, info.fps / step), quality=23)
+        return str(video), prev.message
 
 
 def _write_preview(poses_dir: Path, info: PoseInfo, fitted: np.ndarray) -> None:

@@ -204,6 +204,12 @@ class Studio:
         return self.poses.set_pose_sequence(project_id, sequence, align, frame_interval,
                                             self._owner(owner))
 
+    def smoothing_preview(self, project_id: str, strength: float,
+                          owner: str | None = None) -> tuple[str, str]:
+        """A before | after video of the keypoints smoothed at ``strength`` and a message
+        (see :meth:`PoseIngest.smoothing_preview`)."""
+        return self.poses.smoothing_preview(project_id, strength, self._owner(owner))
+
     def pose_preview(self, project_id: str, owner: str | None = None) -> PosePreview:
         """The skeleton video of the poses and pose 0 drawn over the reference."""
         return self.poses.pose_preview(project_id, self._owner(owner))
