@@ -136,8 +136,11 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except gr.Error:
             raise
-        except UniAnimateError as err:       # an expected user error: one line, no traceback
-            log.info("%s refused: %s", fn.__name__, without_paths(str(err)))
+        except UniAnimateError as err:
+            # an expected user error: one INFO line, no traceback, no ids (the text, which may
+            # name a project, only at DEBUG)
+            log.info("%s refused (%s)", fn.__name__, type(err).__name__)
+            log.debug("%s refused: %s", fn.__name__, without_paths(str(err)))
             raise gr.Error(without_paths(describe_error(err)), title="Cannot do that") from None
         except Exception as err:  # noqa: BLE001 - the app must keep serving; the log has the trace
             log.exception("%s failed", fn.__name__)
