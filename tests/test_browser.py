@@ -76,7 +76,7 @@ def test_click_through_examples_generate_choose_continue_export(app_url: str, pa
     pg = page
     pg.goto(app_url)
     expect(pg.locator("#tiny-banner")).to_contain_text("TINY TEST MODEL")
-    expect(pg.locator("#model-status")).to_contain_text("tiny random-weight")
+    expect(pg.locator("#model-line")).to_contain_text("tiny random-weight")
 
     pg.get_by_text("figure + dance (small, fast)").click()      # the example row
     expect(pg.locator("#pose-files")).to_contain_text("example_dance")
@@ -113,7 +113,7 @@ def test_click_through_examples_generate_choose_continue_export(app_url: str, pa
     # a reload keeps this browser's projects; another browser (session) does not see them
     options = "#project [data-testid=dropdown-option]"
     pg.reload()
-    expect(pg.locator("#model-status")).to_contain_text("tiny random-weight")
+    expect(pg.locator("#model-line")).to_contain_text("tiny random-weight")
     # ... and reopens the project it had open, reference and timeline shown (issue 11)
     expect(pg.locator("#timeline")).to_contain_text("s1", timeout=60_000)
     expect(pg.locator("#reference-preview img")).to_be_visible()
@@ -121,9 +121,9 @@ def test_click_through_examples_generate_choose_continue_export(app_url: str, pa
     expect(pg.locator(options)).to_contain_text(["example_reference · 128x192 · 2 seg"])
     other = _new_page(pg.context.browser)
     other.goto(app_url)
-    # the model status and the project choices arrive in the same load event: once the status
-    # shows, the other session's (empty) project list is in place
-    expect(other.locator("#model-status")).to_contain_text("tiny random-weight")
+    # the model line is filled right after the load event that sets the project choices: once
+    # it shows, the other session's (empty) project list is in place
+    expect(other.locator("#model-line")).to_contain_text("tiny random-weight")
     other.locator("#project input").click()
     expect(other.locator("#project input")).to_be_focused()
     expect(other.locator(options)).to_have_count(0)

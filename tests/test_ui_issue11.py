@@ -224,3 +224,21 @@ def test_smoothing_preview_shows_before_and_after(ui: StudioHandlers) -> None:
     assert "smoothing strength" in _error(ui.preview_smoothing, ALICE, pid, 3)
     other = _project(ui)
     assert "keypoints" in _error(ui.preview_smoothing, ALICE, other, 0.5)
+
+
+def test_first_screen_model_status_is_one_short_line_with_details_in_an_expander(
+        tmp_path: Path) -> None:
+    from ui.blocks import build_ui
+    models = ModelManager("tiny")
+    demo = build_ui(build_studio(tmp_path / "projects", models), models)
+    comps = {c["props"].get("elem_id"): c for c in demo.config["components"]}
+    line = StudioHandlers(build_studio(tmp_path / "p1", models), models).model_line()
+    assert "tiny" in line and "\n" not in line and len(line) < 120
+    details = comps["model-details"]
+    assert details["type"] == "accordion" and not details["props"]["open"]
+    order = [c["props"].get("elem_id") for c in demo.config["components"]]
+    assert order.index("model-line") < order.index("model-details") < order.index("model-status")
+    real = ModelManager(str(tmp_path / "no_weights"))          # a folder without the weights
+    ui = StudioHandlers(build_studio(tmp_path / "p2", real), real)
+    assert ui.weights_missing() and "not on this machine" in ui.model_line()
+    assert len(ui.model_line()) < 160

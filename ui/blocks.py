@@ -121,14 +121,19 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         gr.Markdown("# UniAnimate Studio\nAnimate a person photo with a dance, segment by "
                     "segment: generate candidates, choose the best, continue from its last "
                     "frame, re-roll any segment, export one video.")
-        with gr.Row():
-            with gr.Column(scale=5):
-                model_md = gr.Markdown(label="model status", elem_id="model-status")
-            with gr.Column(scale=1, min_width=160):
-                load_btn = gr.Button("Load model", elem_id="load-model")
-                status_btn = gr.Button("Refresh status", size="sm", elem_id="model-refresh")
-        # weights missing and the Hub allowed: a background download with progress (issue 8)
-        add_download_panel(models, model_md)
+        # the model in one short line; the details, the load button and the weights download
+        # in an expander (open on start only when weights are missing)
+        model_line = gr.Markdown("", elem_id="model-line")     # filled by the page load
+        with gr.Accordion("Model details and weights download", open=h.weights_missing(),
+                          elem_id="model-details"):
+            with gr.Row():
+                with gr.Column(scale=5):
+                    model_md = gr.Markdown(label="model status", elem_id="model-status")
+                with gr.Column(scale=1, min_width=160):
+                    load_btn = gr.Button("Load model", elem_id="load-model")
+                    status_btn = gr.Button("Refresh status", size="sm", elem_id="model-refresh")
+            # weights missing and the Hub allowed: a background download with progress (issue 8)
+            add_download_panel(models, model_md)
         with gr.Row():
             project = gr.Dropdown(label="Project (this session's projects)", choices=[],
                                   value=None, allow_custom_value=True, scale=5, elem_id="project")
@@ -327,10 +332,12 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         gpu_kw: dict[str, Any] = {"concurrency_id": GPU_ID, "concurrency_limit": 1}
 
         demo.load(h.init_session, [stored_owner], [stored_owner, owner, project, model_md],
-                  **quiet).then(h.reopen_last, [owner, last_project], [project], **quiet,
+                  **quiet).then(h.model_line, None, model_line, **quiet,
+                                ).then(h.reopen_last, [owner, last_project], [project], **quiet,
                                 ).then(h.view, view_in, view_out, **quiet)
         project.change(h.remember_project, [project], [last_project], **quiet)
         demo.unload(h.end_session)
+        model_md.change(h.model_line, None, model_line, **quiet)
         status_btn.click(h.model_status, None, model_md, api_name="model_status")
         load_btn.click(h.load_model, None, model_md, api_name="load_model", **gpu_kw)
         list_btn.click(h.list_projects, [owner], [project, project_json],

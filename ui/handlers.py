@@ -268,6 +268,23 @@ class StudioHandlers:
         """Markdown: which model, loaded or not, what is missing and how to get it."""
         return self.models.status_markdown(self.studio.pipeline_info())
 
+    def weights_missing(self) -> bool:
+        """Whether released weights files are not on this machine (never for the tiny model)."""
+        return bool(self.models.missing())
+
+    def model_line(self) -> str:
+        """The model in one short line (the details are in :meth:`model_status`)."""
+        info = self.studio.pipeline_info()
+        if self.models.is_tiny:
+            return "**Model:** tiny random-weight test pipeline (output is noise)."
+        if info.get("loaded"):
+            return f"**Model:** UniAnimate ({info.get('model_name')}), loaded."
+        missing = self.models.missing()
+        if missing:
+            return (f"**Model:** UniAnimate, {len(missing)} weights file(s) not on this machine "
+                    "yet: see *Model details and weights download*.")
+        return "**Model:** UniAnimate, weights on this machine (they load on first use)."
+
     @user_errors
     def load_model(self, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:
         """Load (and download when needed) the model now, with progress."""
