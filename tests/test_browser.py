@@ -22,6 +22,10 @@ from ui.blocks import build_ui, launch_kwargs  # noqa: E402
 from ui.runtime import ModelManager, build_studio  # noqa: E402
 from tests._net import free_port  # noqa: E402
 
+#: a loaded 2-core machine can take far longer than Playwright's 5 s defaults for a page load or
+#: a Gradio event; every wait below is on a real condition, bounded by this (or a longer) timeout
+TIMEOUT_MS = 60_000
+
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run",
         "--disable-dev-shm-usage"]
@@ -40,14 +44,22 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         demo.close()
 
 
+def _new_page(browser: object, **context_args: object) -> object:
+    """A page in a fresh browser context (its own session) whose actions, navigations and
+    ``expect`` checks all wait up to TIMEOUT_MS (Playwright's default is 5 s)."""
+    context = browser.new_context(**context_args)
+    context.set_default_timeout(TIMEOUT_MS)
+    context.set_default_navigation_timeout(TIMEOUT_MS)
+    return context.new_page()
+
+
 @pytest.fixture()
 def page(tmp_path: Path) -> Iterator[object]:
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
         try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-            pg.set_default_timeout(30_000)
-            yield pg
+            yield _new_page(browser, viewport={"width": 1400, "height": 1000})
         finally:
             browser.close()
 
@@ -64,7 +76,7 @@ def test_click_through_examples_generate_choose_continue_export(app_url: str, pa
     pg = page
     pg.goto(app_url)
     expect(pg.locator("#tiny-banner")).to_contain_text("TINY TEST MODEL")
-    expect(pg.locator("#model-status")).to_contain_text("tiny random-weight")
+    expect(pg.locator("#model-line")).to_contain_text("tiny random-weight")
 
     pg.get_by_text("figure + dance (small, fast)").click()      # the example row
     expect(pg.locator("#pose-files")).to_contain_text("example_dance")
@@ -101,12 +113,17 @@ def test_click_through_examples_generate_choose_continue_export(app_url: str, pa
     # a reload keeps this browser's projects; another browser (session) does not see them
     options = "#project [data-testid=dropdown-option]"
     pg.reload()
-    expect(pg.locator("#model-status")).to_contain_text("tiny random-weight")
+    expect(pg.locator("#model-line")).to_contain_text("tiny random-weight")
+    # ... and reopens the project it had open, reference and timeline shown (issue 11)
+    expect(pg.locator("#timeline")).to_contain_text("s1", timeout=60_000)
+    expect(pg.locator("#reference-preview img")).to_be_visible()
     pg.locator("#project input").click()
     expect(pg.locator(options)).to_contain_text(["example_reference · 128x192 · 2 seg"])
-    other = pg.context.browser.new_context().new_page()
+    other = _new_page(pg.context.browser)
     other.goto(app_url)
-    expect(other.locator("#model-status")).to_contain_text("tiny random-weight")
+    # the model line is filled right after the load event that sets the project choices: once
+    # it shows, the other session's (empty) project list is in place
+    expect(other.locator("#model-line")).to_contain_text("tiny random-weight")
     other.locator("#project input").click()
-    other.wait_for_timeout(500)
-    assert other.locator(options).count() == 0
+    expect(other.locator("#project input")).to_be_focused()
+    expect(other.locator(options)).to_have_count(0)

@@ -12,6 +12,7 @@ from PIL import Image
 from unianimate.__main__ import EXIT_INPUT, EXIT_OK, main
 from unianimate.pose import PoseSequence, save_pose_sequence
 from unianimate.pose.synthetic import synthetic_pose
+from unianimate.studio.store import STATE_DIR
 from unianimate.video.writer import probe_media
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,3 +117,78 @@ def test_cli_driving_video_keeps_audio(inputs, tmp_path):
     assert info.frames == 2 * (4 - 1) + 1 and info.fps == pytest.approx(8.0) and info.has_audio
     assert info.audio_duration == pytest.approx(7 / 8.0, abs=0.15)
     assert probe_media(tmp_path / "v_side_by_side.mp4").width == 3 * 64
+
+
+# ---- issue 11 -------------------------------------------------------------------------------
+
+def _drawn_pose_video(path: Path, n: int = 8) -> Path:
+    from unianimate.pose import draw_pose
+    from unianimate.pose.synthetic import write_video
+    rng = np.random.default_rng(0)
+    return write_video(path, [draw_pose(synthetic_pose(rng, jitter=0.01), 192, 128) for _ in range(n)], fps=16)
+
+
+def test_cli_drawn_pose_video_needs_no_dwpose_files(inputs, tmp_path, caplog):
+    """Issue 11 #1: exit 3 ('needs the detector') and an empty project left behind, before."""
+    ref, _ = inputs
+    drv = _drawn_pose_video(tmp_path / "drawn.mp4")
+    empty = tmp_path / "no_dwpose"
+    empty.mkdir()
+    out, root = tmp_path / "d.mp4", tmp_path / "projects"
+    caplog.set_level("INFO")
+    code = main(["--reference", str(ref), "--driving", str(drv), "--out", str(out), "--model", "tiny",
+                 "--dwpose", str(empty), "--width", "64", "--height", "64", "--segment-frames", "4",
+                 "--steps", "1", "--frame-interval", "2", "--projects-root", str(root)])
+    assert code == EXIT_OK, caplog.text
+    assert probe_media(out).frames == 4 and "drawn pose" in caplog.text
+
+
+def test_cli_checks_the_driving_input_before_creating_a_project(inputs, tmp_path, caplog):
+    from unianimate.__main__ import EXIT_WEIGHTS
+    ref, poses = inputs
+    root = tmp_path / "projects"
+    empty = tmp_path / "no_dwpose"
+    empty.mkdir()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42 definitely not a video")
+    real = tmp_path / "real.mp4"
+    from unianimate.pose.synthetic import write_video
+    write_video(real, [np.random.default_rng(i).integers(40, 200, (96, 64, 3)).astype(np.uint8)
+                       for i in range(6)], fps=16)
+    base = ["--reference", str(ref), "--out", str(tmp_path / "o.mp4"), "--model", "tiny",
+            "--width", "64", "--height", "64", "--steps", "1", "--projects-root", str(root),
+            "--dwpose", str(empty)]
+    cases = [(["--driving", str(broken)], EXIT_INPUT, "broken.mp4"),
+             (["--driving", str(real)], EXIT_WEIGHTS, "dwpose"),
+             (["--driving", str(poses), "--smooth", "2"], EXIT_INPUT, "smoothing strength"),
+             (["--driving", str(poses), "--image-fps", "0"], EXIT_INPUT, "frame rate of pose images"),
+             (["--driving", str(poses), "--align-parts", "body,feet"], EXIT_INPUT, "alignment part"),
+             (["--driving", str(poses), "--frame-interval", "0"], EXIT_INPUT, "frame_interval"),
+             (["--driving", str(poses), "--start", "30"], EXIT_INPUT, "no frames between 30 s")]
+    for extra, expected_code, text in cases:
+        caplog.clear()
+        assert main(base + extra) == expected_code, (extra, caplog.text)
+        assert text in caplog.text.lower() or text in caplog.text, caplog.text
+        # no (empty) project left behind (the store's own state folder is not a project)
+        leftovers = [p.name for p in root.iterdir() if p.name != STATE_DIR] if root.exists() else []
+        assert leftovers == [], (extra, leftovers)
+
+
+def test_cli_pose_json_trim_interval_and_pose_controls(inputs, tmp_path, caplog):
+    """Issue 11 #2: --frame-interval / --start apply to pose JSON (9 poses at 10 fps here)."""
+    ref, poses = inputs
+    out, root = tmp_path / "j.mp4", tmp_path / "projects"
+    caplog.set_level("INFO")
+    code = main(["--reference", str(ref), "--driving", str(poses), "--out", str(out), "--model", "tiny",
+                 "--width", "64", "--height", "64", "--segment-frames", "4", "--steps", "1",
+                 "--frame-interval", "2", "--start", "0.2", "--smooth", "0.5", "--align-mode", "scale",
+                 "--align-parts", "body", "--projects-root", str(root)])
+    assert code == EXIT_OK, caplog.text
+    info = probe_media(out)
+    assert info.frames == 4 and info.fps == pytest.approx(5.0)    # poses 2, 4, 6, 8 at 10/2 fps
+    assert "kept 4 of 9 poses (every 2nd, from 0.2 s to the end) -> 5 fps" in caplog.text
+    assert "smoothed the keypoints" in caplog.text
+    from unianimate.studio import Studio
+    [summary] = Studio(root).list_projects()
+    manifest = (root / summary.id / "manifest.json").read_text()
+    assert '"align_mode": "scale"' in manifest and '"frame_interval": 2' in manifest

@@ -113,3 +113,19 @@ def test_frames_can_be_streamed_from_a_generator(tmp_path):
     with pytest.raises(InputError, match="no frames"):
         write_mp4(iter([]), tmp_path / "e.mp4", fps=10)
     assert not (tmp_path / "m.mp4").exists() and not list(tmp_path.glob(".m.*"))
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_exports_get_the_umask_permissions_not_0600(tmp_path, umask, mode) -> None:
+    """Issue 11 #15: exports are meant to be shared; mkstemp's 0600 made them private."""
+    import os
+    import stat
+    old = os.umask(umask)
+    try:
+        mp4 = write_mp4(_frames(3), tmp_path / "out.mp4", fps=8)
+        zp = write_png_zip(_frames(2), tmp_path / "out_frames.zip")
+    finally:
+        os.umask(old)
+    for path in (mp4, zp):
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "out_frames.zip"]  # no temp left

@@ -153,3 +153,69 @@ def test_zero_length_and_all_missing() -> None:
     assert report.x_ratio == 1.0 and any("neck translation" in s for s in report.skipped)
     aligned, report = align_poses_report(Pose.empty(), drv)
     assert all(np.isfinite(p.body).all() for p in aligned) and len(report.skipped) >= 15
+
+
+# ---- issue 11: scale-only mode and per-part switches ----------------------------------------
+
+def test_per_limb_default_is_the_reference_method_bit_for_bit() -> None:
+    ref, drv = _reference(), _driving()
+    default = align_poses(ref, drv)
+    for mode in ("reference", "per-limb"):
+        for parts in (("body", "hands"), "hands,body", ["hands", "body"]):
+            other = align_poses(ref, drv, mode=mode, parts=parts)
+            assert all(a.allclose(b, atol=0) for a, b in zip(default, other))
+
+
+def test_scale_mode_keeps_the_driving_proportions() -> None:
+    ref, drv = _reference(), _driving()
+    aligned, report = align_poses_report(ref, drv, mode="scale")
+    assert report.bone_ratios == {} and "scaled 5 frames" in report.messages[0]
+    xr, yr = report.x_ratio, report.y_ratio
+    for a, d in zip(aligned, drv):
+        # one affine map for every point: scale by (xr, yr), then the neck offset
+        np.testing.assert_allclose(a.body, d.body * [xr, yr] + report.offset, atol=1e-12)
+        np.testing.assert_allclose(a.hands, d.hands * [xr, yr] + report.offset, atol=1e-12)
+        np.testing.assert_allclose(a.face, d.face * [xr, yr] + report.offset, atol=1e-12)
+    np.testing.assert_allclose(aligned[0].body[1], ref.body[1], atol=1e-12)   # on the reference neck
+    per_limb = align_poses(ref, drv)
+    assert not np.allclose(per_limb[0].body[4], aligned[0].body[4])           # the arms differ
+
+
+def test_hands_off_keeps_the_driving_hand_at_the_aligned_wrist() -> None:
+    ref, drv = _reference(), _driving()
+    full = align_poses(ref, drv)
+    body_only, report = align_poses_report(ref, drv, parts=["body"])
+    assert any("hands keep their own size and shape" in m for m in report.messages)
+    for a, f, d in zip(body_only, full, drv):
+        np.testing.assert_array_equal(a.body, f.body)                          # body as with both
+        for h, w in ((0, 7), (1, 4)):
+            # the driving hand's shape, translated so its wrist offset follows the aligned wrist
+            np.testing.assert_allclose(a.hands[h] - a.body[w], d.hands[h] - d.body[w], atol=1e-12)
+
+
+def test_body_off_keeps_the_driving_body_with_aligned_hands() -> None:
+    ref, drv = _reference(), _driving()
+    full = align_poses(ref, drv)
+    hands_only = align_poses(ref, drv, parts="hands")
+    for a, f, d in zip(hands_only, full, drv):
+        np.testing.assert_array_equal(a.body, d.body)
+        np.testing.assert_array_equal(a.face, d.face)
+        for h, w in ((0, 7), (1, 4)):
+            np.testing.assert_allclose(a.hands[h] - a.body[w], f.hands[h] - f.body[w], atol=1e-12)
+    none = align_poses(ref, drv, parts=[])
+    assert all(a.allclose(b, atol=0) for a, b in zip(none, drv))
+    with pytest.raises(InputError, match="alignment part"):
+        align_poses(ref, drv, parts=["feet"])
+
+
+def test_hands_off_without_a_wrist_uses_the_hand_centre() -> None:
+    ref, drv = _reference(), _driving(3)
+    b = drv[1].body.copy()
+    b[4] = MISSING                                    # no right wrist on frame 1
+    drv[1] = drv[1].replace(body=b)
+    full = align_poses(ref, drv)
+    out = align_poses(ref, drv, parts=("body",))
+    centre = lambda pts: pts.mean(axis=0)             # noqa: E731 (all hand points present)
+    np.testing.assert_allclose(centre(out[1].hands[1]), centre(full[1].hands[1]), atol=1e-12)
+    np.testing.assert_allclose(out[1].hands[1] - centre(out[1].hands[1]),
+                               drv[1].hands[1] - centre(drv[1].hands[1]), atol=1e-12)

@@ -76,3 +76,37 @@ def test_smooth_sequence_uses_its_fps() -> None:
     seq = PoseSequence(noisy, fps=8.0, width=512, height=768)
     out = smooth_sequence(seq, min_cutoff=0.5)
     assert len(out) == 12 and out.fps == 8.0 and not out[5].allclose(seq[5])
+
+
+def test_strength_maps_to_one_euro_and_is_monotone() -> None:
+    from unianimate.pose import PoseSequence
+    from unianimate.pose.smooth import jitter, one_euro_for_strength, smooth_with_strength
+    assert one_euro_for_strength(0, 8.0) is None
+    light, heavy = one_euro_for_strength(0.1, 8.0), one_euro_for_strength(1.0, 8.0)
+    assert heavy.min_cutoff == pytest.approx(0.25) and heavy.beta == pytest.approx(0.3)
+    assert light.min_cutoff > heavy.min_cutoff and light.fps == 8.0
+    clean, noisy = _noisy_track()
+    seq = PoseSequence(noisy, fps=8.0, width=512, height=768)
+    same = smooth_with_strength(seq, 0.0)
+    assert all(a.allclose(b, atol=0) for a, b in zip(same.poses, seq.poses))
+    jit = [jitter(smooth_with_strength(seq, s).poses) for s in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert all(a > b for a, b in zip(jit, jit[1:])), jit
+    assert jit[-1] < 0.2 * jit[0]
+    for bad in (-0.1, 1.01, float("nan"), "0.5", True):
+        with pytest.raises(InputError, match="smoothing strength"):
+            one_euro_for_strength(bad, 8.0)
+
+
+def test_smoothing_preview_draws_before_and_after() -> None:
+    from unianimate.pose import PoseSequence, draw_pose
+    from unianimate.pose.smooth import smoothing_preview
+    _, noisy = _noisy_track(30)
+    seq = PoseSequence(noisy, fps=8.0, width=512, height=768)
+    prev = smoothing_preview(seq, 0.7, 96, 64, max_frames=8)
+    assert prev.indices == (0, 4, 8, 12, 16, 20, 24, 28)
+    assert prev.before.shape == prev.after.shape == (8, 96, 64, 3) and prev.before.dtype == np.uint8
+    np.testing.assert_array_equal(prev.before[1], draw_pose(noisy[4], 96, 64))
+    assert not np.array_equal(prev.before, prev.after)
+    assert prev.jitter_after < prev.jitter_before and "less" in prev.message
+    with pytest.raises(InputError, match="outside"):
+        smoothing_preview(seq, 0.5, 96, 64, indices=[30])

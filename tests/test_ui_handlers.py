@@ -181,7 +181,7 @@ def test_view_generate_choose_continue_reroll_export(ui: StudioHandlers) -> None
     back, msg, tl = ui.select_branch(ALICE, pid, "s1")
     assert [s["id"] for s in tl["path"]] == ["s0", "s1"] and tl["total_frames"] == 5
     view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid)))
-    assert "⑂ 2 branches" in view["timeline_md"] and len(view["path_gallery"]) == 2
+    assert "(fork: 2 branches)" in view["timeline_md"] and len(view["path_gallery"]) == 2
 
     video, files, msg = ui.export(ALICE, pid, 23, True, True, True)
     assert video.endswith(".mp4") and len(files) == 3 and "5 frames" in msg
@@ -257,7 +257,8 @@ def test_driving_video_through_dwpose_with_per_frame_progress(tmp_path: Path) ->
     ui = StudioHandlers(build_studio(tmp_path / "projects", models), models)
     pid = _project(ui, poses=False)
     progress = _RecordingProgress()
-    msg, data = ui.extract_poses(ALICE, pid, str(video), 0, 0, 2, True, None, progress)
+    msg, data = ui.extract_poses(ALICE, pid, str(video), 0, 0, 2, True, request=None,
+                                 progress=progress)
     assert data["poses"] == 4 and "4 poses" in msg and "frame interval 2" in msg
     frames = [c for c in progress.calls if isinstance(c[0], tuple)]
     assert frames and frames[-1][0][1] > 0 and "pose" in (frames[-1][1] or "")

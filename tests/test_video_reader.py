@@ -147,3 +147,23 @@ def test_audio_detected(tmp_path) -> None:
         for p in a.encode():
             out.mux(p)
     assert probe_video(path).has_audio
+
+
+@pytest.mark.parametrize("interval,start,end", [(1, None, None), (2, None, None), (3, 0.2, None),
+                                                (2, 0.1, 0.5), (1, 0.33, 0.4)])
+def test_sample_indices_match_the_video_time_grid(video, interval, start, end) -> None:
+    """Pose JSON and image folders are sampled exactly like a constant-rate video of them."""
+    from unianimate.video.reader import sample_indices
+    got = [_frame_no(f.image) for f in VideoReader(video).frames(interval, start, end)]
+    assert sample_indices(12, 16.0, interval, start, end) == got
+
+
+def test_sample_indices_errors_and_ordinals() -> None:
+    from unianimate.video.reader import describe_sampling, ordinal, sample_indices
+    with pytest.raises(InputError, match="no frames between 2 s"):
+        sample_indices(12, 16.0, 1, 2.0)
+    with pytest.raises(InputError, match="frame_interval"):
+        sample_indices(12, 16.0, 0)
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == \
+        ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"]
+    assert describe_sampling(20, 40, "poses", 2, None, None, 4.0) == "kept 20 of 40 poses (every 2nd) -> 4 fps"

@@ -16,13 +16,18 @@ import gradio as gr
 
 from ui.downloads_panel import add_download_panel
 from ui.handlers import (FIT_CHOICES, LIMITS, MEASURE_HEADERS, PRESET_CHOICES, SLOTS,
-                         VIEW_FIELDS, StudioHandlers, preset_size)
+                         VIEW_FIELDS, StudioHandlers, measures_help, preset_size)
 from ui.runtime import ModelManager
 from unianimate.studio import GenerationSettings
 
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+#: measured on the loaded 2-core development machine (other jobs running): 8 frames x 4 steps,
+#: 2 candidates took 80 s at 128x192 (with the first model build) and 88 s at 256x384
+TINY_EXAMPLE_NOTE = ("Tiny model on a CPU: a candidate of the small example (8 frames, 4 steps) "
+                     "takes about 40 s on 2 busy CPU cores, more on the first run (the model is "
+                     "built then). Its output is noise: it only shows the studio at work.")
 GPU_ID = "gpu"          # every handler that runs the model shares this concurrency id (limit 1)
 
 CSS = """
@@ -86,9 +91,9 @@ def _examples(models: ModelManager) -> list[list[Any]]:
     if not (ref.is_file() and dance.is_file()):
         log.warning("example assets missing in %s; run python assets/make_assets.py", ASSETS)
         return []
-    if models.is_tiny:    # small frames: the tiny model runs on a CPU in seconds
+    if models.is_tiny:    # small frames only: the tiny model runs on a CPU (TINY_EXAMPLE_NOTE)
         return [[str(ref), [str(dance)], "custom", 128, 192, "crop"],
-                [str(ref), [str(dance)], "512x768", 512, 768, "crop"]]
+                [str(ref), [str(dance)], "custom", 256, 384, "pad"]]
     return [[str(ref), [str(dance)], "512x768", 512, 768, "crop"],
             [str(ref), [str(dance)], "768x1216", 768, 1216, "pad"]]
 
@@ -105,6 +110,9 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         # per installation and kept in the projects folder, encrypts it in localStorage
         stored_owner = gr.BrowserState(None, storage_key="unianimate-studio-owner",
                                        secret=studio.store.browser_secret())
+        # the open project, so that a reload reopens it (checked against the owner on load)
+        last_project = gr.BrowserState(None, storage_key="unianimate-studio-project",
+                                       secret=studio.store.browser_secret())
         if models.is_tiny:
             gr.Markdown("⚠️ **TINY TEST MODEL** — random weights (`--model tiny`): every "
                         "video it makes is noise, not animation. Use it to try the studio; start "
@@ -113,15 +121,19 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         gr.Markdown("# UniAnimate Studio\nAnimate a person photo with a dance, segment by "
                     "segment: generate candidates, choose the best, continue from its last "
                     "frame, re-roll any segment, export one video.")
-        with gr.Row():
-            with gr.Column(scale=5):
-                model_md = gr.Markdown(label="model status", elem_id="model-status")
-            with gr.Column(scale=1, min_width=160):
-                load_btn = gr.Button("Load model", elem_id="load-model")
-                status_btn = gr.Button("Refresh status", size="sm", elem_id="model-refresh")
-        # weights missing and the Hub allowed: a background download with progress (issue 8)
-        add_download_panel(models, model_md)
-        status = gr.Markdown("", label="status", elem_id="status")
+        # the model in one short line; the details, the load button and the weights download
+        # in an expander (open on start only when weights are missing)
+        model_line = gr.Markdown("", elem_id="model-line")     # filled by the page load
+        with gr.Accordion("Model details and weights download", open=h.weights_missing(),
+                          elem_id="model-details"):
+            with gr.Row():
+                with gr.Column(scale=5):
+                    model_md = gr.Markdown(label="model status", elem_id="model-status")
+                with gr.Column(scale=1, min_width=160):
+                    load_btn = gr.Button("Load model", elem_id="load-model")
+                    status_btn = gr.Button("Refresh status", size="sm", elem_id="model-refresh")
+            # weights missing and the Hub allowed: a background download with progress (issue 8)
+            add_download_panel(models, model_md)
         with gr.Row():
             project = gr.Dropdown(label="Project (this session's projects)", choices=[],
                                   value=None, allow_custom_value=True, scale=5, elem_id="project")
@@ -154,13 +166,16 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
             with gr.Column(scale=1):
                 with gr.Tabs():
                     with gr.Tab("Pose sequence"):
-                        pose_files = gr.File(label="Pose JSON, zip of pose images, or pose images",
+                        pose_files = gr.File(label="Pose JSON, zip of pose images, pose images, "
+                                                   "or a video of drawn poses (.mp4)",
                                              file_count="multiple",
-                                             file_types=[".json", ".zip", "image"],
+                                             file_types=[".json", ".zip", "image", ".mp4",
+                                                         ".webm", ".mov"],
                                              height=140, elem_id="pose-files")
                         posefile_btn = gr.Button("Load pose sequence", elem_id="load-poses")
                     with gr.Tab("Driving video"):
-                        video = gr.Video(label="Driving video (DWPose extracts the poses)",
+                        video = gr.Video(label="Driving video (DWPose extracts the poses; a "
+                                               "video of drawn poses needs no detector)",
                                          sources=["upload"], height=220, elem_id="driving-video")
                         extract_btn = gr.Button("Extract poses (DWPose)", elem_id="extract-poses")
                 with gr.Row():
@@ -172,16 +187,48 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                              info="keep every n-th frame; fps = source fps / n")
                 align = gr.Checkbox(label="Align the driving poses to the reference body",
                                     value=True)
+                with gr.Accordion("Pose options", open=False, elem_id="pose-options"):
+                    kind = gr.Radio(label="What the driving video is", choices=[
+                        ("auto (look at its frames)", "auto"),
+                        ("a real video (extract poses)", "video"),
+                        ("drawn poses (no detector)", "pose_images")], value="auto",
+                        elem_id="driving-kind")
+                    with gr.Row():
+                        align_mode = gr.Radio(label="Alignment", choices=[
+                            ("per limb (the reference's)", "per-limb"),
+                            ("overall size and position only", "scale"),
+                            ("none", "none")], value="per-limb", elem_id="align-mode")
+                        align_parts = gr.CheckboxGroup(label="Parts to align",
+                                                       choices=["body", "hands"],
+                                                       value=["body", "hands"],
+                                                       elem_id="align-parts")
+                    with gr.Row():
+                        smooth = CheckedSlider(**_bounds("smooth"), value=0.0, step=0.05,
+                                               label="Smoothing (0 = off)", elem_id="smooth",
+                                               info="One-Euro filter on the keypoints")
+                        image_fps = CheckedNumber(label="Frame rate of pose images (fps)",
+                                                  value=30, **_bounds("image_fps"),
+                                                  elem_id="image-fps")
+                        person = CheckedNumber(label="Person (index; empty = the main one)",
+                                               value=None, precision=0, **_bounds("person"),
+                                               elem_id="person")
+                    smooth_btn = gr.Button("Preview smoothing (loaded poses)", size="sm",
+                                           elem_id="preview-smoothing")
+                    smooth_video = gr.Video(label="Smoothing: as loaded | smoothed",
+                                            interactive=False, height=200, autoplay=True,
+                                            loop=True, elem_id="smoothing-preview")
         with gr.Accordion("Examples (made by the project: a drawn figure and a procedural "
                           "dance)", open=True):
             examples = _examples(models)
             gr.Examples(examples=examples,
                         inputs=[reference, pose_files, resolution, width, height, fit],
                         label="Click a row, then press Create project", elem_id="examples",
-                        example_labels=["figure + dance (small, fast)" if models.is_tiny else
-                                        "figure + dance, 512x768",
-                                        "figure + dance, 512x768" if models.is_tiny else
+                        example_labels=["figure + dance (small, fast)"
+                                        if models.is_tiny else "figure + dance, 512x768",
+                                        "figure + dance, 256x384 padded" if models.is_tiny else
                                         "figure + dance, 768x1216 padded"][:len(examples)])
+            if models.is_tiny:
+                gr.Markdown(TINY_EXAMPLE_NOTE, elem_id="tiny-example-note")
         with gr.Row():
             ref_preview = gr.Image(label="Reference as the model sees it", interactive=False,
                                    height=300, elem_id="reference-preview")
@@ -215,6 +262,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                 elem_id="generate")
             reroll_btn = gr.Button("Re-roll segment", scale=1, elem_id="reroll")
             cancel_btn = gr.Button("Cancel", variant="stop", scale=1, elem_id="cancel")
+        # what the last action did (and its progress), beside the buttons and above the results
+        status = gr.Markdown("", label="status", elem_id="status")
         with gr.Row(equal_height=True):
             slot_videos, slot_infos = [], []
             for i in range(SLOTS):
@@ -227,9 +276,10 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                                   elem_id=f"slot{i}-info",
                                                   elem_classes=["cand-info"]))
         measures = gr.Dataframe(headers=MEASURE_HEADERS, value=[], interactive=False,
-                                label="Measures (seam: jump from the previous chosen frame; "
-                                      "stability: frame-to-frame change; lower is smoother)",
-                                elem_id="measures")
+                                label="Measures (lower seam, stability, drift and score are "
+                                      "better)", elem_id="measures")
+        with gr.Accordion("What the measures mean", open=False, elem_id="measures-help"):
+            gr.Markdown(measures_help())
         with gr.Row(equal_height=True):
             candidate = gr.Dropdown(label="Candidate to choose", choices=[], value=None,
                                     allow_custom_value=True, scale=3, elem_id="candidate")
@@ -282,8 +332,12 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         gpu_kw: dict[str, Any] = {"concurrency_id": GPU_ID, "concurrency_limit": 1}
 
         demo.load(h.init_session, [stored_owner], [stored_owner, owner, project, model_md],
-                  **quiet).then(h.view, view_in, view_out, **quiet)
+                  **quiet).then(h.model_line, None, model_line, **quiet,
+                                ).then(h.reopen_last, [owner, last_project], [project], **quiet,
+                                ).then(h.view, view_in, view_out, **quiet)
+        project.change(h.remember_project, [project], [last_project], **quiet)
         demo.unload(h.end_session)
+        model_md.change(h.model_line, None, model_line, **quiet)
         status_btn.click(h.model_status, None, model_md, api_name="model_status")
         load_btn.click(h.load_model, None, model_md, api_name="load_model", **gpu_kw)
         list_btn.click(h.list_projects, [owner], [project, project_json],
@@ -292,17 +346,18 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         resolution.change(preset_size, [resolution, width, height], [width, height], **quiet)
         segment.input(h.view, view_in, view_out, **quiet)
 
+        pose_opts = [kind, smooth, align_mode, align_parts, image_fps, person]
         create_btn.click(
             h.create_project, [owner, reference, resolution, width, height, fit, name],
             [project, status, project_json], api_name="create_project",
         ).success(h.autoload_poses, [owner, project, pose_files, trim_start, trim_end, interval,
-                                     align], [status, project_json], **quiet,
+                                     align, *pose_opts], [status, project_json], **quiet,
                   ).then(h.view, view_in, view_out, **quiet)
         setref_btn.click(h.set_reference,
                          [owner, project, reference, resolution, width, height, fit],
                          [status, project_json], api_name="set_reference",
                          ).then(h.view, view_in, view_out, **quiet)
-        pose_in = [trim_start, trim_end, interval, align]
+        pose_in = [trim_start, trim_end, interval, align, *pose_opts]
         posefile_btn.click(h.load_pose_file, [owner, project, pose_files, *pose_in],
                            [status, project_json], api_name="load_pose_file",
                            ).then(h.view, view_in, view_out, **quiet)
@@ -311,6 +366,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                           show_progress_on=[pose_video, status], **gpu_kw,
                           ).then(h.view, view_in, view_out, **quiet)
 
+        smooth_btn.click(h.preview_smoothing, [owner, project, smooth], [smooth_video, status],
+                         api_visibility="private")
         settings_in = [frames, steps, guidance, noise_prior, base_seed, n_cands]
         gen_evt = gen_btn.click(h.generate_candidates, [owner, project, segment, *settings_in],
                                 [segment, status, project_json], api_name="generate_candidates",

@@ -10,6 +10,7 @@ components, and tests turn it back into a dict with ``dict(zip(VIEW_FIELDS, resu
 from __future__ import annotations
 
 import functools
+import html
 import logging
 import math
 import re
@@ -25,6 +26,9 @@ import gradio as gr
 
 from unianimate.errors import GenerationCancelled, InputError, UniAnimateError
 from unianimate.imaging import check_size
+from unianimate.pose.align import USER_MODES, check_parts
+from unianimate.pose.importers import IMAGE_FPS_RANGE, KINDS, classify_driving
+from unianimate.studio.poses import needs_detector
 from unianimate.studio import GenerationSettings
 from gradio.utils import get_upload_folder
 
@@ -52,6 +56,7 @@ SLOTS = int(GenerationSettings.limit("candidates").ui_hi)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 _TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+_VIDEO_EXT = {".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v"}
 
 #: the bounds of every number the UI takes: (label, minimum, maximum or None, whole number).
 #: The components show them (``ui.blocks``); the handlers check them with :func:`check_number`,
@@ -65,6 +70,9 @@ LIMITS: dict[str, tuple[str, float, float | None, bool]] = {
     "frame_interval": ("frame interval", 1, 16, True),
     "trim": ("trim time (seconds)", 0.0, None, False),
     "quality": ("quality (H.264 CRF)", 0, 51, True),
+    "smooth": ("smoothing strength", 0.0, 1.0, False),
+    "image_fps": ("frame rate of pose images (fps)", *IMAGE_FPS_RANGE, False),
+    "person": ("person (index in the first frame)", 0, 16, True),
 }
 
 
@@ -93,8 +101,23 @@ VIEW_FIELDS: tuple[str, ...] = (
     "segment", *[f"slot{i}_video" for i in range(SLOTS)], *[f"slot{i}_info" for i in range(SLOTS)],
     "measures", "candidate", "timeline_md", "path_gallery", "project_json",
 )
-MEASURE_HEADERS = ["candidate", "seed", "status", "seam", "stability", "drift", "score",
-                   "seconds", "chosen"]
+#: the measures table's columns and what each means (shown under the table; from
+#: ``unianimate.studio.measures``). Lower seam, stability, drift and score are better.
+MEASURE_HELP: dict[str, str] = {
+    "candidate": "its id in this segment (c0, c1, ...)",
+    "seed": "the noise seed it was made with (a re-roll takes the next one)",
+    "status": "done, running, interrupted or failed",
+    "seam": "0-255, how much its first frame differs from the previous chosen segment's last "
+            "frame (lower = smoother join; – for the first segment)",
+    "stability": "0-255, mean frame-to-frame change inside it (lower = steadier; compare "
+                 "candidates of the same segment only)",
+    "drift": "0-255, distance of its mean colour from the anchor colour (the first segment's "
+             "chosen candidate, or the reference image for the first segment)",
+    "score": "seam + stability: the 'best' rule (lower is better)",
+    "seconds": "generation time",
+    "chosen": "yes for the candidate on the chosen path",
+}
+MEASURE_HEADERS = list(MEASURE_HELP)
 
 
 _ABS_PATH = re.compile(r"(?<![\w.:/~-])/[^\s/'\"]+(?:/[^\s/'\",;()]+)+")
@@ -114,8 +137,10 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except gr.Error:
             raise
         except UniAnimateError as err:
-            log.debug("%s refused: %s", fn.__name__, err)
-            # an expected refusal: its message is the whole story, no traceback in the log
+            # an expected user error: one INFO line, no traceback, no ids (the text, which may
+            # name a project, only at DEBUG)
+            log.info("%s refused (%s)", fn.__name__, type(err).__name__)
+            log.debug("%s refused: %s", fn.__name__, without_paths(str(err)))
             raise gr.Error(without_paths(describe_error(err)), title="Cannot do that",
                            print_exception=False) from None
         except Exception as err:  # noqa: BLE001 - the app must keep serving; the log has the trace
@@ -124,6 +149,16 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                                          "app is still running; the server log has the "
                                          "details."), print_exception=False) from None
     return wrapper
+
+
+def measures_help() -> str:
+    """The measures table's column help as Markdown."""
+    return "\n".join(f"- **{k}**: {v}" for k, v in MEASURE_HELP.items())
+
+
+def _upload_name(path: str | Path) -> str:
+    """The name the user gave an upload (Gradio keeps it as the file name of its cached copy)."""
+    return Path(path).name
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -184,6 +219,9 @@ class StudioHandlers:
         #: settings given to every new project (the tiny CPU model gets short, cheap segments)
         self.new_project_settings: dict[str, Any] = (
             {"frames_per_segment": 8, "steps": 4} if models.is_tiny else {})
+        #: (owner, project, segment) -> the first candidate of the latest generation / re-roll:
+        #: "Candidate to choose" follows it until one is chosen
+        self._fresh: dict[tuple[str | None, str, str], str] = {}
 
     # ---- sessions ----------------------------------------------------------------------
     def owner_of(self, token: str | None, request: gr.Request | None = None) -> str | None:
@@ -210,10 +248,43 @@ class StudioHandlers:
         choices = self._project_choices(self.owner_of(token, request))
         return token, token, gr.update(choices=choices), self.model_status()
 
+    def reopen_last(self, token: str | None, last_project: str | None,
+                    request: gr.Request | None = None) -> Any:
+        """Page load, after :meth:`init_session`: select the project this browser had open
+        (kept in its storage) when it is still one of this owner's; otherwise nothing."""
+        if not last_project:
+            return gr.update()
+        owner = self.owner_of(token, request)
+        if not any(pid == last_project for _, pid in self._project_choices(owner)):
+            return gr.update()
+        return gr.update(value=last_project)
+
+    @staticmethod
+    def remember_project(project_id: str | None) -> str | None:
+        """The open project, to keep in the browser's storage for the next page load."""
+        return project_id or None
+
     # ---- model -------------------------------------------------------------------------
     def model_status(self) -> str:
         """Markdown: which model, loaded or not, what is missing and how to get it."""
         return self.models.status_markdown(self.studio.pipeline_info())
+
+    def weights_missing(self) -> bool:
+        """Whether released weights files are not on this machine (never for the tiny model)."""
+        return bool(self.models.missing())
+
+    def model_line(self) -> str:
+        """The model in one short line (the details are in :meth:`model_status`)."""
+        info = self.studio.pipeline_info()
+        if self.models.is_tiny:
+            return "**Model:** tiny random-weight test pipeline (output is noise)."
+        if info.get("loaded"):
+            return f"**Model:** UniAnimate ({info.get('model_name')}), loaded."
+        missing = self.models.missing()
+        if missing:
+            return (f"**Model:** UniAnimate, {len(missing)} weights file(s) not on this machine "
+                    "yet: see *Model details and weights download*.")
+        return "**Model:** UniAnimate, weights on this machine (they load on first use)."
 
     @user_errors
     def load_model(self, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:
@@ -281,18 +352,29 @@ class StudioHandlers:
     @user_errors
     def load_pose_file(self, token: str | None, project_id: str | None, pose_files: Any,
                        trim_start: float | None, trim_end: float | None, frame_interval: float,
-                       align: bool, request: gr.Request | None = None
+                       align: bool, kind: str = "auto", smooth: float = 0.0,
+                       align_mode: str = "per-limb", align_parts: Any = ("body", "hands"),
+                       image_fps: float = 30.0, person: Any = None,
+                       request: gr.Request | None = None
                        ) -> tuple[str, dict[str, Any]]:
-        """Driving poses from an uploaded pose JSON, a zip of pose images or several images."""
+        """Driving poses from an uploaded pose JSON, a zip of pose images, several images or a
+        video of drawn poses (no detector). The options after ``align``: see
+        :meth:`_pose_options`."""
         owner = self.owner_of(token, request)
         interval = self._interval(frame_interval)      # the inputs' own ranges first: they say
         start, end = self._time(trim_start), self._time(trim_end)   # nothing about a project
+        opts = self._pose_options(kind, smooth, align_mode, align_parts, image_fps, person)
         pid = self._pid(project_id, owner)
-        path, gathered = self._pose_upload(pose_files, request)
+        path, gathered, shown = self._pose_upload(pose_files, request)
         try:
+            if Path(path).suffix.lower() in _VIDEO_EXT:
+                if classify_driving(path) == "video":
+                    raise InputError(f"{shown!r} looks like a real video, not drawn poses; load "
+                                     "it in the Driving video tab (its poses are extracted)")
+                opts["kind"] = "pose_images"
             info = self.studio.set_poses_from_file(pid, path, frame_interval=interval,
                                                    start=start, end=end, align=bool(align),
-                                                   owner=owner)
+                                                   owner=owner, display_name=shown, **opts)
         finally:
             if gathered is not None:
                 shutil.rmtree(gathered, ignore_errors=True)
@@ -300,30 +382,73 @@ class StudioHandlers:
 
     def autoload_poses(self, token: str | None, project_id: str | None, pose_files: Any,
                        trim_start: float | None, trim_end: float | None, frame_interval: float,
-                       align: bool, request: gr.Request | None = None) -> tuple[Any, Any]:
+                       align: bool, kind: str = "auto", smooth: float = 0.0,
+                       align_mode: str = "per-limb", align_parts: Any = ("body", "hands"),
+                       image_fps: float = 30.0, person: Any = None,
+                       request: gr.Request | None = None
+                       ) -> tuple[Any, Any]:
         """After Create project: load the pose sequence too when one is already uploaded."""
         if not pose_files or not project_id:
             return gr.update(), gr.update()
         return self.load_pose_file(token, project_id, pose_files, trim_start, trim_end,
-                                   frame_interval, align, request)
+                                   frame_interval, align, kind, smooth, align_mode,
+                                   align_parts, image_fps, person, request)
 
     @user_errors
     def extract_poses(self, token: str | None, project_id: str | None, video: str | None,
                       trim_start: float | None, trim_end: float | None, frame_interval: float,
-                      align: bool, request: gr.Request | None = None,
+                      align: bool, kind: str = "auto", smooth: float = 0.0,
+                      align_mode: str = "per-limb", align_parts: Any = ("body", "hands"),
+                      image_fps: float = 30.0, person: Any = None,
+                      request: gr.Request | None = None,
                       progress: gr.Progress = gr.Progress()) -> tuple[str, dict[str, Any]]:
-        """Driving poses from a video: DWPose on every kept frame, with per-frame progress."""
+        """Driving poses from a video: DWPose on every kept frame, with per-frame progress; a
+        video of drawn poses is used as it is (no detector)."""
         owner = self.owner_of(token, request)
         interval = self._interval(frame_interval)
         start, end = self._time(trim_start), self._time(trim_end)
+        opts = self._pose_options(kind, smooth, align_mode, align_parts, image_fps, person)
         pid = self._pid(project_id, owner)
         if not video:
             raise InputError("upload a driving video first")
-        progress(0, desc="Extracting poses")
-        info = self.studio.set_poses_from_file(pid, self._upload_path(video, request),
-                                               frame_interval=interval, start=start, end=end, align=bool(align),
-                                               progress=self._progress_fn(progress), owner=owner)
+        path = self._upload_path(video, request)
+        progress(0, desc="Extracting poses" if needs_detector(Path(path), opts["kind"])
+                 else "Reading the drawn poses")
+        info = self.studio.set_poses_from_file(pid, path, frame_interval=interval, start=start,
+                                               end=end, align=bool(align),
+                                               progress=self._progress_fn(progress), owner=owner,
+                                               display_name=_upload_name(path), **opts)
         return self._pose_message(info), self._project_dict(pid, owner)
+
+    @user_errors
+    def preview_smoothing(self, token: str | None, project_id: str | None, smooth: float,
+                          request: gr.Request | None = None) -> tuple[str | None, str]:
+        """A before | after video of the project's keypoints at this smoothing strength."""
+        owner = self.owner_of(token, request)
+        strength = float(check_number("smooth", smooth))
+        pid = self._pid(project_id, owner)
+        video, message = self.studio.smoothing_preview(pid, strength, owner=owner)
+        return self._served(request, video), f"Smoothing preview (left: as loaded, right: " \
+                                             f"smoothed). {message}"
+
+    @staticmethod
+    def _pose_options(kind: Any = "auto", smooth: Any = 0.0, align_mode: Any = "per-limb",
+                      align_parts: Any = ("body", "hands"), image_fps: Any = 30.0,
+                      person: Any = None) -> dict[str, Any]:
+        """The pose options of the UI (all optional: API callers may leave them out), checked
+        with the field's name: driving kind, smoothing strength, alignment mode and parts, frame
+        rate of pose images, person index (empty = the default person)."""
+        if kind not in KINDS:
+            raise InputError(f"driving kind must be one of {', '.join(KINDS)}; got {kind!r}")
+        if align_mode not in USER_MODES:
+            raise InputError(f"alignment mode must be one of {', '.join(USER_MODES)}; "
+                             f"got {align_mode!r}")
+        parts = check_parts(list(align_parts) if isinstance(align_parts, (list, tuple))
+                            else align_parts)
+        who = None if person is None or person == "" else int(check_number("person", person))
+        return {"kind": kind, "smooth": float(check_number("smooth", smooth)),
+                "align_mode": align_mode, "align_parts": parts,
+                "image_fps": float(check_number("image_fps", image_fps)), "person": who}
 
     # ---- generation --------------------------------------------------------------------
     @user_errors
@@ -357,17 +482,20 @@ class StudioHandlers:
 
     def _generate(self, pid: str, segment_id: str | None, n: int | None, owner: str | None,
                   progress: gr.Progress) -> tuple[str | None, str, list[dict[str, Any]]]:
-        progress(0, desc="Queued for the GPU")
+        progress(0, desc="Starting")       # "waiting for the GPU" only comes when really queued
         try:
             # on a ZeroGPU Space the GPU boundary is inside the pipeline (unianimate.space)
             run = self.studio.generate_candidates if n is None else self.studio.reroll
             made = run(pid, segment_id, n=n, progress=self._progress_fn(progress), owner=owner)
             message = f"{len(made)} candidate(s) ready: pick one and press **Choose**."
         except GenerationCancelled as err:
+            made = []
             gr.Warning(f"Generation cancelled ({err}); finished candidates are kept.")
             message = "Generation cancelled; finished candidates are kept."
         tl = self.studio.timeline(pid, owner=owner)
         seg = segment_id or tl.active_leaf
+        if made:
+            self._fresh[(owner, pid, seg or "")] = made[0].id
         return seg, message, self._candidates_json(tl, seg)
 
     @user_errors
@@ -393,6 +521,7 @@ class StudioHandlers:
         if seg is None or not candidate_id:
             raise InputError("generate candidates, then pick one to choose")
         tl = self.studio.choose(pid, seg, str(candidate_id), owner=owner)
+        self._fresh.pop((owner, pid, seg), None)
         nxt = (f" Next: **Continue** to frames {tl.next_range[0]}–{tl.next_range[1] - 1}."
                if tl.can_continue else " The poses are used up: export the video.")
         return (f"Chose {candidate_id} of segment {seg}; the chosen path has "
@@ -445,7 +574,7 @@ class StudioHandlers:
         if seg is None or not candidate_id:
             raise InputError("segment_id and candidate_id: pick the segment and the candidate to "
                              "re-render")
-        progress(0, desc="Queued for the GPU")
+        progress(0, desc="Starting")
         cand = self.studio.repair_candidate(pid, seg, str(candidate_id),
                                             progress=self._progress_fn(progress), owner=owner)
         return (f"Re-rendered {cand.id} of segment {seg} (seed {cand.seed}) from its manifest; "
@@ -533,10 +662,14 @@ class StudioHandlers:
                     visible=i == 0)
         out["measures"] = [self._measure_row(c) for c in cands]
         done = [c for c in cands if c.status == "done"]
-        out["candidate"] = gr.update(
-            choices=[(f"{c.id} · seed {c.seed}", c.id) for c in done],
-            value=view.chosen if view and view.chosen in {c.id for c in done} else
-            (done[0].id if done else None))
+        fresh = self._fresh.get((owner, pid, seg or ""))
+        index = {c.id: c.index for c in done}
+        if fresh in index and (view.chosen not in index or index[fresh] > index[view.chosen]):
+            pick = fresh                 # a re-roll after the choice: offer its first take
+        else:
+            pick = view.chosen if view and view.chosen in index else (done[0].id if done else None)
+        out["candidate"] = gr.update(choices=[(f"{c.id} · seed {c.seed}", c.id) for c in done],
+                                     value=pick)
         out["timeline_md"] = self._timeline_markdown(tl)
         gallery = [(self._served(request, c.poster), f"{s.id} · {c.id} · seed {c.seed}")
                    for s in tl.path for c in s.candidates
@@ -599,23 +732,26 @@ class StudioHandlers:
         return SessionFiles.key(session) if session else "local"
 
     def _pose_upload(self, files: Any, request: gr.Request | None = None
-                     ) -> tuple[str, Path | None]:
+                     ) -> tuple[str, Path | None, str]:
         """One pose JSON / zip / video path, or several images gathered into a temporary folder
-        (returned second, for removal after use)."""
+        (returned second, for removal after use), and the name to show for it (the user's file
+        names, never a temporary folder's)."""
         if not files:
-            raise InputError("upload a pose sequence (JSON, a zip of pose images, or the pose "
-                             "images themselves) first")
+            raise InputError("upload a pose sequence (JSON, a zip of pose images, the pose "
+                             "images themselves, or a video of drawn poses) first")
         items = files if isinstance(files, (list, tuple)) else [files]
         paths = [Path(self._upload_path(f, request)) for f in items]
         if len(paths) == 1:
-            return str(paths[0]), None
+            return str(paths[0]), None, _upload_name(paths[0])
         if not all(p.suffix.lower() in _IMAGE_EXT for p in paths):
             raise InputError("several files can only be pose images (PNG/JPEG/WebP); upload one "
                              "JSON or zip file instead")
         folder = Path(tempfile.mkdtemp(prefix="unianimate-poses-"))
-        for i, p in enumerate(sorted(paths, key=lambda q: q.name)):
+        ordered = sorted(paths, key=lambda q: q.name)
+        for i, p in enumerate(ordered):
             shutil.copyfile(p, folder / f"{i:06d}{p.suffix.lower()}")
-        return str(folder), folder
+        shown = f"{len(ordered)} images ({ordered[0].name} ... {ordered[-1].name})"
+        return str(folder), folder, shown
 
     @staticmethod
     def _interval(value: Any) -> int:
@@ -660,14 +796,16 @@ class StudioHandlers:
         parts = [f"**{info.count} poses** at {info.fps:g} fps"]
         if info.source_name:
             parts.append(f"from `{info.source_name}`")
-        if info.frame_interval > 1 and not str(info.source_name or "").lower().endswith(".json"):
+        if info.frame_interval > 1:
             parts.append(f"frame interval {info.frame_interval}")
         parts.append("aligned to the reference" if info.aligned else "not aligned")
         if info.audio:
             parts.append("with audio")
         text = ", ".join(parts) + "."
         if info.messages:
-            text += "\n\n" + "\n".join(f"- {m}" for m in info.messages[:8])
+            # escaped: a message such as "<weights folder>" must not vanish as an HTML tag
+            text += "\n\n" + "\n".join(f"- {html.escape(m, quote=False)}"
+                                        for m in info.messages[:8])
         return text
 
     @staticmethod
@@ -681,7 +819,7 @@ class StudioHandlers:
         if c.color_corrected:
             bits.append("colour corrected")
         if c.chosen:
-            bits.append("✅ chosen")
+            bits.append("[chosen]")
         return " · ".join(bits)
 
     @staticmethod
@@ -689,7 +827,7 @@ class StudioHandlers:
         m = c.measures or {}
         return [c.id, c.seed, c.status, _fmt(m.get("seam")), _fmt(m.get("stability")),
                 _fmt(m.get("drift")), _fmt(m.get("score")),
-                _fmt((c.timings or {}).get("generate_s"), 1), "✅" if c.chosen else ""]
+                _fmt((c.timings or {}).get("generate_s"), 1), "yes" if c.chosen else ""]
 
     @staticmethod
     def _segment_choices(tl: Any) -> list[tuple[str, str]]:
@@ -715,9 +853,9 @@ class StudioHandlers:
         for s in tl.path:
             chosen = next((c for c in s.candidates if c.chosen), None)
             mark = f"{chosen.id} (seed {chosen.seed})" if chosen else "not chosen yet"
-            fork = f" ⑂ {len(s.children)} branches" if s.branch_point else ""
+            fork = f" (fork: {len(s.children)} branches)" if s.branch_point else ""
             steps.append(f"**{s.id}** [{s.start}–{s.end - 1}] {mark}{fork}")
-        text = " → ".join(steps)
+        text = " -> ".join(steps)
         others = len(tl.tree) - len(tl.path)
         text += (f"\n\nChosen path: {tl.total_frames} frames of {tl.poses_total} poses"
                  + (f" · {others} segment(s) on other branches" if others else ""))

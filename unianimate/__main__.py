@@ -34,6 +34,9 @@ _DEFAULTS = GenerationSettings()     # the studio's defaults (the app's sliders 
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's arguments."""
+    from unianimate.pose.align import USER_MODES
+    from unianimate.pose.importers import IMAGE_FPS_RANGE, KINDS
+
     p = argparse.ArgumentParser(
         prog="python -m unianimate",
         description="Animate a reference image with a driving video or pose sequence "
@@ -72,9 +75,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=_DEFAULTS.base_seed,
                    help="base seed; candidate c of segment depth d uses seed + 1000*d + c")
     p.add_argument("--frame-interval", type=int, default=2,
-                   help="keep every n-th driving frame (output fps = source fps / n)")
-    p.add_argument("--start", type=float, default=None, help="trim start of the driving video (s)")
-    p.add_argument("--end", type=float, default=None, help="trim end of the driving video (s)")
+                   help="keep every n-th driving frame or pose, for videos, pose JSON, folders and "
+                        "zips alike (output fps = source fps / n)")
+    p.add_argument("--start", type=float, default=None,
+                   help="trim start of the driving input (s; videos, pose JSON, folders, zips)")
+    p.add_argument("--end", type=float, default=None, help="trim end of the driving input (s)")
+    p.add_argument("--driving-kind", choices=KINDS, default="auto",
+                   help="what a driving video is: auto (look at its frames), video (a real "
+                        "video: extract poses) or pose_images (drawn poses, no detector needed)")
+    lo, hi = IMAGE_FPS_RANGE
+    p.add_argument("--image-fps", type=float, default=30.0,
+                   help=f"frame rate of a folder or zip of pose images ({lo:g}..{hi:g})")
+    p.add_argument("--smooth", type=float, default=0.0,
+                   help="One-Euro smoothing strength of the keypoints, 0 (off) .. 1 (strongest)")
+    p.add_argument("--person", type=int, default=None,
+                   help="which person of a multi-person video to follow: their index in the first "
+                        "frame with people (default: the largest, most central one)")
+    p.add_argument("--align-mode", choices=USER_MODES, default="per-limb",
+                   help="per-limb: the reference's bone-by-bone alignment; scale: only overall "
+                        "size and position; none: poses as they are")
+    p.add_argument("--align-parts", default="body,hands",
+                   help="comma-separated parts to align: body, hands (a hand left out keeps the "
+                        "driving video's hand size, attached to the wrist)")
     p.add_argument("--no-align", action="store_true", help="do not align poses to the reference")
     p.add_argument("--no-color-correction", action="store_true",
                    help="do not correct colour jumps across segment joins")
@@ -107,6 +129,32 @@ def _progress_logger(prefix: list[str]) -> Any:
     return progress
 
 
+def check_driving(args: argparse.Namespace) -> str:
+    """Validate the driving input and its options before anything is created; returns its kind
+    (``keypoints`` | ``pose_images`` | ``video``) and records in ``args`` whether the detector
+    is needed (only for a real video)."""
+    from unianimate.pose.align import check_parts
+    from unianimate.pose.importers import check_image_fps, classify_driving
+    from unianimate.pose.smooth import check_strength
+    from unianimate.video.reader import check_frame_interval
+
+    check_frame_interval(args.frame_interval)
+    check_strength(args.smooth)
+    check_image_fps(args.image_fps)
+    check_parts(args.align_parts)
+    if args.person is not None and args.person < 0:
+        raise InputError(f"--person must be 0 or more (an index in the first frame), got {args.person}")
+    if args.start is not None and args.start < 0:
+        raise InputError(f"--start must be >= 0 seconds, got {args.start}")
+    if args.end is not None and args.end <= (args.start or 0.0):
+        raise InputError(f"--end ({args.end} s) must come after --start ({args.start or 0} s)")
+    kind = classify_driving(args.driving, args.driving_kind)
+    args.driving_needs_detector = kind == "video"
+    if args.person is not None and kind != "video":
+        log.warning("--person applies to real driving videos only; ignored for this input")
+    return kind
+
+
 def run(args: argparse.Namespace) -> int:
     """Do the whole job; returns the exit code (errors are raised to :func:`main`)."""
     from unianimate.sampling import SAMPLERS   # lazy: diffusers is slow to import for --help
@@ -123,19 +171,25 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out must end in .mp4, got {out.name!r}")
     if args.candidates < 1 or args.segment_frames < 2:
         raise InputError("--candidates must be >= 1 and --segment-frames >= 2")
+    check_driving(args)                        # before any project exists
     temp_root = None
     if args.projects_root:
         root = Path(args.projects_root)
     else:
         temp_root = tempfile.mkdtemp(prefix="unianimate-cli-")
         root = Path(temp_root)
-    # A pose file needs the detector only for the reference's pose (alignment): use the DWPose
-    # files when they are already here, never wait on a download for that.
-    is_pose_file = drv.is_dir() or drv.suffix.lower() in (".json", ".zip")
+    # Poses given as poses (JSON, images, a drawn-pose video) need the detector only for the
+    # reference's pose (alignment): use the DWPose files when they are already here, never wait
+    # on a download for that. A real video builds the detector now: missing DWPose files fail
+    # before any project exists.
     models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose,
-                          detector_local_only=True if is_pose_file else None, sampler=args.sampler,
-                          lora=args.lora)
-    studio = build_studio(root, models)
+                          detector_local_only=None if args.driving_needs_detector else True,
+                          sampler=args.sampler, lora=args.lora)
+    detector_factory = None
+    if args.driving_needs_detector:
+        detector = models.detector_factory()
+        detector_factory = lambda: detector    # noqa: E731
+    studio = build_studio(root, models, detector_factory=detector_factory)
     prefix = [""]
     progress = _progress_logger(prefix)
     try:
@@ -148,9 +202,15 @@ def run(args: argparse.Namespace) -> int:
                             base_seed=args.seed, candidates=args.candidates,
                             color_correction=not args.no_color_correction)
         prefix[0] = "poses: "
-        info = studio.set_poses_from_file(pid, drv, frame_interval=args.frame_interval,
-                                          start=args.start, end=args.end,
-                                          align=not args.no_align, progress=progress)
+        try:
+            info = studio.set_poses_from_file(
+                pid, drv, frame_interval=args.frame_interval, start=args.start, end=args.end,
+                align=not args.no_align and args.align_mode != "none", progress=progress,
+                kind=args.driving_kind, image_fps=args.image_fps, smooth=args.smooth,
+                person=args.person, align_mode=args.align_mode, align_parts=args.align_parts)
+        except BaseException:
+            studio.delete_project(pid)         # no empty project is left behind
+            raise
         for msg in info.messages:
             log.info("poses: %s", msg)
         n = args.segment_frames

@@ -183,11 +183,14 @@ class ModelManager:
 
 
 def build_studio(projects_dir: str | os.PathLike, models: ModelManager,
-                 runtime: StudioRuntime | None = None) -> Studio:
+                 runtime: StudioRuntime | None = None,
+                 detector_factory: Callable[[], Any] | None = None) -> Studio:
     """The app service on ``projects_dir`` with the model manager's lazy factories and the
-    process's runtime (GPU queue, jobs, locks)."""
+    process's runtime (GPU queue, jobs, locks); ``detector_factory`` replaces the manager's
+    (the CLI hands over a detector it built before creating the project)."""
     return Studio(Path(projects_dir), pipeline_factory=models.pipeline_factory,
-                  detector_factory=models.detector_factory, runtime=runtime or default_runtime())
+                  detector_factory=detector_factory or models.detector_factory,
+                  runtime=runtime or default_runtime())
 
 
 __all__ = ["DEFAULT_MODEL_SOURCE", "ModelManager", "build_studio"]

@@ -190,6 +190,35 @@ def check_size(height: int, width: int) -> None:
                              f"{min(MAX_SIZE, lo + SIZE_MULTIPLE)}.")
 
 
+def fit_geometry(src_w: int, src_h: int, width: int, height: int,
+                 mode: FitMode) -> tuple[float, float, float, float]:
+    """Where :func:`fit_image` (Pillow's ``ImageOps.fit`` / ``ImageOps.pad``, centred) puts a
+    ``src_w`` x ``src_h`` image on the ``width`` x ``height`` canvas: the scaled size (sw, sh)
+    and the canvas position (left, top) of its top-left corner (negative for ``crop``, which
+    cuts the edges). Shared with ``unianimate.pose.fit`` so that poses land exactly where the
+    fitted image's pixels do. ``crop`` resamples a fractional box, so its values are floats."""
+    if mode == "stretch":
+        return width, height, 0, 0
+    src_ratio, dst_ratio = src_w / src_h, width / height
+    if mode == "crop":                                  # as ImageOps.fit with no bleed
+        if src_ratio == dst_ratio:
+            crop_w, crop_h = float(src_w), float(src_h)
+        elif src_ratio >= dst_ratio:
+            crop_w, crop_h = dst_ratio * src_h, float(src_h)
+        else:
+            crop_w, crop_h = float(src_w), src_w / dst_ratio
+        sx, sy = width / crop_w, height / crop_h
+        return (src_w * sx, src_h * sy, -(src_w - crop_w) * 0.5 * sx, -(src_h - crop_h) * 0.5 * sy)
+    if mode == "pad":                                   # as ImageOps.pad (contain, then centre)
+        sw, sh = width, height
+        if src_ratio > dst_ratio:
+            sh = round(src_h / src_w * width)
+        elif src_ratio < dst_ratio:
+            sw = round(src_w / src_h * height)
+        return sw, sh, round((width - sw) * 0.5), round((height - sh) * 0.5)
+    raise InputError(f"unknown fit mode {mode!r}; use 'crop', 'pad' or 'stretch'.")
+
+
 def fit_image(image: ImageLike, width: int, height: int, mode: FitMode = "crop",
               pad_color: tuple[int, int, int] = (0, 0, 0),
               background: Literal["white", "black"] = "white") -> np.ndarray:

@@ -21,6 +21,11 @@ _LAZY = {
     "DetectionResult": "unianimate.pose.dwpose",
     "ExtractionResult": "unianimate.pose.extract", "extract_poses": "unianimate.pose.extract",
     "DrivingInput": "unianimate.pose.importers", "load_driving": "unianimate.pose.importers",
+    "load_pose_input": "unianimate.pose.importers", "classify_driving": "unianimate.pose.importers",
+    "driving_needs_detector": "unianimate.pose.importers",
+    "smooth_with_strength": "unianimate.pose.smooth", "smoothing_preview": "unianimate.pose.smooth",
+    "first_frame_people": "unianimate.pose.extract", "PersonTracker": "unianimate.pose.track",
+    "fit_poses": "unianimate.pose.fit", "fit_pose_list": "unianimate.pose.fit",
 }
 
 __all__ = [

@@ -21,6 +21,19 @@ Beyond the reference (which divides by zero when a point is missing):
 - a frame whose own parent or child point is missing skips that bone's move;
 - missing points stay missing (the reference moved the -1 markers around); results are finite;
 - :func:`align_poses_report` says which ratios were skipped or taken from other frames.
+
+Modes: ``"per-limb"`` (alias ``"reference"``, the default: steps 1-3 above, bit-identical to the
+reference), ``"scale"`` (steps 1 and 3 only: the whole figure is scaled to the reference's
+shoulder width and torso height and moved onto its neck, limb proportions stay the driving
+person's), ``"none"`` (poses used as they are).
+
+Parts (``parts``, default both): which keypoint groups take the alignment.
+- ``"body"``: body and face points. Without it they keep their driving coordinates.
+- ``"hands"``: the hands are scaled and moved with their arms. Without it each hand keeps the
+  driving video's size and shape.
+Whatever the switches, a hand stays attached to the output body: it is translated by the move
+of its wrist (body point 7 for the left hand, 4 for the right) between the hand's own shape and
+the output body; in a frame without that wrist, by the move of the hand's centre of mass.
 """
 from __future__ import annotations
 
@@ -65,7 +78,10 @@ BONES: tuple[Bone, ...] = (
     Bone("left_shin", 12, 13, (13, 18)),
 )
 
-MODES = ("reference", "none")
+MODES = ("per-limb", "reference", "scale", "none")
+USER_MODES = ("per-limb", "scale", "none")     # what the UI and the CLI offer ("reference" = "per-limb")
+PARTS = ("body", "hands")
+WRIST = {LEFT_HAND: 7, RIGHT_HAND: 4}
 _TINY = 1e-9  # a bone or span shorter than this (normalised units) cannot give a ratio
 
 
@@ -181,11 +197,45 @@ def _global_ratios(ref: np.ndarray, drv: _Frames, order: list[int],
     return ratios[0], ratios[1]
 
 
+def check_parts(parts: Sequence[str] | str) -> tuple[str, ...]:
+    """Alignment parts as a tuple in :data:`PARTS` order (a comma-separated string is accepted);
+    InputError naming the unknown ones."""
+    if isinstance(parts, str):
+        parts = [p.strip() for p in parts.split(",") if p.strip()]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise InputError(f"unknown alignment part(s) {unknown}; use some of {list(PARTS)}")
+    return tuple(p for p in PARTS if p in parts)
+
+
+def _reattach_hands(aligned: list[Pose], driving: list[Pose], parts: tuple[str, ...]) -> list[Pose]:
+    """Apply the part switches (module docstring) to fully aligned poses."""
+    out = []
+    for al, dr in zip(aligned, driving):
+        body_src = al if "body" in parts else dr
+        shape_src = al if "hands" in parts else dr
+        hands = shape_src.hands.copy()
+        for h, w in WRIST.items():
+            ok = hands[h, :, 0] != MISSING
+            if not ok.any():
+                continue
+            if body_src.body[w, 0] != MISSING and shape_src.body[w, 0] != MISSING:
+                move = body_src.body[w] - shape_src.body[w]
+            else:   # no wrist in this frame: the hand's centre as the body carries it
+                carried = (al if "body" in parts else dr).hands[h]
+                move = carried[ok].mean(axis=0) - hands[h][ok].mean(axis=0)
+            hands[h][ok] = hands[h][ok] + move
+        out.append(body_src.replace(hands=hands, hand_scores=shape_src.hand_scores.copy()))
+    return out
+
+
 def align_poses_report(reference: Pose, driving: Sequence[Pose], *, from_frame: int = 0,
-                       mode: str = "reference") -> tuple[list[Pose], AlignmentReport]:
+                       mode: str = "per-limb", parts: Sequence[str] | str = PARTS
+                       ) -> tuple[list[Pose], AlignmentReport]:
     """Align ``driving`` to ``reference`` (see the module docstring); returns (poses, report)."""
     if mode not in MODES:
         raise InputError(f"unknown alignment mode {mode!r}; use one of {MODES}")
+    parts = check_parts(parts)
     if not isinstance(reference, Pose) or not all(isinstance(p, Pose) for p in driving):
         raise InputError("align_poses needs a reference Pose and a sequence of Pose objects")
     driving = list(driving)
@@ -195,7 +245,7 @@ def align_poses_report(reference: Pose, driving: Sequence[Pose], *, from_frame: 
     if isinstance(from_frame, bool) or not isinstance(from_frame, (int, np.integer)) or not 0 <= from_frame < n:
         raise InputError(f"from_frame {from_frame!r} is out of range; the driving sequence has {n} frames")
     from_frame = int(from_frame)
-    if mode == "none":
+    if mode == "none" or not parts:
         return [p.copy() for p in driving], AlignmentReport(
             mode=mode, from_frame=from_frame, messages=("alignment off: driving poses used as they are",))
 
@@ -210,7 +260,7 @@ def align_poses_report(reference: Pose, driving: Sequence[Pose], *, from_frame: 
 
     bone_ratios: dict[str, float] = {}
     frames_skipping: dict[str, int] = {}
-    for bone in BONES:
+    for bone in (BONES if mode in ("per-limb", "reference") else ()):
         p, c = bone.parent, bone.child
         ratio = 1.0
         if not _ok(ref, p, c):
@@ -251,8 +301,14 @@ def align_poses_report(reference: Pose, driving: Sequence[Pose], *, from_frame: 
             skipped.append("neck translation: no driving frame has a neck; not translated")
     frames.translate(offset)
 
-    messages = [f"aligned {n} frames to the reference from driving frame {from_frame} "
+    how = "scaled" if mode == "scale" else "aligned"
+    messages = [f"{how} {n} frames to the reference from driving frame {from_frame} "
                 f"(x ratio {x_ratio:.3f}, y ratio {y_ratio:.3f})"]
+    if parts != PARTS:
+        kept = "body" if "body" not in parts else "hands"
+        messages.append(f"the driving {kept} keep{'s' if kept == 'body' else ''} their own "
+                        f"{'coordinates' if kept == 'body' else 'size and shape'}; "
+                        f"only {' and '.join(parts)} aligned")
     if x_ratio < 0 or y_ratio < 0:
         messages.append("warning: a negative global ratio (the driving person faces the other way "
                         "than the reference?) mirrors the poses, as the reference method does")
@@ -267,10 +323,13 @@ def align_poses_report(reference: Pose, driving: Sequence[Pose], *, from_frame: 
         mode=mode, from_frame=from_frame, x_ratio=x_ratio, y_ratio=y_ratio, bone_ratios=bone_ratios,
         offset=(float(offset[0]), float(offset[1])), skipped=tuple(skipped), fallbacks=tuple(fallbacks),
         frames_skipping_bone=frames_skipping, messages=tuple(messages))
-    return frames.poses(), report
+    aligned = frames.poses()
+    if parts != PARTS:
+        aligned = _reattach_hands(aligned, driving, parts)
+    return aligned, report
 
 
 def align_poses(reference: Pose, driving: Sequence[Pose], *, from_frame: int = 0,
-                mode: str = "reference") -> list[Pose]:
+                mode: str = "per-limb", parts: Sequence[str] | str = PARTS) -> list[Pose]:
     """Align driving poses to the reference body; see :func:`align_poses_report` for the report."""
-    return align_poses_report(reference, driving, from_frame=from_frame, mode=mode)[0]
+    return align_poses_report(reference, driving, from_frame=from_frame, mode=mode, parts=parts)[0]

@@ -20,7 +20,9 @@ Differences from the reference, on purpose: when several people are found we kee
 most central one (``select="largest_central"``; the reference kept the highest-scoring one, which
 ``select="first"`` reproduces) and report the count; when nobody is found the result has
 ``pose=None`` (the reference ran the pose model on the whole image; ``full_image_when_no_person``
-restores that).
+restores that). Over a video, extraction passes a ``choose`` callback instead
+(:class:`unianimate.pose.track.PersonTracker`), so one dancer is followed from frame to frame
+rather than chosen afresh in each.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -37,6 +39,9 @@ from unianimate.errors import InputError, WeightsMissingError
 from unianimate.pose.types import MISSING, Pose
 
 logger = logging.getLogger(__name__)
+
+#: ``choose(boxes (N, 4), pose_of) -> index | None``; ``pose_of(i)`` is the Pose of box ``i``
+PersonChooser = Callable[[np.ndarray, Callable[[int], Pose]], "int | None"]
 
 MEAN = np.array([123.675, 116.28, 103.53])
 STD = np.array([58.395, 57.12, 57.375])
@@ -355,8 +360,13 @@ class DWPoseDetector:
         kpts = locs / np.array([w, h]) * scale + center - scale / 2
         return kpts, vals
 
-    def __call__(self, frame: np.ndarray) -> DetectionResult:
-        """Detect on one uint8 RGB frame (H, W, 3)."""
+    def __call__(self, frame: np.ndarray, choose: PersonChooser | None = None) -> DetectionResult:
+        """Detect on one uint8 RGB frame (H, W, 3).
+
+        ``choose(boxes, pose_of)`` picks the person instead of ``config.select`` (e.g. a
+        :class:`~unianimate.pose.track.PersonTracker` following one dancer): it gets the boxes
+        (N, 4) and ``pose_of(i)``, the pose of box ``i`` (estimated on demand, once), and returns
+        an index or None (the followed person is not in this frame -> ``pose=None``)."""
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise InputError("DWPose needs a uint8 RGB frame of shape (H, W, 3)")
         H, W = frame.shape[:2]
@@ -367,9 +377,23 @@ class DWPoseDetector:
             if not self.config.full_image_when_no_person:
                 return DetectionResult(None, 0, boxes, None)
             box, chosen = np.array([0.0, 0.0, W, H]), None
-        else:
+        elif choose is None:
             chosen = choose_person(boxes, W, H, self.config.select)
             box = boxes[chosen]
+        else:
+            cache: dict[int, tuple[Pose, np.ndarray, np.ndarray]] = {}
+
+            def estimate_box(i: int) -> tuple[Pose, np.ndarray, np.ndarray]:
+                if i not in cache:
+                    c, sc = to_openpose_layout(*self.estimate(bgr, boxes[i]))
+                    cache[i] = (to_pose(c, sc, W, H, self.config.keypoint_score), c, sc)
+                return cache[i]
+
+            chosen = choose(boxes, lambda i: estimate_box(int(i))[0])
+            if chosen is None:
+                return DetectionResult(None, count, boxes, None)
+            pose, cand, scores = estimate_box(int(chosen))
+            return DetectionResult(pose, count, boxes, int(chosen), cand, scores)
         kpts, vals = self.estimate(bgr, box)
         cand, scores = to_openpose_layout(kpts, vals)
         pose = to_pose(cand, scores, W, H, self.config.keypoint_score)

@@ -1,5 +1,7 @@
-"""Pose extraction from a driving video: sample frames (interval, trim), run DWPose on each, bridge
-short runs of frames without a person, and say what happened."""
+"""Pose extraction from a driving video: sample frames (interval, trim), run DWPose on each, follow
+one person through the video (:mod:`unianimate.pose.track`), bridge short runs of frames without
+that person, and say what happened. :func:`first_frame_people` lists the people of the first
+frame so that a user can choose whom to follow (``extract_poses(..., person=i)``)."""
 from __future__ import annotations
 
 import logging
@@ -11,8 +13,9 @@ import numpy as np
 
 from unianimate.errors import InputError
 from unianimate.pose.smooth import fill_gaps
+from unianimate.pose.track import PersonTracker
 from unianimate.pose.types import Pose, PoseSequence
-from unianimate.video.reader import VideoReader
+from unianimate.video.reader import VideoReader, describe_sampling
 
 logger = logging.getLogger(__name__)
 
@@ -20,9 +23,46 @@ ProgressFn = Callable[[int, int], None]  # (frames done, frames expected)
 
 
 class Detector(Protocol):
-    """Anything called on a uint8 RGB frame that returns a result with ``pose`` and ``person_count``."""
+    """Anything called on a uint8 RGB frame that returns a result with ``pose``,
+    ``person_count`` and ``boxes``, and takes an optional ``choose(boxes, pose_of)`` callback
+    that picks the person (see ``DWPoseDetector.__call__``)."""
 
-    def __call__(self, frame: np.ndarray): ...
+    def __call__(self, frame: np.ndarray, choose=None): ...
+
+
+@dataclass(frozen=True)
+class PersonCandidate:
+    """One person of the first frame: ``index`` (what ``person=`` takes), the box x0 y0 x1 y1 in
+    pixels of the displayed frame, and the box normalised to [0, 1]."""
+
+    index: int
+    box: tuple[float, float, float, float]
+    box_normalised: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class FirstFramePeople:
+    """The first sampled frame with anyone in it: its index among the sampled frames, the RGB
+    image, the people found (detector order) and the one followed by default."""
+
+    frame_index: int
+    image: np.ndarray
+    candidates: tuple[PersonCandidate, ...]
+    default: int | None
+
+    def annotated(self) -> np.ndarray:
+        """The frame with each person's box and index drawn (the default one in yellow)."""
+        import cv2
+
+        img = self.image.copy()
+        thick = max(2, round(max(img.shape[:2]) / 300))
+        for c in self.candidates:
+            x0, y0, x1, y1 = (int(round(v)) for v in c.box)
+            color = (255, 220, 0) if c.index == self.default else (0, 200, 255)
+            cv2.rectangle(img, (x0, y0), (x1, y1), color, thick)
+            cv2.putText(img, str(c.index), (x0 + 4, max(y0 + 8 * thick, 12)), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.4 * thick, color, thick, cv2.LINE_AA)
+        return img
 
 
 @dataclass(frozen=True)
@@ -49,10 +89,33 @@ def _ranges(indices: list[int]) -> str:
     return ", ".join(parts)
 
 
+def first_frame_people(video_path: str | os.PathLike, detector: Detector, frame_interval: int = 2,
+                       start: float | None = None, end: float | None = None,
+                       max_search: int = 64) -> FirstFramePeople:
+    """The people of the first sampled frame (same ``frame_interval``/``start``/``end`` as the
+    extraction) where the detector finds anyone, looking at up to ``max_search`` frames;
+    ``candidates[i].index`` is what ``extract_poses(..., person=i)`` follows."""
+    if detector is None:
+        raise InputError("finding the people of a video needs a DWPose detector; load one first")
+    reader = VideoReader(video_path)
+    for frame in reader.frames(frame_interval, start, end, max_search):
+        result = detector(frame.image)
+        boxes = np.asarray(result.boxes, dtype=np.float64).reshape(-1, 4)
+        if len(boxes):
+            h, w = frame.image.shape[:2]
+            cands = tuple(PersonCandidate(i, tuple(float(v) for v in b),
+                                          (float(b[0] / w), float(b[1] / h), float(b[2] / w), float(b[3] / h)))
+                          for i, b in enumerate(boxes))
+            return FirstFramePeople(frame.index, frame.image, cands, result.chosen)
+    raise InputError(f"no person found in the first {max_search} sampled frames of "
+                     f"{os.path.basename(str(video_path))!r}")
+
+
 def extract_poses(video_path: str | os.PathLike, detector: Detector, frame_interval: int = 2,
                   start: float | None = None, end: float | None = None,
                   progress: ProgressFn | None = None, max_gap: int = 4,
-                  max_frames: int | None = None) -> ExtractionResult:
+                  max_frames: int | None = None, person: int | None = None,
+                  track: bool = True) -> ExtractionResult:
     """Extract one pose per sampled frame of ``video_path``.
 
     Args:
@@ -65,10 +128,18 @@ def extract_poses(video_path: str | os.PathLike, detector: Detector, frame_inter
         max_gap: runs of at most this many frames without a person are bridged by linear
             interpolation of each point between its neighbours; longer runs stay empty.
         max_frames: stop after this many sampled frames.
+        person: whom to follow: the index of a person of the first frame with people (as
+            :func:`first_frame_people` lists them); None = the largest, most central one.
+        track: follow that person through the video (default); False chooses per frame with
+            the detector's own rule (``select``), as before tracking existed.
     """
     if detector is None:
         raise InputError("extracting poses from a video needs a DWPose detector; load one first")
+    if person is not None and not track:
+        raise InputError("choosing a person needs tracking (track=True)")
     reader = VideoReader(video_path)
+    policy = getattr(getattr(detector, "config", None), "select", "largest_central")
+    tracker = PersonTracker(person, reader.info.width, reader.info.height, select=policy) if track else None
     info = reader.info
     expected = reader.expected_count(frame_interval, start, end)
     if max_frames is not None:
@@ -77,7 +148,11 @@ def extract_poses(video_path: str | os.PathLike, detector: Detector, frame_inter
     counts: list[int] = []
     missing: list[int] = []
     for frame in reader.frames(frame_interval, start, end, max_frames):
-        result = detector(frame.image)
+        if tracker is None:
+            result = detector(frame.image)
+        else:
+            tracker.frame = frame.index      # the detector skips choose() when nobody is found
+            result = detector(frame.image, choose=tracker.choose)
         counts.append(int(result.person_count))
         if result.pose is None or result.pose.is_empty():
             missing.append(frame.index)
@@ -89,8 +164,9 @@ def extract_poses(video_path: str | os.PathLike, detector: Detector, frame_inter
     if not poses:
         raise InputError(f"no frames were read from {os.path.basename(str(video_path))!r}")
 
-    messages = [f"extracted {len(poses)} poses from {info.width}x{info.height} video at "
-                f"{info.fps:.3g} fps, every {frame_interval} frame(s) -> {info.fps / frame_interval:.3g} fps"]
+    messages = [f"extracted {len(poses)} poses from a {info.width}x{info.height} video at {info.fps:.3g} fps; "
+                + describe_sampling(len(poses), None, "frames", frame_interval, start, end,
+                                    info.fps / frame_interval)]
     if info.rotation:
         messages.append(f"the video is rotated by {info.rotation} degrees; frames were turned upright")
     if info.variable_frame_rate:
@@ -98,8 +174,16 @@ def extract_poses(video_path: str | os.PathLike, detector: Detector, frame_inter
                         f"at {info.fps:.3g} fps")
     messages += reader.warnings
     several = [i for i, c in enumerate(counts) if c > 1]
-    if several:
-        policy = getattr(getattr(detector, "config", None), "select", "largest_central")
+    if tracker is not None and tracker.started_at is not None and (several or person is not None):
+        who = f"person {person}" if person is not None else (
+            "the highest-scoring person" if policy == "first" else "the largest, most central person")
+        messages.append(f"several people found in {len(several)} frame(s) (up to {max(counts)}); "
+                        f"followed {who} of frame {tracker.started_at} through the video "
+                        f"(box overlap and keypoint distance)")
+        if tracker.lost:
+            messages.append(f"the followed person was not found in {len(tracker.lost)} frame(s): "
+                            f"{_ranges(tracker.lost)}")
+    elif several:
         chosen = "the highest-scoring person" if policy == "first" else "the largest, most central person"
         messages.append(f"several people found in {len(several)} frame(s) (up to {max(counts)}); "
                         f"{chosen} was used in each")
@@ -122,5 +206,5 @@ def extract_poses(video_path: str | os.PathLike, detector: Detector, frame_inter
         logger.info(m)
     seq = PoseSequence(poses, fps=info.fps / frame_interval, width=info.width, height=info.height,
                        meta={"source": os.path.basename(str(video_path)), "frame_interval": frame_interval,
-                             "start": start, "end": end})
+                             "start": start, "end": end, "person": person})
     return ExtractionResult(seq, tuple(missing), tuple(counts), tuple(messages), tuple(filled))

@@ -129,3 +129,97 @@ def fill_gaps(poses: Sequence[Pose], max_gap: int = 3, method: str = "linear",
         arrays[part] = pts.reshape(arrays[part].shape)
         arrays[SCORE_FIELD[part]] = scores.reshape(arrays[SCORE_FIELD[part]].shape)
     return unstack_poses(arrays)
+
+
+# ---- one strength control -----------------------------------------------------------------
+#: strength 1 -> the steadiest filter offered: 0.25 Hz cutoff when still
+MIN_CUTOFF_AT_0, MIN_CUTOFF_AT_1 = 4.0, 0.25
+BETA_AT_0, BETA_AT_1 = 1.0, 0.3
+
+
+def check_strength(strength: float) -> float:
+    """``strength`` as a float in [0, 1]; InputError naming the field otherwise."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating)) \
+            or not math.isfinite(float(strength)) or not 0.0 <= float(strength) <= 1.0:
+        raise InputError(f"smoothing strength must be a number from 0 (off) to 1 (strongest), got {strength!r}")
+    return float(strength)
+
+
+def one_euro_for_strength(strength: float, fps: float) -> OneEuroConfig | None:
+    """The One-Euro parameters of a 0..1 smoothing strength at ``fps`` (None = off for 0).
+
+    Log-linear in ``strength``: ``min_cutoff`` from 4 Hz (light: removes detector flicker only)
+    to 0.25 Hz (heavy: a still pose hardly moves), ``beta`` from 1.0 to 0.3 (speed-dependent
+    cutoff: fast motion is followed with less lag, less so at high strength); ``d_cutoff`` 1 Hz.
+    Coordinates are normalised, so speeds are in image sizes per second.
+    """
+    s = check_strength(strength)
+    if s == 0.0:
+        return None
+    min_cutoff = MIN_CUTOFF_AT_0 * (MIN_CUTOFF_AT_1 / MIN_CUTOFF_AT_0) ** s
+    beta = BETA_AT_0 * (BETA_AT_1 / BETA_AT_0) ** s
+    return OneEuroConfig(min_cutoff=min_cutoff, beta=beta, d_cutoff=1.0, fps=float(fps))
+
+
+def smooth_with_strength(seq: PoseSequence, strength: float) -> PoseSequence:
+    """``seq`` One-Euro filtered at ``strength`` (0..1, see :func:`one_euro_for_strength`); 0
+    returns an unchanged copy."""
+    cfg = one_euro_for_strength(strength, seq.fps)
+    if cfg is None:
+        return seq.with_poses([p.copy() for p in seq.poses])
+    return seq.with_poses(smooth_poses(seq.poses, cfg))
+
+
+def jitter(poses: Sequence[Pose]) -> float:
+    """Mean size of the frame-to-frame acceleration of the body points present in three
+    consecutive frames (normalised units): what smoothing lowers. 0 for fewer than 3 frames."""
+    body = stack_poses(list(poses))["body"] if len(poses) else np.zeros((0, 20, 2))
+    if len(body) < 3:
+        return 0.0
+    ok = body[..., 0] != MISSING                                   # (F, 20)
+    both = ok[2:] & ok[1:-1] & ok[:-2]                              # (F-2, 20)
+    acc = np.linalg.norm(body[2:] - 2 * body[1:-1] + body[:-2], axis=-1)  # (F-2, 20)
+    return float(acc[both].mean()) if both.any() else 0.0
+
+
+@dataclass(frozen=True)
+class SmoothingPreview:
+    """Drawn frames before/after smoothing at one strength (uint8 (F, H, W, 3) each), which
+    frames of the sequence they are, and the jitter of the whole sequence before/after."""
+
+    strength: float
+    indices: tuple[int, ...]
+    before: np.ndarray
+    after: np.ndarray
+    jitter_before: float
+    jitter_after: float
+
+    @property
+    def message(self) -> str:
+        if self.strength == 0:
+            return "smoothing off"
+        drop = 100.0 * (1.0 - self.jitter_after / self.jitter_before) if self.jitter_before > 0 else 0.0
+        return (f"smoothing {self.strength:.2f}: jitter {self.jitter_before:.4f} -> "
+                f"{self.jitter_after:.4f} ({drop:.0f}% less)")
+
+
+def smoothing_preview(seq: PoseSequence, strength: float, height: int, width: int,
+                      indices: Sequence[int] | None = None, max_frames: int = 16) -> SmoothingPreview:
+    """Before/after frames of smoothing ``seq`` at ``strength``, drawn as the model sees poses
+    (``draw_pose`` at ``height`` x ``width``); ``indices`` default: up to ``max_frames`` frames
+    spread over the sequence."""
+    from unianimate.pose.draw import draw_pose
+
+    if len(seq) == 0:
+        raise InputError("there are no poses to preview")
+    if indices is None:
+        step = max(1, math.ceil(len(seq) / max(1, int(max_frames))))
+        indices = range(0, len(seq), step)
+    indices = tuple(int(i) for i in indices)
+    bad = [i for i in indices if not 0 <= i < len(seq)]
+    if bad:
+        raise InputError(f"preview frame(s) {bad} are outside the {len(seq)} poses")
+    after = smooth_with_strength(seq, strength)
+    draw = (lambda s: np.stack([draw_pose(s[i], height, width) for i in indices]))
+    return SmoothingPreview(check_strength(strength), indices, draw(seq), draw(after),
+                            jitter(seq.poses), jitter(after.poses))

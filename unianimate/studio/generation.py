@@ -20,7 +20,8 @@ from unianimate.studio.engines import Engines
 from unianimate.studio.jobs import CancelToken, Progress, ProgressFn, StepClock, report
 from unianimate.studio.media import read_pngs, save_png
 from unianimate.studio.ports import Animator
-from unianimate.studio.project import Candidate, GenerationSettings, Job, Project, Segment, seed_for
+from unianimate.seeds import branch_path, candidate_seed
+from unianimate.studio.project import Candidate, GenerationSettings, Job, Project, Segment
 from unianimate.studio.store import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -177,12 +178,16 @@ class Generation:
     def _record_running(self, project_id: str, owner: str | None, segment_id: str, job_id: str,
                         settings: GenerationSettings, model_name: str) -> Candidate:
         """A new candidate recorded as running before it is generated (so a crash shows up as
-        interrupted), with the next index and its documented seed."""
+        interrupted), with the next index and its seed (``unianimate.seeds.candidate_seed``: the
+        released rule on the main line, a branch offset for sibling segments)."""
         with self.store.edit(project_id, owner) as p:
             seg = p.segment(segment_id)
             index = max((c.index for c in seg.candidates), default=-1) + 1
+            main_line = next(s for s in p.segments if s.depth == seg.depth).id == seg.id
+            path = branch_path([(s.id, s.parent_candidate) for s in p.ancestry(seg.id)])
             cand = Candidate(id=f"c{index}", index=index,
-                             seed=seed_for(settings.base_seed, seg.depth, index),
+                             seed=candidate_seed(settings.base_seed, seg.depth, index, path,
+                                                 main_line=main_line),
                              settings=settings, status="running", job_id=job_id,
                              model=model_name)
             seg.candidates.append(cand)

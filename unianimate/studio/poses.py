@@ -8,13 +8,13 @@ import shutil
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
 from unianimate.errors import InputError, WeightsMissingError
-from unianimate.pose.importers import DrivingInput
+from unianimate.pose.importers import DrivingInput, driving_needs_detector
 from unianimate.studio.engines import Engines
 from unianimate.studio.jobs import Progress, ProgressFn, report
 from unianimate.studio.media import (MAX_DRIVING_BYTES, check_upload_size, is_video,
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 #: the pose preview files (made with the poses; ``poses/`` is replaced on any change)
 PREVIEW_VIDEO = "poses/preview.mp4"
 PREVIEW_OVERLAY = "poses/overlay.png"
+SMOOTHING_PREVIEW = "poses/smoothing_preview.mp4"     # left | right = before | after
+ALIGN_SKIPPED = ("alignment skipped: no pose of the reference image (no pose detector here); the "
+                 "driving poses are used as they are")
 
 
 class PoseIngest:
@@ -61,8 +64,8 @@ class PoseIngest:
             staging = None
             if project.poses is not None:
                 staging = folder / f".poses-{uuid.uuid4().hex[:8]}"
-                shutil.copytree(folder / "poses", staging,
-                                ignore=shutil.ignore_patterns("images", "preview.mp4", "overlay.png"))
+                shutil.copytree(folder / "poses", staging, ignore=shutil.ignore_patterns(
+                    "images", "preview.mp4", "overlay.png", "smoothing_preview.mp4"))
             try:
                 if staging is not None:
                     self.draw_poses(project, staging, np.asarray(fitted))
@@ -79,15 +82,27 @@ class PoseIngest:
                             frame_interval: int = 2, start: float | None = None,
                             end: float | None = None, align: bool = True,
                             progress: ProgressFn | None = None,
-                            owner: str | None = None) -> PoseInfo:
+                            owner: str | None = None, *, kind: str = "auto",
+                            image_fps: float = 30.0, smooth: float = 0.0,
+                            person: int | None = None, align_mode: str = "per-limb",
+                            align_parts: Sequence[str] | str = ("body", "hands"),
+                            display_name: str | None = None) -> PoseInfo:
         """Driving input (video, pose JSON, folder or zip of pose images) -> the project's poses.
 
-        A video is run through the pose detector (per-frame progress); every ``frame_interval``-th
-        frame is kept and the output fps is source fps / interval. ``start``/``end`` trim in
-        seconds. ``align`` scales the driving poses onto the reference body (spec §5).
+        A real video is run through the pose detector (per-frame progress); a video of drawn
+        poses needs no detector. Every ``frame_interval``-th frame / pose is kept and the output
+        fps is source fps / interval; ``start``/``end`` trim in seconds (videos, JSON, folders and
+        zips alike). ``align`` scales the driving poses onto the reference body (spec §5).
+        ``kind``, ``image_fps``, ``smooth``, ``person``: see ``unianimate.pose.load_driving``;
+        ``align_mode``/``align_parts``: see ``unianimate.pose.align``; ``display_name``: the
+        user's name for the source when ``path`` is a temporary copy (shown instead of it).
         """
         self.store.check_owner(project_id, owner)     # ownership before any heavy work
         from unianimate.pose import load_driving
+        from unianimate.pose.align import MODES, check_parts
+        if align_mode not in MODES:
+            raise InputError(f"alignment mode {align_mode!r} is not one of {', '.join(MODES)}")
+        parts = check_parts(align_parts)
         path = Path(path)
         if not path.exists():
             raise InputError(f"driving input {path.name!r} does not exist; upload it again")
@@ -100,22 +115,26 @@ class PoseIngest:
             report(progress, Progress("poses", step=done, total=total,
                                       message=f"pose extraction {done}/{total or '?'}"))
 
-        needs_detector = is_video(path)
-        detector = self.engines.detector() if needs_detector else None
-        if needs_detector and detector is None:
-            raise InputError("pose extraction from a video needs the DWPose detector, which is "
-                             "not available here; upload a pose sequence (JSON) instead")
-        if needs_detector:      # DWPose may run on the GPU: take a turn in the queue
-            on_wait = (lambda pos: report(progress, Progress(
+        def load(detector: PoseDetector | None) -> DrivingInput:
+            return load_driving(path, detector=detector, frame_interval=int(frame_interval),
+                                start=start, end=end, progress=on_frames, kind=kind,
+                                image_fps=image_fps, smooth=smooth, person=person,
+                                display_name=display_name)
+
+        if not needs_detector(path, kind):
+            driving = load(None)
+        else:
+            detector = self.engines.detector()
+            if detector is None:
+                raise InputError("pose extraction from a video needs the DWPose detector, which "
+                                 "is not available here; upload a pose sequence (JSON) or a "
+                                 "video of drawn poses instead")
+            on_wait = (lambda pos: report(progress, Progress(        # DWPose may use the GPU
                 "queued", queue_position=pos, message=f"waiting for the GPU: {pos} job(s) ahead")))
             with self.store.runtime.gpu.slot(on_wait=on_wait):
-                driving = load_driving(path, detector=detector, frame_interval=int(frame_interval),
-                                       start=start, end=end, progress=on_frames)
-        else:
-            driving = load_driving(path, detector=detector, frame_interval=int(frame_interval),
-                                   start=start, end=end, progress=on_frames)
+                driving = load(detector)
         return self.store_driving(project_id, owner, driving, path, int(frame_interval),
-                                   start, end, align)
+                                  start, end, align, align_mode, parts, display_name)
 
     def set_pose_sequence(self, project_id: str, sequence: Any, align: bool = True,
                           frame_interval: int = 1, owner: str | None = None) -> PoseInfo:
@@ -126,11 +145,13 @@ class PoseIngest:
         driving = DrivingInput(keypoints=sequence, pose_images=None, fps=float(sequence.fps),
                                kind="sequence")
         return self.store_driving(project_id, owner, driving, None, frame_interval, None, None,
-                                   align)
+                                  align)
 
     def store_driving(self, project_id: str, owner: str | None, driving: DrivingInput,
-                       source: Path | None, frame_interval: int, start: float | None,
-                       end: float | None, align: bool) -> PoseInfo:
+                      source: Path | None, frame_interval: int, start: float | None,
+                      end: float | None, align: bool, align_mode: str = "per-limb",
+                      align_parts: Sequence[str] = ("body", "hands"),
+                      display_name: str | None = None) -> PoseInfo:
         """Save keypoints / pose images (+ a copy of a source video with audio) into ``poses/``.
 
         Everything is built in a staging folder and swapped in at the end, so a failure leaves
@@ -152,14 +173,14 @@ class PoseIngest:
             fps = float(driving.fps or 0)
             if not fps > 0:
                 raise InputError("the driving input has no usable frame rate")
-            if driving.kind == "keypoints":
-                frame_interval = 1          # a pose JSON is used as saved (its own fps)
             info = PoseInfo(count=count, fps=fps, images="poses/images",
                             frame_interval=int(frame_interval), start=start, end=end,
                             source_fps=fps * int(frame_interval),
-                            source_name=source.name if source is not None else None,
+                            source_name=display_name or (source.name if source is not None
+                                                         else None),
                             messages=[str(m) for m in driving.messages],
-                            aligned=bool(align))
+                            aligned=bool(align) and align_mode != "none", align_mode=align_mode,
+                            align_parts=list(align_parts))
             staging = folder / f".poses-{uuid.uuid4().hex[:8]}"
             staging.mkdir()
             try:
@@ -191,9 +212,22 @@ class PoseIngest:
     def draw_poses(self, project: Project, staging: Path, fitted: np.ndarray) -> None:
         """In ``staging`` (the future ``poses/``): detect the reference pose, align, draw every
         driving pose at WxH (``images/``) and the reference pose (``reference_pose.png``)."""
+        info = project.poses
+        assert info is not None
+        if ALIGN_SKIPPED in info.drawing_messages:
+            info.aligned = True             # asked for before: try again with this reference
+        loaded = [m for m in info.messages if m not in info.drawing_messages]
+        info.messages = []                  # this drawing's messages (a redraw replaces them)
+        self._draw(project, staging, fitted)
+        info.drawing_messages = list(info.messages)
+        info.messages = loaded + info.messages
+
+    def _draw(self, project: Project, staging: Path, fitted: np.ndarray) -> None:
+        """:meth:`draw_poses` with ``project.poses.messages`` collecting this drawing's notes."""
         from unianimate.imaging import fit_image
-        from unianimate.pose import (align_poses_report, draw_pose, load_pose_sequence,
-                                     save_pose_sequence)
+        from unianimate.pose import (PoseSequence, align_poses_report, draw_pose,
+                                     load_pose_sequence, save_pose_sequence)
+        from unianimate.pose.fit import fit_pose_list
         info = project.poses
         assert info is not None
         w, h = project.width, project.height
@@ -217,12 +251,16 @@ class PoseIngest:
             seq = load_pose_sequence(staging / "driving.json")
             poses = list(seq.poses)
             if info.aligned and ref_pose is not None:
-                poses, rep = align_poses_report(ref_pose, poses, mode="reference")
+                poses, rep = align_poses_report(ref_pose, poses, mode=info.align_mode,
+                                                parts=info.align_parts)
                 info.messages.extend(str(m) for m in getattr(rep, "messages", ()))
             elif info.aligned:
                 info.aligned = False
-                info.messages.append("alignment skipped: no pose of the reference image (no pose "
-                                     "detector here); the driving poses are used as they are")
+                info.messages.append(ALIGN_SKIPPED)
+            if not info.aligned:      # unaligned: placed like the reference's pixels (crop/pad)
+                poses = fit_pose_list(poses, (seq.width, seq.height), (w, h),
+                                      project.reference.fit)
+                seq = PoseSequence(poses, seq.fps, w, h, dict(seq.meta))
             save_pose_sequence(seq.with_poses(poses), staging / "poses.json")
             info.aligned_keypoints = "poses/poses.json"
             for i, pose in enumerate(poses):
@@ -256,6 +294,30 @@ class PoseIngest:
                            count=project.poses.count, fps=project.poses.fps,
                            messages=list(project.poses.messages))
 
+    def smoothing_preview(self, project_id: str, strength: float,
+                          owner: str | None) -> tuple[str, str]:
+        """Before | after drawings of the driving keypoints smoothed at ``strength`` (up to 16
+        poses spread over the sequence), written as ``poses/smoothing_preview.mp4``; returns its
+        path and a message with the jitter before and after."""
+        from unianimate.pose import load_pose_sequence
+        from unianimate.pose.smooth import smoothing_preview
+        from unianimate.video.writer import write_mp4
+        project = self.store.load(project_id, owner)
+        info = project.poses
+        if info is None or info.keypoints is None:
+            raise InputError("the smoothing preview needs keypoints: load a pose JSON or extract "
+                             "the poses of a video first (drawn pose images carry none)")
+        folder = self.store.folder(project_id)
+        seq = load_pose_sequence(folder / info.keypoints)
+        w, h = project.width, project.height
+        prev = smoothing_preview(seq, strength, h, w)
+        step = prev.indices[1] - prev.indices[0] if len(prev.indices) > 1 else 1
+        video = folder / SMOOTHING_PREVIEW
+        with self.store.lock(project_id):
+            write_mp4(np.concatenate([prev.before, prev.after], axis=2), video,
+                      fps=max(1.0, info.fps / step), quality=23)
+        return str(video), prev.message
+
 
 def _write_preview(poses_dir: Path, info: PoseInfo, fitted: np.ndarray) -> None:
     """``preview.mp4`` (the drawn poses, streamed from disk one at a time: a long driving input
@@ -267,6 +329,12 @@ def _write_preview(poses_dir: Path, info: PoseInfo, fitted: np.ndarray) -> None:
     pose0 = read_pngs(images, 0, 1)[0]
     mask = pose0.max(axis=2, keepdims=True) > 0
     save_png(poses_dir / "overlay.png", np.where(mask, pose0, (fitted * 0.6).astype(np.uint8)))
+
+
+def needs_detector(path: Path, kind: str = "auto") -> bool:
+    """Whether loading ``path`` as driving input runs the pose detector: only a real video
+    (a video of drawn poses, pose JSON, folders and zips need none)."""
+    return is_video(path) and driving_needs_detector(path, kind)
 
 
 def _detect(detector: PoseDetector, image: np.ndarray) -> Any:

@@ -44,6 +44,7 @@ from typing import Any
 from pydantic import with_config
 
 from unianimate.errors import InputError, ProjectError
+from unianimate.seeds import candidate_seed
 from unianimate.studio.settings import STRICT, GenerationSettings
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,14 @@ MANIFEST = "manifest.json"
 FIT_MODES = ("crop", "pad", "stretch")
 CANDIDATE_STATUSES = ("running", "done", "interrupted", "failed")
 JOB_STATUSES = ("queued", "running", "done", "cancelled", "interrupted", "failed")
-SEED_DEPTH_STRIDE = 1000
 
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
 def seed_for(base_seed: int, depth: int, candidate_index: int) -> int:
-    """The documented seed of candidate ``candidate_index`` of a segment at ``depth``."""
-    return int(base_seed) + SEED_DEPTH_STRIDE * int(depth) + int(candidate_index)
+    """The documented main-line seed of candidate ``candidate_index`` of a segment at ``depth``
+    (``unianimate.seeds.candidate_seed``; sibling segments add a branch offset)."""
+    return candidate_seed(int(base_seed), int(depth), int(candidate_index), main_line=True)
 
 
 def next_segment_range(prev_end: int, frames_per_segment: int, pose_count: int) -> tuple[int, int] | None:
@@ -174,6 +175,11 @@ class PoseInfo:
     audio: bool = False                   # source video has an audio stream
     audio_start: float = 0.0              # seconds into the source video where pose 0 sits
     messages: list[str] = field(default_factory=list)
+    # issue 11: how the keypoints are aligned (unianimate.pose.align); defaults = before
+    align_mode: str = "per-limb"
+    align_parts: list[str] = field(default_factory=lambda: ["body", "hands"])
+    # the part of ``messages`` the last drawing added (replaced, not appended, on a redraw)
+    drawing_messages: list[str] = field(default_factory=list)
 
 
 @with_config(STRICT)

@@ -191,17 +191,24 @@ class Studio:
                             frame_interval: int = 2, start: float | None = None,
                             end: float | None = None, align: bool = True,
                             progress: ProgressFn | None = None,
-                            owner: str | None = None) -> PoseInfo:
+                            owner: str | None = None, **options: Any) -> PoseInfo:
         """Driving input (video, pose JSON, folder or zip of pose images) -> the project's poses
-        (see :meth:`PoseIngest.set_poses_from_file`)."""
+        (see :meth:`PoseIngest.set_poses_from_file` for ``options``: kind, image_fps, smooth,
+        person, align_mode, align_parts, display_name)."""
         return self.poses.set_poses_from_file(project_id, path, frame_interval, start, end,
-                                              align, progress, self._owner(owner))
+                                              align, progress, self._owner(owner), **options)
 
     def set_pose_sequence(self, project_id: str, sequence: Any, align: bool = True,
                           frame_interval: int = 1, owner: str | None = None) -> PoseInfo:
         """Use an in-memory PoseSequence as the driving poses (fps taken from the sequence)."""
         return self.poses.set_pose_sequence(project_id, sequence, align, frame_interval,
                                             self._owner(owner))
+
+    def smoothing_preview(self, project_id: str, strength: float,
+                          owner: str | None = None) -> tuple[str, str]:
+        """A before | after video of the keypoints smoothed at ``strength`` and a message
+        (see :meth:`PoseIngest.smoothing_preview`)."""
+        return self.poses.smoothing_preview(project_id, strength, self._owner(owner))
 
     def pose_preview(self, project_id: str, owner: str | None = None) -> PosePreview:
         """The skeleton video of the poses and pose 0 drawn over the reference."""

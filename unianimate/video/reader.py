@@ -189,6 +189,53 @@ def _check_trim(start: float | None, end: float | None) -> tuple[float, float]:
     return s, e
 
 
+def sample_indices(count: int, fps: float, frame_interval: int = 1, start: float | None = None,
+                   end: float | None = None) -> list[int]:
+    """Indices of the items of a constant-rate sequence (``count`` items at ``fps``: pose JSON
+    frames, a folder of pose images) that :meth:`VideoReader.frames` would give for a video of
+    those frames: grid times ``start + k * interval / fps``, each taking the item at
+    ``round(t * fps)``; ``end`` exclusive. InputError when the trim keeps nothing."""
+    check_frame_interval(frame_interval)
+    s, e = _check_trim(start, end)
+    if not (fps > 0 and math.isfinite(fps)):
+        raise InputError(f"fps must be a positive number, got {fps!r}")
+    out: list[int] = []
+    k = 0
+    while True:
+        t = s + k * frame_interval / fps
+        i = int(math.floor(t * fps + 0.5 + 1e-9))
+        if t >= e or i >= count:
+            break
+        out.append(i)
+        k += 1
+    if not out and count > 0:
+        raise InputError(f"no frames between {s:g} s and {e:g} s; the sequence is {count / fps:.2f} s "
+                         f"long ({count} frames at {fps:.3g} fps)")
+    return out
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, 21st, ..."""
+    n = int(n)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def describe_sampling(kept: int, total: int | None, what: str, frame_interval: int,
+                      start: float | None, end: float | None, fps_out: float) -> str:
+    """One line saying what sampling kept, e.g. ``kept 20 of 40 poses (every 2nd, from 1 s to
+    3 s) -> 4 fps``; ``total`` None when unknown (a decoded video)."""
+    how = []
+    if frame_interval > 1:
+        how.append(f"every {ordinal(frame_interval)}")
+    if start or end is not None:
+        span = f"from {float(start or 0):g} s"
+        how.append(span + (f" to {float(end):g} s" if end is not None else " to the end"))
+    of = f" of {total}" if total is not None else ""
+    detail = f" ({', '.join(how)})" if how else ""
+    return f"kept {kept}{of} {what}{detail} -> {fps_out:.3g} fps"
+
+
 @dataclass
 class VideoReader:
     """Reads frames of one video; ``warnings`` collects problems met while decoding."""

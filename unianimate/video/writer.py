@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -86,12 +87,13 @@ def start_child(cmd: list[str], **kwargs: Any) -> subprocess.Popen:
 
 
 def temp_beside(path: Path, suffix: str) -> str:
-    """A new empty temp file beside ``path``, named so a sweep can tell whether its writer
-    (this process) still runs: ``.<stem>.<pid>.<random><suffix>``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.{os.getpid()}.",
-                               suffix=suffix)
-    os.close(fd)
-    return tmp
+    """A new empty temp file beside ``path`` for writing before the atomic rename, named so a
+    sweep can tell whether its writer (this process) still runs: ``.<stem>.<pid>.<random><suffix>``.
+    Created with mode 0666 minus the umask (0644 usually), not the 0600 of ``mkstemp``: exports
+    are meant to be shared."""
+    tmp = path.parent / f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:12]}{suffix}"
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    return str(tmp)
 
 
 def ffmpeg_exe() -> str:

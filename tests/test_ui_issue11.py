@@ -1,0 +1,244 @@
+"""Issue 11 in the UI handlers: drawn-pose videos without a detector (both tabs), trim and
+interval for pose JSON, the pose options, pose messages (names, escaping, no piling up),
+sibling segments' seeds, honest progress text, ASCII marks, one-line user-error logs, the
+reopened project, the status line's place, the measures' help, the candidate to choose after a
+re-roll, the tiny model's examples."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+gr = pytest.importorskip("gradio")
+
+from ui.handlers import VIEW_FIELDS, StudioHandlers  # noqa: E402
+from ui.runtime import ModelManager, build_studio  # noqa: E402
+from unianimate.pose import draw_pose, load_pose_sequence  # noqa: E402
+from unianimate.pose.synthetic import person_frames, synthetic_pose, write_video  # noqa: E402
+from unianimate.seeds import branch_path, candidate_seed  # noqa: E402
+from unianimate.studio.project import PoseInfo  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+REF = str(ASSETS / "example_reference.png")
+DANCE = str(ASSETS / "example_dance.json")
+ALICE = "a" * 32
+
+
+@pytest.fixture()
+def ui(tmp_path: Path) -> StudioHandlers:
+    models = ModelManager("tiny")            # no DWPose files anywhere: no detector
+    return StudioHandlers(build_studio(tmp_path / "projects", models), models)
+
+
+def _project(ui: StudioHandlers) -> str:
+    pid, _, _ = ui.create_project(ALICE, REF, "custom", 64, 64, "crop", "t")
+    return pid
+
+
+def _error(fn, *args, **kwargs) -> str:
+    with pytest.raises(gr.Error) as info:
+        fn(*args, **kwargs)
+    return str(info.value.message)
+
+
+def _drawn_video(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    frames = [draw_pose(synthetic_pose(rng, jitter=0.01), 192, 128) for _ in range(8)]
+    return write_video(tmp_path / "drawn.mp4", frames, fps=8)
+
+
+def test_drawn_pose_video_in_the_pose_tab_and_the_video_tab_needs_no_detector(
+        ui: StudioHandlers, tmp_path: Path) -> None:
+    video = _drawn_video(tmp_path)
+    pid = _project(ui)
+    msg, data = ui.load_pose_file(ALICE, pid, [str(video)], 0, 0, 1, True)
+    assert data["poses"] == 8 and "`drawn.mp4`" in msg
+    msg, data = ui.extract_poses(ALICE, pid, str(video), 0, 0, 2, True, "auto")
+    assert data["poses"] == 4 and "frame interval 2" in msg
+    real = write_video(tmp_path / "real.mp4", person_frames(4, 64, 96), fps=8)
+    assert "Driving video tab" in _error(ui.load_pose_file, ALICE, pid, [str(real)], 0, 0, 1, True)
+
+
+def test_json_trim_and_interval_in_the_pose_tab(ui: StudioHandlers) -> None:
+    pid = _project(ui)
+    msg, data = ui.load_pose_file(ALICE, pid, [DANCE], 0, 0, 2, True)
+    fps = load_pose_sequence(DANCE).fps
+    assert data["poses"] == 20 and "frame interval 2" in msg and f"{fps / 2:g} fps" in msg
+    msg, data = ui.load_pose_file(ALICE, pid, [DANCE], 1, 0, 1, True)
+    assert data["poses"] == 40 - round(fps)
+
+
+def test_pose_options_are_checked_and_passed(ui: StudioHandlers, tmp_path: Path) -> None:
+    pid = _project(ui)
+    assert "driving kind" in _error(ui.load_pose_file, ALICE, pid, [DANCE], 0, 0, 1, True, "x")
+    assert "smoothing strength" in _error(ui.load_pose_file, ALICE, pid, [DANCE], 0, 0, 1, True,
+                                          "auto", 2)
+    assert "alignment mode" in _error(ui.load_pose_file, ALICE, pid, [DANCE], 0, 0, 1, True,
+                                      "auto", 0, "sideways")
+    assert "frame rate of pose images" in _error(ui.load_pose_file, ALICE, pid, [DANCE], 0, 0, 1,
+                                                 True, "auto", 0, "per-limb", ["body"], 0)
+    ui.load_pose_file(ALICE, pid, [DANCE], 0, 0, 1, True, "auto", 0.5, "scale", ["body"], 12)
+    poses = ui.studio.page(pid, owner=ui.owner_of(ALICE)).project.poses
+    assert poses.align_mode == "scale" and poses.align_parts == ["body"]
+    assert any("smooth" in m.lower() for m in poses.messages)
+
+
+def test_pose_messages_name_the_upload_escape_markup_and_do_not_pile_up(
+        ui: StudioHandlers, tmp_path: Path) -> None:
+    from PIL import Image
+    seq = load_pose_sequence(DANCE)
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"pose_{i}.png")
+        Image.fromarray(draw_pose(seq[i], 96, 64)).save(files[-1])
+    pid = _project(ui)
+    msg, _ = ui.load_pose_file(ALICE, pid, [str(f) for f in files], 0, 0, 1, False)
+    assert "3 images (pose_0.png ... pose_2.png)" in msg and "unianimate-poses" not in msg
+    ui.load_pose_file(ALICE, pid, [DANCE], 0, 0, 1, True)
+    owner = ui.owner_of(ALICE)
+    before = list(ui.studio.page(pid, owner=owner).project.poses.messages)
+    for size in (128, 64):                   # the poses are redrawn for each new size
+        ui.set_reference(ALICE, pid, None, "custom", size, size, "crop")
+    assert ui.studio.page(pid, owner=owner).project.poses.messages == before
+    info = PoseInfo(count=1, fps=8.0, images="poses/images",
+                    messages=["put the files in <weights folder>"])
+    assert "&lt;weights folder&gt;" in StudioHandlers._pose_message(info)
+
+
+def _project_with_poses(ui: StudioHandlers) -> str:
+    pid = _project(ui)
+    ui.load_pose_file(ALICE, pid, [DANCE], 0, 0, 1, True)
+    return pid
+
+
+class _RecordingProgress(gr.Progress):
+    """Gradio's progress object, recording the descriptions the handler reports."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.descs: list[str] = []
+
+    def __call__(self, progress, desc=None, total=None, unit="steps", _tqdm=None):  # noqa: ANN001
+        self.descs.append(str(desc))
+        return super().__call__(progress, desc=desc, total=total, unit=unit, _tqdm=_tqdm)
+
+
+def test_sibling_segments_get_their_own_seeds_and_the_progress_text_is_honest(
+        ui: StudioHandlers) -> None:
+    pid = _project_with_poses(ui)
+    progress = _RecordingProgress()
+    seg, _, cands = ui.generate_candidates(ALICE, pid, None, 3, 2, 2.5, 949, 5, 2,
+                                           progress=progress)
+    assert [c["seed"] for c in cands] == [5, 6]
+    # nothing else was queued: no "queued"/"waiting" text; the model build and saving are said
+    assert not any("queued" in d.lower() or "waiting" in d.lower() for d in progress.descs)
+    assert any("model" in d.lower() for d in progress.descs), progress.descs
+    assert any("saving" in d.lower() for d in progress.descs), progress.descs
+    ui.choose(ALICE, pid, seg, "c0")
+    s1, _, _ = ui.continue_segment(ALICE, pid)
+    _, _, first = ui.reroll(ALICE, pid, s1, 1)
+    assert [c["seed"] for c in first] == [1005]               # the main line keeps its seeds
+    ui.choose(ALICE, pid, seg, "c1")
+    s2, _, _ = ui.continue_segment(ALICE, pid)
+    _, _, sibling = ui.reroll(ALICE, pid, s2, 1)
+    want = candidate_seed(5, 1, 0, branch_path([("s0", None), ("s2", "c1")]), main_line=False)
+    assert s2 == "s2" and [c["seed"] for c in sibling] == [want] and want != 1005
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, "s0")))
+    texts = [view["timeline_md"], *(v["value"] for k, v in view.items()
+                                    if k.endswith("_info") and isinstance(v, dict))]
+    assert any("[chosen]" in t for t in texts) and all(t.isascii() or "·" in t for t in texts)
+    assert not any(ch in "".join(texts) for ch in "✅⑂→")
+    assert any(row[-1] == "yes" for row in view["measures"])
+
+
+def test_expected_user_errors_are_one_log_line_without_traceback(
+        ui: StudioHandlers, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with pytest.raises(gr.Error):
+        ui.choose(ALICE, "0123456789ab", "s0", "c0")
+    refused = [r for r in caplog.records if "refused" in r.getMessage()
+               and r.levelno >= logging.INFO]
+    assert len(refused) == 1 and refused[0].levelno == logging.INFO
+    assert refused[0].exc_info is None and "\n" not in refused[0].getMessage()
+    assert "0123456789ab" not in refused[0].getMessage()          # no project id at INFO
+
+
+def test_a_reload_reopens_the_last_project_of_its_owner_only(ui: StudioHandlers) -> None:
+    pid = _project_with_poses(ui)
+    assert ui.remember_project(pid) == pid and ui.remember_project("") is None
+    assert ui.reopen_last(ALICE, pid)["value"] == pid
+    assert "value" not in ui.reopen_last("b" * 32, pid)          # another owner: nothing
+    assert "value" not in ui.reopen_last(ALICE, None)
+
+
+def test_the_status_line_sits_beside_the_action_buttons_above_the_results(tmp_path: Path) -> None:
+    from ui.blocks import build_ui
+    models = ModelManager("tiny")
+    demo = build_ui(build_studio(tmp_path / "projects", models), models)
+    order = [c["props"].get("elem_id") for c in demo.config["components"]]
+    assert order.index("generate") < order.index("status") < order.index("slot0-video")
+
+
+def test_every_measures_column_is_explained_in_the_ui(tmp_path: Path) -> None:
+    from ui.blocks import build_ui
+    from ui.handlers import MEASURE_HEADERS, measures_help
+    models = ModelManager("tiny")
+    demo = build_ui(build_studio(tmp_path / "projects", models), models)
+    shown = " ".join(str(c["props"].get("value")) for c in demo.config["components"]
+                     if c.get("type") == "markdown")
+    assert measures_help() in shown
+    assert all(f"**{name}**" in measures_help() for name in MEASURE_HEADERS)
+
+
+def test_candidate_to_choose_follows_a_re_roll(ui: StudioHandlers) -> None:
+    pid = _project_with_poses(ui)
+    seg, _, _ = ui.generate_candidates(ALICE, pid, None, 3, 2, 2.5, 949, 0, 2)
+    ui.choose(ALICE, pid, seg, "c1")
+    assert dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))["candidate"]["value"] == "c1"
+    ui.reroll(ALICE, pid, seg, 2)
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))
+    assert view["candidate"]["value"] == "c2"                 # the re-roll's first take
+    assert [c for _, c in view["candidate"]["choices"]] == ["c0", "c1", "c2", "c3"]
+    ui.choose(ALICE, pid, seg, "c3")
+    assert dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))["candidate"]["value"] == "c3"
+
+
+def test_tiny_model_examples_are_small_and_say_how_long_they_take() -> None:
+    from ui.blocks import TINY_EXAMPLE_NOTE, _examples
+    rows = _examples(ModelManager("tiny"))
+    assert rows and all(w * h <= 256 * 384 for *_, w, h, _fit in rows)
+    assert "40 s" in TINY_EXAMPLE_NOTE and "noise" in TINY_EXAMPLE_NOTE
+
+
+def test_smoothing_preview_shows_before_and_after(ui: StudioHandlers) -> None:
+    from unianimate.video.writer import probe_media
+    pid = _project_with_poses(ui)
+    video, msg = ui.preview_smoothing(ALICE, pid, 0.5)
+    info = probe_media(video)
+    assert info.frames >= 8 and (info.width, info.height) == (128, 64)   # two 64x64 side by side
+    assert "jitter" in msg.lower()
+    assert "smoothing strength" in _error(ui.preview_smoothing, ALICE, pid, 3)
+    other = _project(ui)
+    assert "keypoints" in _error(ui.preview_smoothing, ALICE, other, 0.5)
+
+
+def test_first_screen_model_status_is_one_short_line_with_details_in_an_expander(
+        tmp_path: Path) -> None:
+    from ui.blocks import build_ui
+    models = ModelManager("tiny")
+    demo = build_ui(build_studio(tmp_path / "projects", models), models)
+    comps = {c["props"].get("elem_id"): c for c in demo.config["components"]}
+    line = StudioHandlers(build_studio(tmp_path / "p1", models), models).model_line()
+    assert "tiny" in line and "\n" not in line and len(line) < 120
+    details = comps["model-details"]
+    assert details["type"] == "accordion" and not details["props"]["open"]
+    order = [c["props"].get("elem_id") for c in demo.config["components"]]
+    assert order.index("model-line") < order.index("model-details") < order.index("model-status")
+    real = ModelManager(str(tmp_path / "no_weights"))          # a folder without the weights
+    ui = StudioHandlers(build_studio(tmp_path / "p2", real), real)
+    assert ui.weights_missing() and "not on this machine" in ui.model_line()
+    assert len(ui.model_line()) < 160
