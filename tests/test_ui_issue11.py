@@ -242,3 +242,20 @@ def test_first_screen_model_status_is_one_short_line_with_details_in_an_expander
     ui = StudioHandlers(build_studio(tmp_path / "p2", real), real)
     assert ui.weights_missing() and "not on this machine" in ui.model_line()
     assert len(ui.model_line()) < 160
+
+
+def test_sampler_goes_through_the_settings_handler_and_a_bad_one_is_named(
+        ui: StudioHandlers) -> None:
+    """Issue 12's sampler in the UI: stored by the same handler as the steps (as an optional
+    trailing API parameter), shown by the view; a bad value names the field and the choices."""
+    pid = _project_with_poses(ui)
+    seg, _, cands = ui.generate_candidates(ALICE, pid, None, 3, 2, 2.5, 949, 0, 1, "unipc")
+    assert cands and cands[0]["status"] == "done"
+    assert dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))["sampler"] == "unipc"
+    # an older API call without the sampler keeps the project's sampler
+    ui.generate_candidates(ALICE, pid, seg, 3, 2, 2.5, 949, 0, 1)
+    assert dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))["sampler"] == "unipc"
+    message = _error(ui.generate_candidates, ALICE, pid, seg, 3, 2, 2.5, 949, 0, 1, "euler")
+    assert "sampler" in message and "'euler'" in message
+    assert all(name in message for name in ("ddim", "dpmpp_2m", "unipc"))
+    assert dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))["sampler"] == "unipc"

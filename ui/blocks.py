@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 #: measured on the loaded 2-core development machine (other jobs running): 8 frames x 4 steps,
 #: 2 candidates took 80 s at 128x192 (with the first model build) and 88 s at 256x384
+#: the sampler dropdown's one line (the measured quality per step count: docs/SAMPLERS.md)
+SAMPLER_INFO = "dpmpp_2m/unipc at 10 steps ≈ DDIM at 20 (docs/SAMPLERS.md)"
 TINY_EXAMPLE_NOTE = ("Tiny model on a CPU: a candidate of the small example (8 frames, 4 steps) "
                      "takes about 40 s on 2 busy CPU cores, more on the first run (the model is "
                      "built then). Its output is noise: it only shows the studio at work.")
@@ -245,6 +247,9 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                    label="Frames per segment", elem_id="frames")
             steps = CheckedSlider(**_setting("steps"), step=1, label="Denoising steps",
                                   elem_id="steps")
+            sampler = gr.Dropdown(choices=list(GenerationSettings.sampler_choices()),
+                                  value=GenerationSettings().sampler, label="Sampler",
+                                  info=SAMPLER_INFO, elem_id="sampler")
             guidance = CheckedSlider(**_setting("guidance"), step=0.1, label="Guidance")
         with gr.Row():
             noise_prior = CheckedSlider(**_setting("noise_prior_t"), step=1,
@@ -320,7 +325,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
             "project": project, "reference_preview": ref_preview, "pose_video": pose_video,
             "pose_overlay": pose_overlay, "pose_info": pose_info, "frames_per_segment": frames,
             "steps": steps, "guidance": guidance, "noise_prior": noise_prior,
-            "base_seed": base_seed, "candidates": n_cands, "segment": segment,
+            "base_seed": base_seed, "candidates": n_cands, "sampler": sampler,
+            "segment": segment,
             "measures": measures, "candidate": candidate, "timeline_md": timeline_md,
             "path_gallery": path_gallery, "project_json": project_json,
             **{f"slot{i}_video": v for i, v in enumerate(slot_videos)},
@@ -368,7 +374,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
 
         smooth_btn.click(h.preview_smoothing, [owner, project, smooth], [smooth_video, status],
                          api_visibility="private")
-        settings_in = [frames, steps, guidance, noise_prior, base_seed, n_cands]
+        settings_in = [frames, steps, guidance, noise_prior, base_seed, n_cands, sampler]
         gen_evt = gen_btn.click(h.generate_candidates, [owner, project, segment, *settings_in],
                                 [segment, status, project_json], api_name="generate_candidates",
                                 show_progress_on=[slot_videos[0], status], **gpu_kw)

@@ -95,11 +95,21 @@ def check_number(field: str, value: Any) -> int | float:
     return int(x) if whole else x
 
 
+def check_sampler(value: Any) -> str:
+    """``value`` as a sampler name (``GenerationSettings.sampler_choices``); InputError naming
+    the field and the allowed values otherwise."""
+    choices = GenerationSettings.sampler_choices()
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"sampler must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
 VIEW_FIELDS: tuple[str, ...] = (
     "project", "reference_preview", "pose_video", "pose_overlay", "pose_info",
     "frames_per_segment", "steps", "guidance", "noise_prior", "base_seed", "candidates",
     "segment", *[f"slot{i}_video" for i in range(SLOTS)], *[f"slot{i}_info" for i in range(SLOTS)],
     "measures", "candidate", "timeline_md", "path_gallery", "project_json",
+    "sampler",     # last: added after the API's first release (positions of the others kept)
 )
 #: the measures table's columns and what each means (shown under the table; from
 #: ``unianimate.studio.measures``). Lower seam, stability, drift and score are better.
@@ -455,15 +465,17 @@ class StudioHandlers:
     def generate_candidates(self, token: str | None, project_id: str | None,
                             segment_id: str | None, frames_per_segment: float, steps: float,
                             guidance: float, noise_prior: float, base_seed: float,
-                            candidates: float, request: gr.Request | None = None,
+                            candidates: float, sampler: str | None = None,
+                            request: gr.Request | None = None,
                             progress: gr.Progress = gr.Progress(track_tqdm=True)
                             ) -> tuple[str | None, str, list[dict[str, Any]]]:
         """Apply the settings, then generate candidates of a segment (default: the active one;
-        the first segment when there is none) and show them side by side."""
+        the first segment when there is none) and show them side by side. ``sampler`` is
+        optional (older API calls leave it out: the project's sampler is kept)."""
         owner = self.owner_of(token, request)
         pid = self._pid(project_id, owner)
         self.studio.set_settings(pid, owner=owner, **self._settings(
-            frames_per_segment, steps, guidance, noise_prior, base_seed, candidates))
+            frames_per_segment, steps, guidance, noise_prior, base_seed, candidates, sampler))
         seg = self._segment_or_active(pid, segment_id, owner)
         return self._generate(pid, seg, None, owner, progress)
 
@@ -641,7 +653,7 @@ class StudioHandlers:
         st = project.settings
         out.update(frames_per_segment=st.frames_per_segment, steps=st.steps, guidance=st.guidance,
                    noise_prior=st.noise_prior_t, base_seed=st.base_seed,
-                   candidates=min(st.candidates, SLOTS))
+                   candidates=min(st.candidates, SLOTS), sampler=st.sampler)
         out["segment"] = gr.update(choices=self._segment_choices(tl), value=seg)
         view = next((s for s in tl.tree if s.id == seg), None)
         cands = list(view.candidates) if view else []
@@ -686,7 +698,7 @@ class StudioHandlers:
                                "measures": [], "candidate": gr.update(choices=[], value=None),
                                "timeline_md": "", "path_gallery": [], "project_json": {}}
         for name in ("frames_per_segment", "steps", "guidance", "noise_prior", "base_seed",
-                     "candidates"):
+                     "candidates", "sampler"):
             out[name] = gr.update()
         for i in range(SLOTS):
             out[f"slot{i}_video"] = gr.update(value=None, visible=i == 0)
@@ -769,13 +781,16 @@ class StudioHandlers:
         return int(check_number("candidates", value))
 
     def _settings(self, frames: Any, steps: Any, guidance: Any, noise: Any, seed: Any,
-                  candidates: Any) -> dict[str, Any]:
-        return {"frames_per_segment": check_number("frames_per_segment", frames),
-                "steps": check_number("steps", steps),
-                "guidance": check_number("guidance", guidance),
-                "noise_prior_t": check_number("noise_prior_t", noise),
-                "base_seed": check_number("base_seed", seed),
-                "candidates": check_number("candidates", candidates)}
+                  candidates: Any, sampler: Any = None) -> dict[str, Any]:
+        out = {"frames_per_segment": check_number("frames_per_segment", frames),
+               "steps": check_number("steps", steps),
+               "guidance": check_number("guidance", guidance),
+               "noise_prior_t": check_number("noise_prior_t", noise),
+               "base_seed": check_number("base_seed", seed),
+               "candidates": check_number("candidates", candidates)}
+        if sampler is not None and sampler != "":
+            out["sampler"] = check_sampler(sampler)
+        return out
 
     @staticmethod
     def _progress_fn(progress: gr.Progress) -> Callable[[Any], None]:

@@ -64,18 +64,24 @@ class GenerationSettings:
     sampler: str = "ddim"
 
     @staticmethod
+    def sampler_choices() -> tuple[str, ...]:
+        """The allowed ``sampler`` values (``unianimate.sampling.SAMPLERS``), DDIM first."""
+        from unianimate.sampling import SAMPLERS   # lazy: the studio imports no torch for this
+        return tuple(SAMPLERS)
+
+    @staticmethod
     def limit(name: str) -> Limit:
         """The range of setting ``name`` (KeyError for a field without one)."""
         return _LIMITS[name]
 
     def validated(self) -> "GenerationSettings":
         """Return self after range checks; raises ProjectError naming the bad value."""
-        from unianimate.sampling import SAMPLERS   # lazy: the studio imports no torch for this
+        samplers = self.sampler_choices()
         problems = [f"{name}={getattr(self, name)} (use {lim.span()})"
                     for name, lim in _LIMITS.items()
                     if not lim.lo <= getattr(self, name) <= lim.hi]
-        if self.sampler not in SAMPLERS:
-            problems.append(f"sampler={self.sampler!r} (use one of {', '.join(SAMPLERS)})")
+        if self.sampler not in samplers:
+            problems.append(f"sampler={self.sampler!r} (use one of {', '.join(samplers)})")
         if problems:
             raise ProjectError("invalid generation settings: " + "; ".join(problems))
         return self
