@@ -212,6 +212,7 @@ def test_tiny_model_examples_are_small_and_say_how_long_they_take() -> None:
     rows = _examples(ModelManager("tiny"))
     assert rows and all(w * h <= 256 * 384 for *_, w, h, _fit in rows)
     assert "40 s" in TINY_EXAMPLE_NOTE and "noise" in TINY_EXAMPLE_NOTE
+    assert "1 s at 128x192" in TINY_EXAMPLE_NOTE      # measured on idle cores (ui.blocks)
 
 
 def test_smoothing_preview_shows_before_and_after(ui: StudioHandlers) -> None:

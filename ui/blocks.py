@@ -23,13 +23,16 @@ from unianimate.studio import GenerationSettings
 log = logging.getLogger(__name__)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-#: measured on the loaded 2-core development machine (other jobs running): 8 frames x 4 steps,
-#: 2 candidates took 80 s at 128x192 (with the first model build) and 88 s at 256x384
+#: measured through the launched app (gradio_client, script: /work/notes/last_prof_app.py), 8 frames x
+#: 4 steps: about 1.2 s per candidate at 128x192 and 3.2 s at 256x384 on the 2 idle CPU cores of the
+#: development machine; 40 s per candidate while it ran five other jobs and a training process
+#: (CPU contention, not per-candidate overhead: UNet steps ~60 %, VAE decode ~17 %, saving ~15 %)
+TINY_EXAMPLE_NOTE = ("Tiny model on a CPU: a candidate of the small example (8 frames, 4 steps) "
+                     "takes about 1 s at 128x192 and 3 s at 256x384 on 2 idle CPU cores, up to "
+                     "40 s when other jobs keep the cores busy, more on the first run (the model "
+                     "is built then). Its output is noise: it only shows the studio at work.")
 #: the sampler dropdown's one line (the measured quality per step count: docs/SAMPLERS.md)
 SAMPLER_INFO = "dpmpp_2m/unipc at 10 steps ≈ DDIM at 20 (docs/SAMPLERS.md)"
-TINY_EXAMPLE_NOTE = ("Tiny model on a CPU: a candidate of the small example (8 frames, 4 steps) "
-                     "takes about 40 s on 2 busy CPU cores, more on the first run (the model is "
-                     "built then). Its output is noise: it only shows the studio at work.")
 GPU_ID = "gpu"          # every handler that runs the model shares this concurrency id (limit 1)
 
 CSS = """
