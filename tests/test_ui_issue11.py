@@ -260,3 +260,30 @@ def test_sampler_goes_through_the_settings_handler_and_a_bad_one_is_named(
     assert "sampler" in message and "'euler'" in message
     assert all(name in message for name in ("ddim", "dpmpp_2m", "unipc"))
     assert dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))["sampler"] == "unipc"
+
+
+def test_candidate_grid_pages_through_all_candidates_and_marks_the_chosen_one(
+        ui: StudioHandlers) -> None:
+    """Issue 11 item 8: every candidate of a segment can be seen, SLOTS per page."""
+    pid = _project_with_poses(ui)
+    seg, _, _ = ui.generate_candidates(ALICE, pid, None, 3, 2, 2.5, 949, 0, 4)
+    ui.reroll(ALICE, pid, seg, 2)                            # 6 candidates: c0..c5
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))
+    assert view["cand_page"] == 1                            # the newest candidates first
+    assert view["cand_pager"].startswith("Candidates c4-c5 of 6 · page 2/2")
+    assert [view[f"slot{i}_video"]["visible"] for i in range(4)] == [True, True, False, False]
+    assert view["slot0_video"]["label"].startswith("c4 ")
+    back = dict(zip(VIEW_FIELDS, ui.prev_page(ALICE, pid, seg, view["cand_page"])))
+    assert back["cand_page"] == 0 and back["cand_pager"].startswith("Candidates c0-c3 of 6")
+    assert [back[f"slot{i}_video"]["label"].split(" ")[0] for i in range(4)] == [
+        "c0", "c1", "c2", "c3"]
+    assert dict(zip(VIEW_FIELDS, ui.prev_page(ALICE, pid, seg, 0)))["cand_page"] == 0
+    ui.choose(ALICE, pid, seg, "c1")
+    first = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg, 0)))
+    assert first["slot1_video"]["label"].endswith("[chosen]")
+    assert "[chosen]" in first["slot1_info"]["value"]
+    assert not any("[chosen]" in first[f"slot{i}_video"]["label"] for i in (0, 2, 3))
+    assert first["cand_pager"].endswith("chosen: **c1**")
+    last = dict(zip(VIEW_FIELDS, ui.next_page(ALICE, pid, seg, 1)))
+    assert last["cand_page"] == 1                            # stays on the last page
+    assert len(last["measures"]) == 6                        # the table lists all of them

@@ -283,6 +283,11 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                                   label=f"candidate {i} info",
                                                   elem_id=f"slot{i}-info",
                                                   elem_classes=["cand-info"]))
+        with gr.Row(equal_height=True, elem_id="cand-pager-row"):
+            prev_btn = gr.Button("◀ Previous", size="sm", scale=0, elem_id="cand-prev")
+            cand_pager = gr.Markdown("", elem_id="cand-pager")
+            next_btn = gr.Button("Next ▶", size="sm", scale=0, elem_id="cand-next")
+        cand_page = gr.State(None)       # the grid's page; None: the newest candidates
         measures = gr.Dataframe(headers=MEASURE_HEADERS, value=[], interactive=False,
                                 label="Measures (lower seam, stability, drift and score are "
                                       "better)", elem_id="measures")
@@ -329,6 +334,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
             "pose_overlay": pose_overlay, "pose_info": pose_info, "frames_per_segment": frames,
             "steps": steps, "guidance": guidance, "noise_prior": noise_prior,
             "base_seed": base_seed, "candidates": n_cands, "sampler": sampler,
+            "cand_page": cand_page, "cand_pager": cand_pager,
             "segment": segment,
             "measures": measures, "candidate": candidate, "timeline_md": timeline_md,
             "path_gallery": path_gallery, "project_json": project_json,
@@ -354,6 +360,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         project.input(h.view, view_in, view_out, api_name="open_project")
         resolution.change(preset_size, [resolution, width, height], [width, height], **quiet)
         segment.input(h.view, view_in, view_out, **quiet)
+        prev_btn.click(h.prev_page, [*view_in, cand_page], view_out, **quiet)
+        next_btn.click(h.next_page, [*view_in, cand_page], view_out, **quiet)
 
         pose_opts = [kind, smooth, align_mode, align_parts, image_fps, person]
         create_btn.click(

@@ -104,12 +104,35 @@ def check_sampler(value: Any) -> str:
     return value
 
 
+def candidate_page(cands: list[Any], page: Any) -> tuple[int, list[Any]]:
+    """The page number actually shown (clamped; None: the last page) and its candidates
+    (``SLOTS`` per page, oldest first)."""
+    last = max(0, (len(cands) - 1) // SLOTS)
+    try:
+        number = last if page is None or page == "" else min(max(0, int(page)), last)
+    except (TypeError, ValueError):
+        number = last
+    return number, cands[number * SLOTS:(number + 1) * SLOTS]
+
+
+def pager_text(cands: list[Any], number: int) -> str:
+    """The grid's position line: which candidates are shown, of how many, and the chosen one."""
+    if not cands:
+        return ""
+    pages = (len(cands) - 1) // SLOTS + 1
+    first, last = number * SLOTS, min(len(cands), (number + 1) * SLOTS) - 1
+    chosen = next((c.id for c in cands if c.chosen), None)
+    return (f"Candidates {cands[first].id}-{cands[last].id} of {len(cands)} · page "
+            f"{number + 1}/{pages}" + (f" · chosen: **{chosen}**" if chosen else ""))
+
+
 VIEW_FIELDS: tuple[str, ...] = (
     "project", "reference_preview", "pose_video", "pose_overlay", "pose_info",
     "frames_per_segment", "steps", "guidance", "noise_prior", "base_seed", "candidates",
     "segment", *[f"slot{i}_video" for i in range(SLOTS)], *[f"slot{i}_info" for i in range(SLOTS)],
     "measures", "candidate", "timeline_md", "path_gallery", "project_json",
     "sampler",     # last: added after the API's first release (positions of the others kept)
+    "cand_page", "cand_pager",   # the candidate grid's page (0-based) and its "c4-c7 of 10" line
 )
 #: the measures table's columns and what each means (shown under the table; from
 #: ``unianimate.studio.measures``). Lower seam, stability, drift and score are better.
@@ -628,8 +651,10 @@ class StudioHandlers:
     # ---- the whole view ----------------------------------------------------------------
     @user_errors
     def view(self, token: str | None, project_id: str | None, segment_id: str | None = None,
-             request: gr.Request | None = None) -> tuple[Any, ...]:
-        """Everything the page shows of a project (order: :data:`VIEW_FIELDS`)."""
+             grid_page: Any = None, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """Everything the page shows of a project (order: :data:`VIEW_FIELDS`). The candidate
+        grid shows ``SLOTS`` candidates of the segment per ``grid_page`` (0-based; None or past the
+        end: the last page, where the newest candidates are)."""
         owner = self.owner_of(token, request)
         out: dict[str, Any] = {name: None for name in VIEW_FIELDS}
         choices = self._project_choices(owner)
@@ -657,14 +682,17 @@ class StudioHandlers:
         out["segment"] = gr.update(choices=self._segment_choices(tl), value=seg)
         view = next((s for s in tl.tree if s.id == seg), None)
         cands = list(view.candidates) if view else []
-        shown = cands[-SLOTS:]
+        number, shown = candidate_page(cands, grid_page)
+        out["cand_page"] = number
+        out["cand_pager"] = pager_text(cands, number)
         for i in range(SLOTS):
             if i < len(shown):
                 c = shown[i]
                 video = (self._served(request, c.preview) if c.preview and c.status == "done"
                          else None)
-                out[f"slot{i}_video"] = gr.update(value=video, visible=True,
-                                                  label=f"{c.id} · seed {c.seed}")
+                out[f"slot{i}_video"] = gr.update(
+                    value=video, visible=True,
+                    label=f"{c.id} · seed {c.seed}" + (" · [chosen]" if c.chosen else ""))
                 out[f"slot{i}_info"] = gr.update(value=self._candidate_caption(c), visible=True)
             else:
                 out[f"slot{i}_video"] = gr.update(value=None, visible=i == 0,
@@ -692,6 +720,21 @@ class StudioHandlers:
         out["project_json"] = tl.to_dict()
         return tuple(out[name] for name in VIEW_FIELDS)
 
+    def prev_page(self, token: str | None, project_id: str | None, segment_id: str | None,
+                  page: Any, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """The view with the candidate grid one page back (stays on the first)."""
+        return self._page_view(token, project_id, segment_id, page, -1, request)
+
+    def next_page(self, token: str | None, project_id: str | None, segment_id: str | None,
+                  page: Any, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """The view with the candidate grid one page on (stays on the last)."""
+        return self._page_view(token, project_id, segment_id, page, 1, request)
+
+    def _page_view(self, token: str | None, project_id: str | None, segment_id: str | None,
+                   page: Any, step: int, request: gr.Request | None) -> tuple[Any, ...]:
+        current = 0 if page is None or page == "" else int(page)
+        return self.view(token, project_id, segment_id, max(0, current + step), request)
+
     def _empty_view(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pose_info": "No project open: create one (or open one above).",
                                "segment": gr.update(choices=[], value=None),
@@ -700,6 +743,7 @@ class StudioHandlers:
         for name in ("frames_per_segment", "steps", "guidance", "noise_prior", "base_seed",
                      "candidates", "sampler"):
             out[name] = gr.update()
+        out["cand_page"], out["cand_pager"] = 0, ""
         for i in range(SLOTS):
             out[f"slot{i}_video"] = gr.update(value=None, visible=i == 0)
             out[f"slot{i}_info"] = gr.update(value="", visible=i == 0)
@@ -834,7 +878,7 @@ class StudioHandlers:
         if c.color_corrected:
             bits.append("colour corrected")
         if c.chosen:
-            bits.append("[chosen]")
+            bits.append("**[chosen]**")
         return " · ".join(bits)
 
     @staticmethod
