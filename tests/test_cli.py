@@ -57,12 +57,18 @@ def test_cli_sampler_reaches_the_pipeline(inputs, tmp_path, caplog):
     ref, poses = inputs
     out = tmp_path / "out.mp4"
     caplog.set_level("INFO")
+    root = tmp_path / "projects"
     code = main(["--reference", str(ref), "--driving", str(poses), "--out", str(out),
                  "--model", "tiny", "--width", "64", "--height", "64", "--segment-frames", "5",
-                 "--max-segments", "1", "--steps", "2", "--frame-interval", "1", "--sampler", "unipc"])
+                 "--max-segments", "1", "--steps", "2", "--frame-interval", "1", "--sampler", "unipc",
+                 "--projects-root", str(root)])
     assert code == EXIT_OK and probe_media(out).frames == 5
-    from unianimate.compose import _TINY_CACHE
-    assert _TINY_CACHE["cpu/unipc"].sampler == "unipc"
+    # the sampler is a generation setting: the candidate was made (and re-renders) with it
+    from unianimate.studio import Studio
+    studio = Studio(root)
+    [summary] = studio.list_projects()
+    [cand] = studio.get_project(summary.id).segments[0].candidates
+    assert cand.settings.sampler == "unipc"
 
 
 def test_cli_bad_input_exit_codes(inputs, tmp_path, caplog):

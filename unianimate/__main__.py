@@ -157,11 +157,11 @@ def check_driving(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Do the whole job; returns the exit code (errors are raised to :func:`main`)."""
-    from unianimate.sampling import SAMPLERS   # lazy: diffusers is slow to import for --help
     from unianimate.studio.measures import pick_best
 
-    if args.sampler not in SAMPLERS:
-        raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}; got {args.sampler!r}")
+    choices = GenerationSettings.sampler_choices()
+    if args.sampler not in choices:            # before any project exists
+        raise InputError(f"--sampler must be one of {', '.join(choices)}; got {args.sampler!r}")
     ref, drv, out = Path(args.reference), Path(args.driving), Path(args.out)
     if not ref.is_file():
         raise InputError(f"reference image {str(ref)!r} does not exist")
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     # before any project exists.
     models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose,
                           detector_local_only=None if args.driving_needs_detector else True,
-                          sampler=args.sampler, lora=args.lora)
+                          lora=args.lora)
     detector_factory = None
     if args.driving_needs_detector:
         detector = models.detector_factory()
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         studio.set_settings(pid, frames_per_segment=args.segment_frames, steps=args.steps,
                             guidance=args.guidance, noise_prior_t=args.noise_prior,
                             base_seed=args.seed, candidates=args.candidates,
-                            color_correction=not args.no_color_correction)
+                            color_correction=not args.no_color_correction, sampler=args.sampler)
         prefix[0] = "poses: "
         try:
             info = studio.set_poses_from_file(

@@ -31,7 +31,7 @@ class ModelManager:
 
     def __init__(self, model: str = "real", device: str = "auto", dtype: str = "auto",
                  dwpose: str | None = None, detector_local_only: bool | None = None,
-                 sampler: str = "ddim", lora: str | os.PathLike | None = None) -> None:
+                 lora: str | os.PathLike | None = None) -> None:
         model = str(model or "real").strip()
         self.spec = model
         self.is_tiny = model.lower() == "tiny"
@@ -44,8 +44,6 @@ class ModelManager:
         #: True: use the DWPose files only when already here (never wait on a download, e.g. the
         #: CLI with a pose file); None: the default below
         self.detector_local_only = detector_local_only
-        #: the pipeline's default sampler (``unianimate.sampling.SAMPLERS``; checked when it is built)
-        self.sampler = sampler
         #: LoRA adapters (``python -m unianimate.train finetune --lora-rank N``) folded into the
         #: UNet once the weights are loaded; not for the tiny model (its pipeline is shared)
         self.lora = lora
@@ -62,12 +60,10 @@ class ModelManager:
             if self.is_tiny:
                 device = "cpu" if self.device == "auto" else self.device
                 with _TINY_LOCK:      # one tiny pipeline per process and device (it is stateless)
-                    key = f"{device}/{self.sampler}"
-                    pipe = _TINY_CACHE.get(key)
+                    pipe = _TINY_CACHE.get(device)
                     if pipe is None:
                         log.warning("TINY pipeline with random weights: its output is noise")
-                        pipe = _TINY_CACHE[key] = UniAnimatePipeline.tiny(seed=0, device=device,
-                                                                          sampler=self.sampler)
+                        pipe = _TINY_CACHE[device] = UniAnimatePipeline.tiny(seed=0, device=device)
             else:
                 if report is not None:
                     report(f"loading the UniAnimate weights from {self.where} (downloading what "
@@ -78,8 +74,7 @@ class ModelManager:
                         report(f"{message} ({fraction:.0%})")
 
                 pipe = UniAnimatePipeline.from_pretrained(self.source, device=self.device,
-                                                          dtype=self.dtype, progress=stage,
-                                                          sampler=self.sampler)
+                                                          dtype=self.dtype, progress=stage)
                 if self.lora is not None:
                     from unianimate.training.lora import apply_lora_file
                     layers = apply_lora_file(pipe.unet, self.lora)
