@@ -238,6 +238,28 @@ def test_recipe_round_trip() -> None:
         assert DemoRecipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
 
 
+def test_recipes_keep_vae_and_unet_latents_consistent() -> None:
+    from unianimate.training.demo import RECIPES
+
+    for recipe in RECIPES.values():
+        assert recipe.unet.in_dim == recipe.unet.out_dim == recipe.vae.latent_channels
+
+
+def test_person_weights_mark_the_drawn_person_only() -> None:
+    from unianimate.training.vae_stage import person_weights
+
+    clip = sample_clip(1, 2, frames=2)
+    x = torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (F,3,H,W) in [-1,1]
+    w = person_weights(x, 5.0)
+    assert w.shape == (2, 1, x.shape[2], x.shape[3])
+    assert set(torch.unique(w).tolist()) == {1.0, 5.0}
+    bg = torch.tensor(clip.frames[0, 0, 0], dtype=torch.int16)
+    differs = (torch.from_numpy(clip.frames[0]).to(torch.int16) - bg).abs().amax(dim=-1) > 24  # (H,W)
+    assert torch.equal(w[0, 0] == 5.0, differs)
+    assert 0.02 < differs.float().mean() < 0.4  # a person, not the whole frame
+    assert torch.equal(person_weights(x, 1.0), torch.ones_like(w))
+
+
 def test_metrics_on_known_answers() -> None:
     from unianimate.training.metrics import moving_psnr, pose_following
 

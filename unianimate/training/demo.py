@@ -52,18 +52,23 @@ class DemoRecipe:
     height: int = 128
     frames: int = 8
     seed: int = 0
-    vae: VaeConfig = VaeConfig(block_out_channels=(16, 32, 32, 64), layers_per_block=1, norm_num_groups=8,
-                               mid_block_add_attention=False, sample_size=128, scaling_factor=1.0)
-    unet: UNetConfig = UNetConfig(dim=64, context_dim=64, dim_mult=(1, 2, 2), num_heads=2, head_dim=32,
+    # GroupNorm(1): on flat colours a group norm over few channels removes each group's mean, i.e. the
+    # colour itself (with 8 groups the VAE stayed grey); 8 latent channels keep thin limbs and colours
+    vae: VaeConfig = VaeConfig(block_out_channels=(16, 32, 32, 64), layers_per_block=1, norm_num_groups=1,
+                               latent_channels=8, mid_block_add_attention=False, sample_size=128,
+                               scaling_factor=1.0)
+    unet: UNetConfig = UNetConfig(in_dim=8, out_dim=8, dim=64, context_dim=64, dim_mult=(1, 2, 2),
+                                  num_heads=2, head_dim=32,
                                   num_res_blocks=1, attn_scales=(1.0, 0.5), norm_groups=16, dropout=0.0,
                                   temporal_dropout=0.0, adapter_dropout=0.0)
     clip_width: int = 64
     vae_batch: int = 5  # clips per VAE step; each gives one frame and its reference (10 images, 5 looks)
     vae_kl_weight: float = 1e-6
+    vae_person_weight: float = 1.0  # see vae_stage.person_weights (1: plain loss, as runs before it had)
     # posterior log-variance starts here (quant_conv bias): with diffusers' init (std ~1) the posterior
     # noise drowns the latents and a fresh VAE decodes grey blobs for hundreds of steps
     vae_init_logvar: float = -6.0
-    vae_optim: OptimConfig = OptimConfig(lr=8e-4, max_steps=1500, save_every=50, log_every=10,
+    vae_optim: OptimConfig = OptimConfig(lr=8e-4, max_steps=3000, save_every=50, log_every=10,
                                          ema_decay=0.99, warmup_steps=50, grad_clip=0.0)
     unet_optim: OptimConfig = OptimConfig(lr=3e-4, max_steps=200_000, save_every=50, log_every=10,
                                           ema_decay=0.999, warmup_steps=100)
@@ -102,13 +107,14 @@ class DemoRecipe:
 
 RECIPES: dict[str, DemoRecipe] = {
     # 2 CPU cores: 64x128, 8 frames, ~10 M-parameter UNet
-    "cpu": DemoRecipe(),
+    "cpu": DemoRecipe(vae_person_weight=5.0),
     # one large GPU for a few minutes: 128x192 (latent 24x16), wider UNet, bigger batches
     "gpu": DemoRecipe(
         width=128, height=192, frames=8,
-        vae=VaeConfig(block_out_channels=(32, 64, 64, 128), layers_per_block=1, norm_num_groups=16,
-                      mid_block_add_attention=False, sample_size=192, scaling_factor=1.0),
-        unet=UNetConfig(dim=128, context_dim=128, dim_mult=(1, 2, 2), num_heads=4, head_dim=32,
+        vae=VaeConfig(block_out_channels=(32, 64, 64, 128), layers_per_block=1, norm_num_groups=1,
+                      latent_channels=8, mid_block_add_attention=False, sample_size=192, scaling_factor=1.0),
+        vae_person_weight=5.0,
+        unet=UNetConfig(in_dim=8, out_dim=8, dim=128, context_dim=128, dim_mult=(1, 2, 2), num_heads=4, head_dim=32,
                         num_res_blocks=1, attn_scales=(1.0, 0.5), norm_groups=32, dropout=0.0,
                         temporal_dropout=0.0, adapter_dropout=0.0),
         clip_width=128, vae_batch=32,
@@ -165,7 +171,7 @@ def run_vae_stage(run_dir: Path, recipe: DemoRecipe, device: torch.device,
         vae.quant_conv.bias[recipe.vae.latent_channels:] = recipe.vae_init_logvar
     # one frame per clip: a clip's frames share one look, so more clips per step teach colours faster
     data = ProceduralPeople(recipe.seed, 1, recipe.width, recipe.height)
-    task = VaeTask(data, recipe.vae_batch, recipe.vae_kl_weight, device, recipe.workers)
+    task = VaeTask(data, recipe.vae_batch, recipe.vae_kl_weight, device, recipe.workers, recipe.vae_person_weight)
     trainer = Trainer(vae, task, run_dir, recipe.vae_optim, name="vae")
     trainer.resume()
     trainer.run(should_stop=should_stop)
