@@ -41,16 +41,14 @@ def save_tensors(path: Path, state: Mapping[str, torch.Tensor], half: bool = Fal
 
 
 def save_vae(src: Path, dest: Path, half: bool = False) -> None:
-    """The diffusers VAE folder ``src`` at ``dest`` (safetensors; float16 with ``half``)."""
-    if src.resolve() == dest.resolve() and not half:
-        return
-    if not half:
-        shutil.copytree(src, dest, dirs_exist_ok=True)
-        return
-    from diffusers import AutoencoderKL
+    """The diffusers VAE folder ``src`` at ``dest`` (its safetensors in float16 with ``half``)."""
+    from safetensors.torch import load_file
 
-    vae = AutoencoderKL.from_pretrained(str(src), local_files_only=True)
-    vae.to(torch.float16).save_pretrained(str(dest), safe_serialization=True)
+    if src.resolve() != dest.resolve():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    if half:
+        weights = dest / hub.FILES["vae_weights"].filename
+        save_tensors(weights, load_file(str(weights)), half=True)
 
 
 def check_no_released_files(dest: Path) -> None:
@@ -113,7 +111,8 @@ def model_card(name: str, recipe: Mapping[str, Any], unet_step: int, steps: int,
                files: Mapping[str, int], half: bool, parameters: Mapping[str, int]) -> str:
     """``MODEL_CARD.md`` of an exported demo model: what it is and is not, how it was made."""
     unet, vae = recipe.get("unet", {}), recipe.get("vae", {})
-    rows = "\n".join(f"| `{f}` | {b / 1e6:.2f} MB |" for f, b in files.items())
+    rows = "\n".join(f"| `{f}` | {b / 1e6:.2f} MB |" if b >= 10_000 else f"| `{f}` | {b:,} bytes |"
+                     for f, b in files.items())
     params = ", ".join(f"{part} {n / 1e6:.1f} M" for part, n in parameters.items())
     return f"""# {name}
 
@@ -124,10 +123,10 @@ plain backgrounds made by `unianimate/training/people.py`. It never saw a photo 
 It animates figures like the example (`assets/example_reference.png` with
 `assets/example_dance.json`); on photos of people its output is meaningless.
 
-- Native size: {recipe.get('width')}x{recipe.get('height')} px, {recipe.get('frames')} frames per
-  segment; sampler defaults: {steps} DDIM steps, guidance {guidance:g}.
-- UNet: dim {unet.get('dim')}, mult {unet.get('dim_mult')}, context {unet.get('context_dim')},
-  {unet.get('in_dim')} latent channels; trained {unet_step} steps (EMA weights).
+- Native size: {recipe.get('width')}x{recipe.get('height')} px, {recipe.get('frames')} frames per segment;
+  sampler defaults: {steps} DDIM steps, guidance {guidance:.1f}.
+- UNet: dim {unet.get('dim')}, mult {unet.get('dim_mult')}, context {unet.get('context_dim')}, {unet.get('in_dim')} latent
+  channels; trained {unet_step} steps (EMA weights).
 - VAE: channels {vae.get('block_out_channels')}, {vae.get('latent_channels')} latent channels.
 - CLIP: a tiny open_clip ViT with seeded random weights (frozen): its image embedding is a fixed
   random projection of the reference; the reference latent carries the appearance.
