@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_defaults_bind_locally_and_share_is_opt_in() -> None:
     args = app.parse_args([])
     assert args.host == "127.0.0.1" and args.port == 7860 and args.share is False
-    assert args.model == "real" and args.max_file_size == "200mb"
+    assert args.model == "auto" and args.max_file_size == "200mb"
     assert not args.shared_sessions
     args = app.parse_args(["--model", "tiny", "--share", "--port", "9000", "--host", "0.0.0.0",
                            "--projects-dir", "/data/p", "--max-file-size", "1gb"])
