@@ -65,7 +65,8 @@ def test_spaces_gpu_applies_on_zerogpu_and_is_a_no_op_otherwise(
 def test_app_starts_without_weights_and_says_what_is_missing(tmp_path: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     env.pop("HF_HUB_CACHE", None)
-    with running_app(tmp_path, env) as (url, log):
+    # --model real: the default (auto) would start the demo model once assets/demo ships
+    with running_app(tmp_path, env, "--model", "real") as (url, log):
         from gradio_client import Client
         status = Client(url, verbose=False).predict(api_name="/model_status")
         assert "unianimate_16f_32f_non_ema_223000.pth" in status

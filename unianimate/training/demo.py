@@ -7,7 +7,7 @@ Two stages in one run folder, each resumable on its own:
 2. ``unet``: the UNet learns the diffusion objective (:mod:`unianimate.training.diffusion`) in that
    latent space with a frozen tiny CLIP image encoder (seeded random weights: its embedding is a fixed
    random projection of the reference; the reference latent carries the appearance). Each checkpoint
-   also refreshes ``<run>/model`` (EMA weights in the released file layout + ``unianimate_config.json``)
+   also refreshes ``<run>/model`` (EMA weights as safetensors + ``unianimate_config.json``)
    so ``UniAnimatePipeline.from_pretrained(<run>/model)`` evaluates the latest state.
 
 ``recipe.json`` in the run folder fixes every setting; a rerun of the same command resumes.
