@@ -16,7 +16,8 @@ from safetensors import safe_open
 
 from unianimate import hub
 from unianimate.compose import ModelManager, build_studio, choose_model
-from unianimate.demo_model import DEMO_DIR_ENV, DEMO_MODEL_NAME, MAX_BYTES, has_demo_model, read_defaults
+from unianimate.demo_model import (DEFAULT_DEMO_DIR, DEMO_DIR_ENV, DEMO_MODEL_NAME, MAX_BYTES, has_demo_model,
+                                   read_defaults)
 from unianimate.errors import InputError, WeightsMissingError
 from unianimate.models.config import UNetConfig
 from unianimate.models.vae import VaeConfig
@@ -152,22 +153,40 @@ def test_a_folder_without_the_safetensors_names_both_files(tmp_path: Path, no_re
     assert "safetensors" not in str(err.value) and len(err.value.tried) == 1
 
 
-def test_model_demo_loads_the_folder_and_labels_it(demo_dir: Path, tmp_path: Path) -> None:
-    models = ModelManager("demo", demo_dir=demo_dir)
-    assert models.is_demo and not models.is_tiny and models.label == DEMO_MODEL_NAME
-    assert models.project_settings() == {"frames_per_segment": 2, "steps": 10, "guidance": 1.0}
-    assert models.missing() == [] and DEMO_MODEL_NAME in models.status_markdown()
-    studio = build_studio(tmp_path / "projects", models)
-    project = studio.create_project(EXAMPLE_REF, width=64, height=64, fit="crop")
+def _example_candidate(models: ModelManager, root: Path) -> np.ndarray:
+    """One candidate of the example person and dance at the demo model's size and settings."""
+    d = models.demo_defaults
+    studio = build_studio(root, models)
+    project = studio.create_project(EXAMPLE_REF, width=d.width, height=d.height, fit="crop")
     studio.set_settings(project.id, candidates=1, **models.project_settings())
     studio.set_poses_from_file(project.id, EXAMPLE_DANCE, frame_interval=1, align=False)
     seg = studio.ensure_root(project.id).id
     [cand] = studio.generate_candidates(project.id, seg)
     assert studio.pipeline_info()["model_name"] == DEMO_MODEL_NAME
     assert cand.status == "done" and cand.model == DEMO_MODEL_NAME
+    assert (cand.settings.steps, cand.settings.guidance) == (d.steps, d.guidance)
     frames = studio.candidate_frames(project.id, seg, cand.id)
-    assert frames.shape == (2, 64, 64, 3) and frames.dtype == np.uint8 and frames.std() > 0
-    assert cand.settings.steps == 10 and cand.settings.guidance == 1.0
+    assert frames.shape == (d.frames, d.height, d.width, 3) and frames.dtype == np.uint8
+    return frames
+
+
+def test_model_demo_loads_the_folder_and_labels_it(demo_dir: Path, tmp_path: Path) -> None:
+    models = ModelManager("demo", demo_dir=demo_dir)
+    assert models.is_demo and not models.is_tiny and models.label == DEMO_MODEL_NAME
+    assert models.project_settings() == {"frames_per_segment": 2, "steps": 10, "guidance": 1.0}
+    assert models.missing() == [] and DEMO_MODEL_NAME in models.status_markdown()
+    frames = _example_candidate(models, tmp_path / "projects")
+    assert frames.shape == (2, 64, 64, 3) and frames.std() > 0
+
+
+@pytest.mark.skipif(not has_demo_model(DEFAULT_DEMO_DIR), reason="no demo model shipped in assets/demo")
+def test_the_shipped_demo_model_is_within_budget_and_animates_the_example(tmp_path: Path) -> None:
+    shipped = [p for p in DEFAULT_DEMO_DIR.rglob("*") if p.is_file() and
+               not p.name.startswith("unianimate_zero_y.")]      # the cache is .gitignored
+    assert sum(p.stat().st_size for p in shipped) <= MAX_BYTES
+    assert (DEFAULT_DEMO_DIR / "MODEL_CARD.md").read_text().startswith(f"# {DEMO_MODEL_NAME}\n")
+    frames = _example_candidate(ModelManager("demo", demo_dir=DEFAULT_DEMO_DIR), tmp_path / "projects")
+    assert np.isfinite(frames).all() and frames.std() > 0
 
 
 def test_demo_is_the_default_only_when_shipped_and_released_weights_are_absent(
