@@ -8,25 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_browser import CHROMIUM, _shots, page, pytestmark, sync_api  # noqa: F401
+from tests.test_browser import _shots, launched_ui, page, pytestmark, sync_api  # noqa: F401
 from tests.test_demo_model import demo_dir, run_dir  # noqa: F401  (the tiny run and its export)
-from tests._net import free_port
-from ui.blocks import build_ui, launch_kwargs
-from unianimate.compose import ModelManager, build_studio
+from unianimate.compose import ModelManager
 from unianimate.demo_model import DEMO_MODEL_NAME
 
 
 @pytest.fixture(scope="module")
 def demo_url(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:  # noqa: F811
-    root = tmp_path_factory.mktemp("projects")
-    models = ModelManager("demo", demo_dir=demo_dir)
-    app = build_ui(build_studio(root, models), models)
-    kwargs = launch_kwargs(root, port=free_port())
-    app.launch(prevent_thread_lock=True, quiet=True, **kwargs)
-    try:
-        yield f"http://127.0.0.1:{kwargs['server_port']}/"
-    finally:
-        app.close()
+    with launched_ui(ModelManager("demo", demo_dir=demo_dir), tmp_path_factory.mktemp("projects")) as url:
+        yield url
 
 
 def test_demo_model_opens_on_its_example_and_generates(demo_url: str, page: object,  # noqa: F811
