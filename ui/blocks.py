@@ -146,7 +146,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         if models.is_tiny:
             gr.Markdown("⚠️ **TINY TEST MODEL** — random weights (`--model tiny`): every "
                         "video it makes is noise, not animation. Use it to try the studio; start "
-                        "`python app.py` for the released UniAnimate weights.",
+                        "`python app.py --model real` for the released UniAnimate weights.",
                         elem_id="tiny-banner")
         if models.is_demo:
             gr.Markdown(f"ℹ️ **{models.label}** (`--model demo`): a small model trained here on "

@@ -20,8 +20,6 @@ log = logging.getLogger(__name__)
 
 #: the released weights' repository (the app's and the CLI's default model, ``"real"``)
 DEFAULT_MODEL_SOURCE = BUNDLE_REPO
-#: the model choices besides a Hub repo id or a folder (``auto``: see :func:`choose_model`)
-MODEL_CHOICES = ("auto", "real", "demo", "tiny")
 #: the tiny model's project settings: short, cheap segments (it runs on a CPU and paints noise)
 TINY_PROJECT_SETTINGS: dict[str, Any] = {"frames_per_segment": 8, "steps": 4}
 _TINY_CACHE: dict[str, Any] = {}
@@ -195,7 +193,7 @@ class ModelManager:
             state = "loaded" if loaded.get("loaded") else "builds in a second on first use"
             return ("**Model: tiny random-weight pipeline** (`--model tiny`, " + state + "). "
                     "It exercises the whole studio, but its output is noise, not animation. "
-                    "Start `python app.py` for the released UniAnimate weights.")
+                    "Start `python app.py --model real` for the released UniAnimate weights.")
         if self.is_demo:
             d = self.demo_defaults
             state = "loaded" if loaded.get("loaded") else "loads in seconds on first use"
@@ -269,5 +267,5 @@ def build_studio(projects_dir: str | os.PathLike, models: ModelManager,
                   runtime=runtime or default_runtime())
 
 
-__all__ = ["DEFAULT_MODEL_SOURCE", "MODEL_CHOICES", "ModelManager", "build_studio", "choose_model",
+__all__ = ["DEFAULT_MODEL_SOURCE", "ModelManager", "build_studio", "choose_model",
            "released_weights_present"]
