@@ -1,8 +1,10 @@
 """UniAnimate Studio: the Gradio app.
 
 ``python app.py`` starts the studio on http://127.0.0.1:7860 at once; the real weights are loaded
-(or downloaded) on first use, with progress in the UI. ``python app.py --model tiny`` runs the
-whole flow with a tiny random-weight pipeline (its output is noise, clearly labelled as such).
+(or downloaded) on first use, with progress in the UI; without them on this machine the app starts
+on the demo model trained on drawn people (``assets/demo``, ``--model demo``) when it is shipped.
+``python app.py --model tiny`` runs the whole flow with a tiny random-weight pipeline (its output is
+noise, clearly labelled as such).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry; work
 from ui.blocks import build_ui, launch_kwargs  # noqa: E402  (after the environment default)
 from ui.runtime import DEFAULT_MODEL_SOURCE, ModelManager, build_studio  # noqa: E402
 from unianimate import space  # noqa: E402  (registers the ZeroGPU entry point on a Space)
+from unianimate.demo_model import DEMO_MODEL_NAME  # noqa: E402
 from unianimate.errors import UniAnimateError  # noqa: E402
 
 log = logging.getLogger("unianimate.app")
@@ -24,10 +27,12 @@ log = logging.getLogger("unianimate.app")
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line of the app."""
     p = argparse.ArgumentParser(description="UniAnimate Studio (Gradio app)")
-    p.add_argument("--model", default=os.environ.get("UNIANIMATE_MODEL", "real"),
+    p.add_argument("--model", default=os.environ.get("UNIANIMATE_MODEL", "auto"),
                    help="'real' (the released weights from the Hub, "
-                        f"{DEFAULT_MODEL_SOURCE}), 'tiny' (random weights, for trying the flow), "
-                        "or a Hub repo id / local folder holding the weight files")
+                        f"{DEFAULT_MODEL_SOURCE}), 'demo' (the {DEMO_MODEL_NAME}, shipped in "
+                        "assets/demo), 'tiny' (random weights, for trying the flow), or a Hub repo "
+                        "id / local folder holding the weight files; 'auto' (default): real when "
+                        "its weights are on this machine, else demo when shipped, else real")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
@@ -57,7 +62,10 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     projects_dir = Path(args.projects_dir).expanduser().resolve()
     projects_dir.mkdir(parents=True, exist_ok=True)
-    models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose)
+    try:
+        models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose)
+    except UniAnimateError as err:
+        raise SystemExit(f"app.py: {err}") from None
     studio = build_studio(projects_dir, models)
     if space.on_space():
         # ZeroGPU: the model is built now, on the CPU, before the first GPU call forks the

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_defaults_bind_locally_and_share_is_opt_in() -> None:
     args = app.parse_args([])
     assert args.host == "127.0.0.1" and args.port == 7860 and args.share is False
-    assert args.model == "real" and args.max_file_size == "200mb"
+    assert args.model == "auto" and args.max_file_size == "200mb"
     assert not args.shared_sessions
     args = app.parse_args(["--model", "tiny", "--share", "--port", "9000", "--host", "0.0.0.0",
                            "--projects-dir", "/data/p", "--max-file-size", "1gb"])
@@ -65,7 +65,8 @@ def test_spaces_gpu_applies_on_zerogpu_and_is_a_no_op_otherwise(
 def test_app_starts_without_weights_and_says_what_is_missing(tmp_path: Path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     env.pop("HF_HUB_CACHE", None)
-    with running_app(tmp_path, env) as (url, log):
+    # --model real: the default (auto) would start the demo model once assets/demo ships
+    with running_app(tmp_path, env, "--model", "real") as (url, log):
         from gradio_client import Client
         status = Client(url, verbose=False).predict(api_name="/model_status")
         assert "unianimate_16f_32f_non_ema_223000.pth" in status

@@ -5,6 +5,7 @@ Skipped cleanly when /usr/bin/chromium or the playwright package is missing. Scr
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,10 +32,9 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-dev-shm-usage"]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("projects")
-    models = ModelManager("tiny")
+@contextlib.contextmanager
+def launched_ui(models: ModelManager, root: Path) -> Iterator[str]:
+    """The studio UI on ``models`` launched in this process on a free port; yields its URL."""
     demo = build_ui(build_studio(root, models), models)
     kwargs = launch_kwargs(root, port=free_port())
     demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
@@ -42,6 +42,12 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"http://127.0.0.1:{kwargs['server_port']}/"
     finally:
         demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with launched_ui(ModelManager("tiny"), tmp_path_factory.mktemp("projects")) as url:
+        yield url
 
 
 def _new_page(browser: object, **context_args: object) -> object:

@@ -317,7 +317,7 @@ def test_app_without_weights_offers_a_download_that_does_not_block_start_up(
 
     from tests._net import running_app
 
-    with running_app(tmp_path, dict(os.environ)) as (url, log):
+    with running_app(tmp_path, dict(os.environ), "--model", "real") as (url, log):
         with urllib.request.urlopen(url, timeout=30) as r:
             page = r.read().decode()
         # start-up asked the Hub for no weights file (Gradio 6 itself queries /api/... there)

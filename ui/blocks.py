@@ -96,11 +96,36 @@ def _examples(models: ModelManager) -> list[list[Any]]:
     if not (ref.is_file() and dance.is_file()):
         log.warning("example assets missing in %s; run python assets/make_assets.py", ASSETS)
         return []
+    if models.demo_defaults is not None:    # the demo model's own (native) size
+        d = models.demo_defaults
+        return [[str(ref), [str(dance)], "custom", d.width, d.height, "crop"]]
     if models.is_tiny:    # small frames only: the tiny model runs on a CPU (TINY_EXAMPLE_NOTE)
         return [[str(ref), [str(dance)], "custom", 128, 192, "crop"],
                 [str(ref), [str(dance)], "custom", 256, 384, "pad"]]
     return [[str(ref), [str(dance)], "512x768", 512, 768, "crop"],
             [str(ref), [str(dance)], "768x1216", 768, 1216, "pad"]]
+
+
+def _example_labels(models: ModelManager, count: int) -> list[str]:
+    """The example rows' labels (as many as :func:`_examples` gives)."""
+    if models.demo_defaults is not None:
+        d = models.demo_defaults
+        return [f"figure + dance, {d.width}x{d.height} (the demo model's size)"][:count]
+    if models.is_tiny:
+        return ["figure + dance (small, fast)", "figure + dance, 256x384 padded"][:count]
+    return ["figure + dance, 512x768", "figure + dance, 768x1216 padded"][:count]
+
+
+def _first_inputs(models: ModelManager) -> dict[str, Any]:
+    """What the reference, pose files and size inputs hold on page load: the demo model starts
+    with its example row filled in (it animates drawn figures like it, not photos)."""
+    rows = _examples(models) if models.demo_defaults is not None else []
+    if rows:
+        ref, dance, resolution, width, height, fit = rows[0]
+        return dict(reference=ref, pose_files=dance, resolution=resolution, width=width,
+                    height=height, fit=fit)
+    return dict(reference=None, pose_files=None, resolution="512x768", width=512, height=768,
+                fit="crop")
 
 
 def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
@@ -121,8 +146,13 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         if models.is_tiny:
             gr.Markdown("⚠️ **TINY TEST MODEL** — random weights (`--model tiny`): every "
                         "video it makes is noise, not animation. Use it to try the studio; start "
-                        "`python app.py` for the released UniAnimate weights.",
+                        "`python app.py --model real` for the released UniAnimate weights.",
                         elem_id="tiny-banner")
+        if models.is_demo:
+            gr.Markdown(f"ℹ️ **{models.label}** (`--model demo`): a small model trained here on "
+                        "procedural drawn figures. It animates figures like the example, not "
+                        "photos; the released UniAnimate weights: `python app.py --model real`.",
+                        elem_id="demo-banner")
         gr.Markdown("# UniAnimate Studio\nAnimate a person photo with a dance, segment by "
                     "segment: generate candidates, choose the best, continue from its last "
                     "frame, re-roll any segment, export one video.")
@@ -151,19 +181,23 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         gr.Markdown("## 1 · Reference and driving poses")
         with gr.Row():
             with gr.Column(scale=1):
+                first = _first_inputs(models)
+                custom = first["resolution"] == "custom"
                 reference = ReferenceImage(label="Reference image (the person)", type="filepath",
                                      sources=["upload", "clipboard"], height=300,
-                                     elem_id="reference")
+                                     value=first["reference"], elem_id="reference")
                 name = gr.Textbox(label="Project name (optional)", max_lines=1)
                 resolution = gr.Dropdown(label="Resolution (W x H)", choices=PRESET_CHOICES,
-                                         value="512x768", elem_id="resolution")
+                                         value=first["resolution"], elem_id="resolution")
                 with gr.Row():
-                    width = gr.Number(label="Width (custom: a multiple of 64)", value=512,
-                                      precision=0, step=64, interactive=False, elem_id="width")
-                    height = gr.Number(label="Height (custom: a multiple of 64)", value=768,
-                                       precision=0, step=64, interactive=False, elem_id="height")
+                    width = gr.Number(label="Width (custom: a multiple of 64)",
+                                      value=first["width"], precision=0, step=64,
+                                      interactive=custom, elem_id="width")
+                    height = gr.Number(label="Height (custom: a multiple of 64)",
+                                       value=first["height"], precision=0, step=64,
+                                       interactive=custom, elem_id="height")
                 fit = gr.Radio(label="Fit the reference to W x H", choices=FIT_CHOICES,
-                               value="crop", elem_id="fit")
+                               value=first["fit"], elem_id="fit")
                 with gr.Row():
                     create_btn = gr.Button("Create project", variant="primary",
                                            elem_id="create-project")
@@ -173,7 +207,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                     with gr.Tab("Pose sequence"):
                         pose_files = gr.File(label="Pose JSON, zip of pose images, pose images, "
                                                    "or a video of drawn poses (.mp4)",
-                                             file_count="multiple",
+                                             file_count="multiple", value=first["pose_files"],
                                              file_types=[".json", ".zip", "image", ".mp4",
                                                          ".webm", ".mov"],
                                              height=140, elem_id="pose-files")
@@ -228,10 +262,7 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
             gr.Examples(examples=examples,
                         inputs=[reference, pose_files, resolution, width, height, fit],
                         label="Click a row, then press Create project", elem_id="examples",
-                        example_labels=["figure + dance (small, fast)"
-                                        if models.is_tiny else "figure + dance, 512x768",
-                                        "figure + dance, 256x384 padded" if models.is_tiny else
-                                        "figure + dance, 768x1216 padded"][:len(examples)])
+                        example_labels=_example_labels(models, len(examples)))
             if models.is_tiny:
                 gr.Markdown(TINY_EXAMPLE_NOTE, elem_id="tiny-example-note")
         with gr.Row():

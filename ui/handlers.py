@@ -249,9 +249,9 @@ class StudioHandlers:
         self.files = files or SessionFiles(
             get_upload_folder(), studio.root / ".studio",
             protected=[p for p in ASSETS.iterdir() if p.is_file()] if ASSETS.is_dir() else [])
-        #: settings given to every new project (the tiny CPU model gets short, cheap segments)
-        self.new_project_settings: dict[str, Any] = (
-            {"frames_per_segment": 8, "steps": 4} if models.is_tiny else {})
+        #: settings given to every new project (the tiny CPU model gets short, cheap segments;
+        #: the demo model its native segment length and sampler settings)
+        self.new_project_settings: dict[str, Any] = models.project_settings()
         #: (owner, project, segment) -> the first candidate of the latest generation / re-roll:
         #: "Candidate to choose" follows it until one is chosen
         self._fresh: dict[tuple[str | None, str, str], str] = {}
@@ -311,6 +311,8 @@ class StudioHandlers:
         info = self.studio.pipeline_info()
         if self.models.is_tiny:
             return "**Model:** tiny random-weight test pipeline (output is noise)."
+        if self.models.is_demo:
+            return f"**Model:** {self.models.label}" + (", loaded." if info.get("loaded") else ".")
         if info.get("loaded"):
             return f"**Model:** UniAnimate ({info.get('model_name')}), loaded."
         missing = self.models.missing()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from unianimate.compose import DEFAULT_MODEL_SOURCE, ModelManager, build_studio
+from unianimate.demo_model import DEMO_MODEL_NAME
 from unianimate.errors import (CheckpointError, GenerationCancelled, InputError, ProjectError,
                                UniAnimateError, WeightsMissingError)
 from unianimate.studio.settings import GenerationSettings
@@ -45,20 +46,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--driving", required=True,
                    help="driving video, or a pose sequence (JSON file, folder or zip of pose images)")
     p.add_argument("--out", required=True, help="output MP4 path")
-    p.add_argument("--model", default="real",
-                   help=f"'real' (the released weights, {DEFAULT_MODEL_SOURCE}), 'tiny' (random "
-                        "weights, for testing), a Hub repo id or a local folder")
+    p.add_argument("--model", default="auto",
+                   help=f"'real' (the released weights, {DEFAULT_MODEL_SOURCE}), 'demo' (the "
+                        f"{DEMO_MODEL_NAME}: assets/demo), 'tiny' (random weights, for testing), a "
+                        "Hub repo id or a local folder; 'auto' (default): real when its weights "
+                        "are on this machine, else demo when shipped, else real")
     p.add_argument("--lora", default=None,
                    help="LoRA adapters (.safetensors from `python -m unianimate.train finetune "
                         "--lora-rank N`) folded into the UNet of the loaded weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--dtype", default="auto", help="auto | fp32 | fp16 | bf16")
-    p.add_argument("--width", type=int, default=512, help="output width (multiple of 64)")
-    p.add_argument("--height", type=int, default=768, help="output height (multiple of 64)")
+    p.add_argument("--width", type=int, default=None,
+                   help="output width (multiple of 64; default 512, the demo model's own size with it)")
+    p.add_argument("--height", type=int, default=None,
+                   help="output height (multiple of 64; default 768, the demo model's own size with it)")
     p.add_argument("--fit", choices=("crop", "pad", "stretch"), default="crop",
                    help="how the reference is fitted to width x height")
-    p.add_argument("--segment-frames", type=int, default=_DEFAULTS.frames_per_segment,
-                   help="frames per segment")
+    p.add_argument("--segment-frames", type=int, default=None,
+                   help=f"frames per segment (default {_DEFAULTS.frames_per_segment}; the demo "
+                        "model's own with it)")
     p.add_argument("--candidates", type=int, default=1, help="candidates per segment")
     p.add_argument("--choose", choices=("first", "best"), default="first",
                    help="which candidate to keep: the first, or the best (lowest seam + stability)")
@@ -67,9 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default="ddim",
                    help="ddim (the reference's) | dpmpp_2m | unipc: multistep solvers that need fewer "
                         "--steps (quality per step count in docs/SAMPLERS.md)")
-    p.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="denoising steps")
-    p.add_argument("--guidance", type=float, default=_DEFAULTS.guidance,
-                   help="classifier-free guidance scale")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"denoising steps (default {_DEFAULTS.steps}; the demo model's own with it)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help=f"classifier-free guidance scale (default {_DEFAULTS.guidance:g}; the demo "
+                        "model's own with it)")
     p.add_argument("--noise-prior", type=int, default=_DEFAULTS.noise_prior_t,
                    help="noise prior timestep (raise to 959/969 if the reference leaks in)")
     p.add_argument("--seed", type=int, default=_DEFAULTS.base_seed,
@@ -155,10 +163,29 @@ def check_driving(args: argparse.Namespace) -> str:
     return kind
 
 
+def apply_model_defaults(args: argparse.Namespace, models: ModelManager) -> None:
+    """Fill the size and generation options left unset: the demo model's native size and
+    settings with ``--model demo``, else 512x768 and the studio's defaults."""
+    d = models.demo_defaults
+    fill = {"width": d.width if d else 512, "height": d.height if d else 768,
+            "segment_frames": d.frames if d else _DEFAULTS.frames_per_segment,
+            "steps": d.steps if d else _DEFAULTS.steps,
+            "guidance": d.guidance if d else _DEFAULTS.guidance}
+    for name, value in fill.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def run(args: argparse.Namespace) -> int:
     """Do the whole job; returns the exit code (errors are raised to :func:`main`)."""
     from unianimate.studio.measures import pick_best
 
+    # Poses given as poses (JSON, images, a drawn-pose video) need the detector only for the
+    # reference's pose (alignment): use the DWPose files when they are already here, never wait
+    # on a download for that (detector_local_only, set below once the driving input is known).
+    models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose,
+                          lora=args.lora)
+    apply_model_defaults(args, models)
     choices = GenerationSettings.sampler_choices()
     if args.sampler not in choices:            # before any project exists
         raise InputError(f"--sampler must be one of {', '.join(choices)}; got {args.sampler!r}")
@@ -178,13 +205,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         temp_root = tempfile.mkdtemp(prefix="unianimate-cli-")
         root = Path(temp_root)
-    # Poses given as poses (JSON, images, a drawn-pose video) need the detector only for the
-    # reference's pose (alignment): use the DWPose files when they are already here, never wait
-    # on a download for that. A real video builds the detector now: missing DWPose files fail
-    # before any project exists.
-    models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose,
-                          detector_local_only=None if args.driving_needs_detector else True,
-                          lora=args.lora)
+    # A real video builds the detector now: missing DWPose files fail before any project exists.
+    models.detector_local_only = None if args.driving_needs_detector else True
     detector_factory = None
     if args.driving_needs_detector:
         detector = models.detector_factory()

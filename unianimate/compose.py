@@ -10,6 +10,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from unianimate import demo_model
+from unianimate.demo_model import DEMO_MODEL_NAME, DemoDefaults
 from unianimate.errors import InputError, UniAnimateError
 from unianimate.hub import BUNDLE_REPO
 from unianimate.studio import Studio, StudioRuntime, default_runtime
@@ -18,12 +20,40 @@ log = logging.getLogger(__name__)
 
 #: the released weights' repository (the app's and the CLI's default model, ``"real"``)
 DEFAULT_MODEL_SOURCE = BUNDLE_REPO
+#: the tiny model's project settings: short, cheap segments (it runs on a CPU and paints noise)
+TINY_PROJECT_SETTINGS: dict[str, Any] = {"frames_per_segment": 8, "steps": 4}
 _TINY_CACHE: dict[str, Any] = {}
 _TINY_LOCK = threading.Lock()
 
 
+def released_weights_present() -> bool:
+    """Whether the released UNet, CLIP and VAE are on this machine (the Hugging Face cache; no
+    network). The DWPose files do not count: the model runs without them."""
+    from unianimate import hub
+    try:
+        missing = hub.missing_files(None)
+    except (UniAnimateError, OSError, ValueError) as err:
+        log.warning("cannot check the weights files: %s", err)
+        return False
+    return not any(not f.key.startswith("dwpose") for f in missing)
+
+
+def choose_model(model: str | None, demo_dir: str | os.PathLike | None = None) -> str:
+    """The model spec to run: ``auto`` (or empty) becomes ``real`` when the released weights are on
+    this machine, else ``demo`` when the demo folder holds a model, else ``real`` (the app then
+    offers the download, as before the demo model existed); anything else is returned as is."""
+    spec = str(model or "auto").strip()
+    if spec.lower() != "auto":
+        return spec
+    if released_weights_present():
+        return "real"
+    return "demo" if demo_model.has_demo_model(demo_dir) else "real"
+
+
 class ModelManager:
-    """The model the app uses: ``"tiny"``, ``"real"`` (the released weights) or a repo/folder.
+    """The model the app uses: ``"tiny"``, ``"real"`` (the released weights), ``"demo"`` (the demo
+    model trained on drawn people, ``assets/demo`` or ``demo_dir``), ``"auto"`` (see
+    :func:`choose_model`) or a repo/folder.
 
     Builds nothing at construction; :meth:`pipeline_factory` and :meth:`detector_factory` are
     handed to :class:`unianimate.studio.Studio`, which calls them on first use.
@@ -31,10 +61,23 @@ class ModelManager:
 
     def __init__(self, model: str = "real", device: str = "auto", dtype: str = "auto",
                  dwpose: str | None = None, detector_local_only: bool | None = None,
-                 lora: str | os.PathLike | None = None) -> None:
-        model = str(model or "real").strip()
+                 lora: str | os.PathLike | None = None,
+                 demo_dir: str | os.PathLike | None = None) -> None:
+        model = choose_model(model or "real", demo_dir)
         self.spec = model
         self.is_tiny = model.lower() == "tiny"
+        self.is_demo = model.lower() == "demo"
+        #: the demo model's native size and sampler settings (None for other models)
+        self.demo_defaults: DemoDefaults | None = None
+        if self.is_demo:
+            folder = demo_model.demo_dir(demo_dir)
+            if not demo_model.has_demo_model(folder):
+                raise InputError(
+                    f"--model demo: no demo model in the folder {folder.name!r} (it needs the files "
+                    "`python -m unianimate.train export --run-dir RUN --dest assets/demo --half` "
+                    "writes); use --model tiny or the released weights")
+            self.demo_defaults = demo_model.read_defaults(folder)
+            model = str(folder.resolve())
         #: weights source for the hub module: None = each file's default Hub repository
         self.source: str | None = None if self.is_tiny or model.lower() == "real" else model
         self.device = device
@@ -65,7 +108,9 @@ class ModelManager:
                         log.warning("TINY pipeline with random weights: its output is noise")
                         pipe = _TINY_CACHE[device] = UniAnimatePipeline.tiny(seed=0, device=device)
             else:
-                if report is not None:
+                if report is not None and self.is_demo:
+                    report(f"loading the {DEMO_MODEL_NAME} ({self.where})")
+                elif report is not None:
                     report(f"loading the UniAnimate weights from {self.where} (downloading what "
                            "is missing; several GB on first use)")
 
@@ -91,25 +136,48 @@ class ModelManager:
         machine (no download); otherwise they are fetched like the other weights."""
         from unianimate import hub
         from unianimate.pose import DWPoseDetector
+        offline_model = self.is_tiny or self.is_demo     # weights that never need the Hub
         local_only = self.detector_local_only
-        if local_only is None and self.is_tiny and self.dwpose is None:
+        if local_only is None and offline_model and self.dwpose is None:
             local_only = True
-        source = self.dwpose if self.dwpose is not None else (None if self.is_tiny else self.source)
+        source = self.dwpose if self.dwpose is not None else (None if offline_model else self.source)
         det = hub.resolve_file("dwpose_det", source, local_files_only=local_only)
         pose = hub.resolve_file("dwpose_pose", source, local_files_only=local_only)
         return DWPoseDetector.from_files(det, pose)
 
     # ---- status ----------------------------------------------------------------------------
     @property
+    def label(self) -> str:
+        """The model's name for the UI's one-line status (never calls noise or the demo model
+        UniAnimate)."""
+        if self.is_tiny:
+            return "tiny random-weight test pipeline (output is noise)"
+        if self.is_demo:
+            return DEMO_MODEL_NAME
+        return "UniAnimate"
+
+    def project_settings(self) -> dict[str, Any]:
+        """Generation settings every new project of this model starts with (empty: the studio's
+        defaults): short cheap segments for the tiny model, the demo model's native segment
+        length and sampler settings."""
+        if self.is_tiny:
+            return dict(TINY_PROJECT_SETTINGS)
+        if self.demo_defaults is not None:
+            return self.demo_defaults.settings()
+        return {}
+
+    @property
     def where(self) -> str:
         """Where the weights come from, for messages."""
+        if self.is_demo:
+            return f"`{Path(str(self.source)).name}`"
         if self.source is None:
             return f"the Hugging Face Hub (`{DEFAULT_MODEL_SOURCE}` and the repositories below)"
         return f"`{self.source}`"
 
     def missing(self) -> list[Any]:
         """Weights files not on this machine (never touches the network)."""
-        if self.is_tiny:
+        if self.is_tiny or self.is_demo:
             return []
         from unianimate import hub
         try:
@@ -125,7 +193,16 @@ class ModelManager:
             state = "loaded" if loaded.get("loaded") else "builds in a second on first use"
             return ("**Model: tiny random-weight pipeline** (`--model tiny`, " + state + "). "
                     "It exercises the whole studio, but its output is noise, not animation. "
-                    "Start `python app.py` for the released UniAnimate weights.")
+                    "Start `python app.py --model real` for the released UniAnimate weights.")
+        if self.is_demo:
+            d = self.demo_defaults
+            state = "loaded" if loaded.get("loaded") else "loads in seconds on first use"
+            size = f" at {d.width}x{d.height}, {d.frames} frames a segment" if d else ""
+            return (f"**Model: {DEMO_MODEL_NAME}** (`--model demo`, {state}). A small model of "
+                    "UniAnimate's architecture trained by this project on procedural drawn people"
+                    f"{size}: it animates figures like the example, not photos (see its "
+                    "MODEL_CARD.md). For the released UniAnimate weights start "
+                    "`python app.py --model real`.")
         lines = [f"**Model: UniAnimate** from {self.where}"]
         if loaded.get("loaded"):
             lines[0] += f" — loaded ({loaded.get('model_name')})."
@@ -171,6 +248,8 @@ class ModelManager:
         """One-line status for the log."""
         if self.is_tiny:
             return "tiny random-weight pipeline (output is noise)"
+        if self.is_demo:
+            return f"{DEMO_MODEL_NAME} from {self.where}"
         missing = self.missing()
         return (f"UniAnimate from {self.where}; " +
                 (f"missing {', '.join(f.filename for f in missing)}" if missing else
@@ -188,4 +267,5 @@ def build_studio(projects_dir: str | os.PathLike, models: ModelManager,
                   runtime=runtime or default_runtime())
 
 
-__all__ = ["DEFAULT_MODEL_SOURCE", "ModelManager", "build_studio"]
+__all__ = ["DEFAULT_MODEL_SOURCE", "ModelManager", "build_studio", "choose_model",
+           "released_weights_present"]

@@ -119,6 +119,13 @@ _TABLE = (
             "~5.7 GB", (Source(BUNDLE_REPO),)),
     HubFile("clip", "open_clip_pytorch_model.bin", "open_clip ViT-H-14 (laion2b_s32b_b79k)",
             "~3.9 GB", (Source(BUNDLE_REPO),)),
+    # an exported model (the demo model, `python -m unianimate.train export`): the same state dicts
+    # as safetensors; looked for in a weights folder or a given repo id, never in the default repos
+    HubFile("unet_safetensors", "unianimate_unet.safetensors",
+            "UniAnimate-architecture UNet state dict (an exported model)", "model-dependent",
+            (Source(BUNDLE_REPO),)),
+    HubFile("clip_safetensors", "open_clip_model.safetensors",
+            "open_clip state dict (an exported model)", "model-dependent", (Source(BUNDLE_REPO),)),
     HubFile("vae_ckpt", "v2-1_512-ema-pruned.ckpt",
             "Stable Diffusion 2.1-base checkpoint (only its VAE is used)", "~5.2 GB",
             (Source(BUNDLE_REPO),)),
@@ -149,11 +156,15 @@ MIN_BYTES: dict[str, int] = {
 
 #: The VAE comes as one of these groups, in this order of preference.
 VAE_OPTIONS: tuple[tuple[str, ...], ...] = (("vae_config", "vae_weights"), ("vae_ckpt",))
+#: The UNet and CLIP: the released pickle, or an exported model's safetensors (a folder or a
+#: given repo id only: the default repositories hold the released files).
+UNET_OPTIONS: tuple[tuple[str, ...], ...] = (("unet",), ("unet_safetensors",))
+CLIP_OPTIONS: tuple[tuple[str, ...], ...] = (("clip",), ("clip_safetensors",))
 
 # What a full model needs; a tuple is "any one of these groups" (the VAE comes either way).
 REQUIRED: tuple[tuple[tuple[str, ...], ...], ...] = (
-    (("unet",),),
-    (("clip",),),
+    UNET_OPTIONS,
+    CLIP_OPTIONS,
     VAE_OPTIONS,
     (("dwpose_det",),),
     (("dwpose_pose",),),
@@ -433,23 +444,19 @@ def missing_files(source: str | os.PathLike | None = None, revision: str | None 
     return missing
 
 
-def resolve_vae(source: str | os.PathLike | None = None, revision: str | None = None,
-                local_files_only: bool | None = None, tqdm_class: Any = None,
-                check_size: bool = False) -> Path:
-    """The VAE: a diffusers folder (holding ``config.json``) or the SD-2.1 ``.ckpt`` path.
-
-    Prefers what is already present (diffusers folder, then checkpoint); otherwise downloads in
-    the order of :data:`VAE_OPTIONS`: the diffusers VAE (~335 MB) from its sources, and only when
-    no source has it the 5 GB checkpoint. The final error lists every source tried.
-    """
-    for opt in VAE_OPTIONS:
+def _resolve_options(options: tuple[tuple[str, ...], ...], source: str | os.PathLike | None,
+                     revision: str | None, local_files_only: bool | None, tqdm_class: Any,
+                     check_size: bool) -> tuple[tuple[str, ...], list[Path], list[str]]:
+    """The first group of ``options`` present locally, else the first one a source has (downloaded
+    in order): ``(group, paths, [])``. When no source has any group, raises the first group's
+    error with ``tried`` listing every source of every group (any other failure stops at once)."""
+    for opt in options:
         if all(is_available(k, source, revision) for k in opt):
-            path = resolve_file(opt[-1], source, revision, local_files_only=True,
-                                check_size=check_size)
-            return path.parent if opt[0] == "vae_config" else path
+            return opt, [resolve_file(k, source, revision, local_files_only=True,
+                                      check_size=check_size) for k in opt], []
     tried: list[str] = []
     first: WeightsMissingError | None = None
-    for opt in VAE_OPTIONS:
+    for opt in options:
         try:
             paths = [resolve_file(k, source, revision, local_files_only, tqdm_class, check_size)
                      for k in opt]
@@ -459,12 +466,67 @@ def resolve_vae(source: str | os.PathLike | None = None, revision: str | None = 
             first = first or exc
             tried.extend(exc.tried)  # type: ignore[attr-defined]
             continue
-        return paths[-1].parent if opt[0] == "vae_config" else paths[-1]
+        return opt, paths, tried
     assert first is not None
-    ckpt = FILES["vae_ckpt"]
-    ckpt_src = sources_for("vae_ckpt", None if source is None or is_local_source(source)
-                           else str(source), revision)[0]
-    raise sources_exhausted(
-        f"{first} Alternatively put {ckpt.filename} ({ckpt.size}, from {ckpt_src.repo_id}: "
-        f"`{ckpt.command(ckpt_src.repo_id)}`) in the weights folder. Every source tried for the "
-        f"VAE: " + "; ".join(tried) + ".", tried)
+    first.tried = tried  # type: ignore[attr-defined]
+    raise first
+
+
+def _resolve_weights(options: tuple[tuple[str, ...], ...], source: str | os.PathLike | None,
+                     revision: str | None, local_files_only: bool | None, tqdm_class: Any,
+                     check_size: bool) -> Path:
+    """The released file of a single-file part (UNet, CLIP) or, from a folder or a given repo id,
+    an exported model's safetensors; the error names both."""
+    if source is None:
+        options = options[:1]            # the default repositories hold the released file only
+    try:
+        return _resolve_options(options, source, revision, local_files_only, tqdm_class,
+                                check_size)[1][0]
+    except WeightsMissingError as exc:
+        tried = getattr(exc, "tried", None)
+        if tried is None or len(options) == 1:
+            raise
+        alt = " or ".join(FILES[k].filename for opt in options[1:] for k in opt)
+        raise sources_exhausted(f"{exc} (An exported model has {alt} instead.)", tried) from None
+
+
+def resolve_unet(source: str | os.PathLike | None = None, revision: str | None = None,
+                 local_files_only: bool | None = None, tqdm_class: Any = None,
+                 check_size: bool = False) -> Path:
+    """The UNet state dict: ``unianimate_16f_32f_non_ema_223000.pth`` (released) or, in a folder
+    or a given repo, ``unianimate_unet.safetensors`` (an exported model); what is present first."""
+    return _resolve_weights(UNET_OPTIONS, source, revision, local_files_only, tqdm_class, check_size)
+
+
+def resolve_clip(source: str | os.PathLike | None = None, revision: str | None = None,
+                 local_files_only: bool | None = None, tqdm_class: Any = None,
+                 check_size: bool = False) -> Path:
+    """The open_clip weights: ``open_clip_pytorch_model.bin`` (released) or, in a folder or a
+    given repo, ``open_clip_model.safetensors`` (an exported model); what is present first."""
+    return _resolve_weights(CLIP_OPTIONS, source, revision, local_files_only, tqdm_class, check_size)
+
+
+def resolve_vae(source: str | os.PathLike | None = None, revision: str | None = None,
+                local_files_only: bool | None = None, tqdm_class: Any = None,
+                check_size: bool = False) -> Path:
+    """The VAE: a diffusers folder (holding ``config.json``) or the SD-2.1 ``.ckpt`` path.
+
+    Prefers what is already present (diffusers folder, then checkpoint); otherwise downloads in
+    the order of :data:`VAE_OPTIONS`: the diffusers VAE (~335 MB) from its sources, and only when
+    no source has it the 5 GB checkpoint. The final error lists every source tried.
+    """
+    try:
+        opt, paths, _ = _resolve_options(VAE_OPTIONS, source, revision, local_files_only,
+                                         tqdm_class, check_size)
+    except WeightsMissingError as first:
+        tried = getattr(first, "tried", None)
+        if tried is None:
+            raise
+        ckpt = FILES["vae_ckpt"]
+        ckpt_src = sources_for("vae_ckpt", None if source is None or is_local_source(source)
+                               else str(source), revision)[0]
+        raise sources_exhausted(
+            f"{first} Alternatively put {ckpt.filename} ({ckpt.size}, from {ckpt_src.repo_id}: "
+            f"`{ckpt.command(ckpt_src.repo_id)}`) in the weights folder. Every source tried for "
+            f"the VAE: " + "; ".join(tried) + ".", tried) from None
+    return paths[-1].parent if opt[0] == "vae_config" else paths[-1]

@@ -72,6 +72,20 @@ _LATENT_RGB = torch.tensor([[0.298, 0.207, 0.208],
                             [-0.184, -0.271, -0.473]])
 
 
+def latent_rgb_matrix(channels: int) -> torch.Tensor:
+    """(C,3) map from scaled latents to RGB for previews: SD's for 4 channels; for any other count
+    (a small trained VAE, e.g. the demo model's) channel c feeds colour c mod 3, each colour the
+    mean of its channels, a rough but stable picture of where things are."""
+    if channels == _LATENT_RGB.shape[0]:
+        return _LATENT_RGB
+    if channels < 1:
+        raise InputError(f"latents need at least one channel, got {channels}")
+    m = torch.zeros(channels, 3)
+    for c in range(channels):
+        m[c, c % 3] = 1.0
+    return m / m.sum(0).clamp(min=1.0)
+
+
 @dataclass(frozen=True)
 class ModelConfigs:
     """Architectures of the three networks; read from ``unianimate_config.json`` when present.
@@ -123,7 +137,7 @@ class _Conditions:
     """The UNet's conditions for one sample (B = 1), on the UNet's device."""
 
     image_embedding: torch.Tensor  # (1,C)
-    ref_latent: torch.Tensor  # (1,4,h,w)
+    ref_latent: torch.Tensor  # (1,C,h,w), C latent channels
     ref_pose: torch.Tensor  # (1,3,H,W) in [0,1]
     pose: torch.Tensor  # (1,3,F,H,W) in [0,1]
     first_frame: torch.Tensor | None  # (1,3,H,W) in [0,1]
@@ -151,9 +165,10 @@ def derive_seed(seed: int, stream: int = 1) -> int:
 
 
 def latent_preview(latents: torch.Tensor) -> np.ndarray:
-    """Cheap RGB approximation of scaled latents (B,4,F,h,w) -> uint8 (F,h,w,3) of sample 0."""
-    z = latents[0].detach().float().cpu()  # (4,F,h,w)
-    rgb = torch.einsum("cfhw,cr->fhwr", z, _LATENT_RGB)  # (F,h,w,3) in ~[-1,1]
+    """Cheap RGB approximation of scaled latents (B,C,F,h,w) -> uint8 (F,h,w,3) of sample 0
+    (any channel count C: :func:`latent_rgb_matrix`)."""
+    z = latents[0].detach().float().cpu()  # (C,F,h,w)
+    rgb = torch.einsum("cfhw,cr->fhwr", z, latent_rgb_matrix(z.shape[0]))  # (F,h,w,3) in ~[-1,1]
     return ((rgb + 1.0) * 127.5).clamp(0, 255).round().to(torch.uint8).numpy()
 
 
@@ -300,8 +315,8 @@ class UniAnimatePipeline:
         report("locating weights files", 0.0)
         kw = dict(revision=revision, local_files_only=local_files_only, tqdm_class=tqdm_class,
                   check_size=released)  # the released files' sizes are known (hub.MIN_BYTES)
-        unet_path = hub.resolve_file("unet", source, **kw)
-        clip_path = hub.resolve_file("clip", source, **kw)
+        unet_path = hub.resolve_unet(source, **kw)   # released .pth or an exported .safetensors
+        clip_path = hub.resolve_clip(source, **kw)
         vae_path = hub.resolve_vae(source, **kw)
 
         # CLIP first: open_clip reads its whole state dict before copying it (a transient second
@@ -317,7 +332,7 @@ class UniAnimatePipeline:
             unet = UniAnimateUNet(unet_cfg)
         unet = unet.to(dt).to_empty(device=dev)  # allocated in the target dtype, filled below
         state = load_state_dict_file(unet_path, mmap=True)  # memory-mapped: no second copy
-        unet.load_official_state_dict(state)
+        unet.load_official_state_dict(state)  # key for key; a float16 file becomes ``dt``
         del state
         name = configs.model_name or (RELEASED_MODEL_NAME if released else CUSTOM_MODEL_NAME)
         if not released:

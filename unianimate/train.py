@@ -2,7 +2,7 @@
 
     python -m unianimate.train demo --run-dir RUN [--recipe cpu|gpu] [--seed 0] [--threads 2]
     python -m unianimate.train finetune --data CLIPS --weights WEIGHTS --run-dir RUN [--lora-rank 8]
-    python -m unianimate.train export --run-dir RUN --dest FOLDER [--half]
+    python -m unianimate.train export --run-dir RUN --dest FOLDER [--half] [--max-mb 40]
 
 SIGTERM (``kill PID``) saves a checkpoint and stops. A rerun of the same command resumes from the newest checkpoint in ``RUN`` (exactly: model, optimiser,
 EMA, RNG states and data position). Progress (loss, s/step, ETA) goes to the log; ``RUN`` also gets
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from unianimate.demo_model import DEFAULT_GUIDANCE, DEFAULT_STEPS, MAX_BYTES
 from unianimate.errors import InputError
 from unianimate.utils import resolve_device
 
@@ -58,7 +59,10 @@ def _demo(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from unianimate.training.demo import export_latest
 
-    export_latest(Path(args.run_dir), Path(args.dest), half=args.half)
+    if args.max_mb < 0:
+        raise InputError(f"--max-mb must be >= 0 (0: no limit), got {args.max_mb}")
+    export_latest(Path(args.run_dir), Path(args.dest), half=args.half, max_bytes=int(args.max_mb * 1e6),
+                  steps=args.steps, guidance=args.guidance)
     return 0
 
 
@@ -88,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run-dir", required=True)
     e.add_argument("--dest", required=True)
     e.add_argument("--half", action="store_true", help="store weights in float16 (half the size)")
+    e.add_argument("--max-mb", type=float, default=MAX_BYTES / 1e6,
+                   help="fail unless the folder is at most this many MB (default: the shipping budget "
+                        "of assets/demo; 0: no limit)")
+    e.add_argument("--steps", type=int, default=DEFAULT_STEPS,
+                   help="the sampler steps the app and CLI start this model with (defaults.json)")
+    e.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help="the guidance the app and CLI start this model with (defaults.json)")
     e.set_defaults(fn=_export, threads=0)
     f = sub.add_parser("finetune", help="fine-tune a UNet (full or LoRA) on a folder of your clips")
     f.add_argument("--data", required=True, help="folder of videos or frame folders with pose JSONs")

@@ -7,7 +7,7 @@ Two stages in one run folder, each resumable on its own:
 2. ``unet``: the UNet learns the diffusion objective (:mod:`unianimate.training.diffusion`) in that
    latent space with a frozen tiny CLIP image encoder (seeded random weights: its embedding is a fixed
    random projection of the reference; the reference latent carries the appearance). Each checkpoint
-   also refreshes ``<run>/model`` (EMA weights in the released file layout + ``unianimate_config.json``)
+   also refreshes ``<run>/model`` (EMA weights as safetensors + ``unianimate_config.json``)
    so ``UniAnimatePipeline.from_pretrained(<run>/model)`` evaluates the latest state.
 
 ``recipe.json`` in the run folder fixes every setting; a rerun of the same command resumes.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -25,6 +24,9 @@ from typing import Any
 
 import torch
 
+from unianimate import hub
+from unianimate.demo_model import (DEFAULT_GUIDANCE, DEFAULT_STEPS, DEFAULTS_FILENAME, DEMO_MODEL_NAME,
+                                   MAX_BYTES, MODEL_CARD_FILENAME, RECIPE_FILENAME, TRAINED_FILENAME)
 from unianimate.errors import InputError
 from unianimate.models.clip import ClipConfig, ClipEncoder
 from unianimate.models.config import UNetConfig
@@ -38,10 +40,9 @@ from .vae_stage import VaeTask, latent_scale
 
 logger = logging.getLogger(__name__)
 
-DEMO_MODEL_NAME = "demo model trained on drawn people, not UniAnimate"
-UNET_FILENAME = "unianimate_16f_32f_non_ema_223000.pth"  # the released layout from_pretrained reads
-CLIP_FILENAME = "open_clip_pytorch_model.bin"
-RECIPE_FILENAME = "recipe.json"
+# the exported layout from_pretrained reads (unianimate.hub: an exported model's safetensors)
+UNET_FILENAME = hub.FILES["unet_safetensors"].filename
+CLIP_FILENAME = hub.FILES["clip_safetensors"].filename
 
 
 @dataclass(frozen=True)
@@ -189,21 +190,21 @@ def run_vae_stage(run_dir: Path, recipe: DemoRecipe, device: torch.device,
 def export_model(run_dir: Path, recipe: DemoRecipe, unet_state: dict[str, torch.Tensor],
                  clip_state: dict[str, torch.Tensor], dest: Path | None = None,
                  half: bool = False) -> Path:
-    """Write a from_pretrained folder: UNet state dict, CLIP, VAE, ``unianimate_config.json``."""
+    """Write a from_pretrained folder: UNet and CLIP state dicts (safetensors; float16 with
+    ``half``), the diffusers VAE, ``unianimate_config.json``."""
     from unianimate.pipeline import CONFIG_FILENAME
+
+    from .export import check_no_released_files, remove_stale_weights, save_tensors, save_vae
 
     dest = dest or run_dir / "model"
     dest.mkdir(parents=True, exist_ok=True)
+    check_no_released_files(dest)
     vae_src = _vae_dir(run_dir)
-    if vae_src.resolve() != (dest / "vae").resolve():
-        shutil.copytree(vae_src, dest / "vae", dirs_exist_ok=True)
+    save_vae(vae_src, dest / "vae", half)
     vae_cfg = json.loads((vae_src / "config.json").read_text())
-    conv = (lambda t: t.half() if t.is_floating_point() else t) if half else (lambda t: t)
-    tmp = dest / (UNET_FILENAME + ".tmp")
-    torch.save({k: conv(v.detach().cpu()) for k, v in unet_state.items()}, tmp)
-    os.replace(tmp, dest / UNET_FILENAME)
-    if not (dest / CLIP_FILENAME).is_file():
-        torch.save({k: conv(v) for k, v in clip_state.items()}, dest / CLIP_FILENAME)
+    save_tensors(dest / UNET_FILENAME, unet_state, half)
+    save_tensors(dest / CLIP_FILENAME, clip_state, half)
+    remove_stale_weights(dest)
     vae = replace(recipe.vae, scaling_factor=float(vae_cfg["scaling_factor"]))
     atomic_write_json(dest / CONFIG_FILENAME, {"unet": recipe.unet.to_dict(), "clip": recipe.clip_config().to_dict(),
                                                "vae": vae.to_dict(), "model_name": DEMO_MODEL_NAME})
@@ -230,14 +231,25 @@ def run_unet_stage(run_dir: Path, recipe: DemoRecipe, device: torch.device,
         ema = dict(tr.model.state_dict())
         ema.update({k: v for k, v in tr.ema.shadow.items()})
         export_model(run_dir, recipe, ema, clip_state)
-        atomic_write_json(run_dir / "model" / "trained.json", {"unet_step": tr.step, "data_position": tr.position})
+        atomic_write_json(run_dir / "model" / TRAINED_FILENAME, {"unet_step": tr.step, "data_position": tr.position})
 
     trainer.run(steps=steps, should_stop=should_stop, on_save=export)
     return trainer
 
 
-def export_latest(run_dir: Path, dest: Path, half: bool = False) -> Path:
-    """A from_pretrained folder at ``dest`` from the newest UNet checkpoint's EMA weights."""
+def export_latest(run_dir: Path, dest: Path, half: bool = False, max_bytes: int = MAX_BYTES,
+                  steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE) -> Path:
+    """A from_pretrained folder at ``dest`` from the newest UNet checkpoint's EMA weights, with
+    ``recipe.json``, ``trained.json``, ``defaults.json`` (``steps``, ``guidance``) and
+    ``MODEL_CARD.md``. Built beside ``dest`` and moved into place only when its size is within
+    ``max_bytes`` (0: no limit); an earlier export at ``dest`` is replaced."""
+    from .export import check_budget, folder_bytes, model_card, replace_folder
+
+    if not (run_dir / RECIPE_FILENAME).is_file():
+        raise InputError(f"{run_dir.name!r} is not a demo run folder (no {RECIPE_FILENAME}); train with "
+                         "`python -m unianimate.train demo --run-dir ...` first")
+    if steps < 1 or guidance < 0:
+        raise InputError(f"--steps must be >= 1 and --guidance >= 0; got {steps} and {guidance}")
     recipe = DemoRecipe.from_dict(json.loads((run_dir / RECIPE_FILENAME).read_text()))
     found = sorted(run_dir.glob("unet-ckpt-*.pt"))
     if not found:
@@ -246,12 +258,28 @@ def export_latest(run_dir: Path, dest: Path, half: bool = False) -> Path:
     weights = dict(state["model"])
     weights.update(state["ema"]["shadow"])
     clip_state, _ = build_clip(recipe)
-    out = export_model(run_dir, recipe, weights, clip_state, dest=dest, half=half)
-    atomic_write_json(out / RECIPE_FILENAME, recipe.to_dict())
-    atomic_write_json(out / "trained.json", {"unet_step": int(state["step"]),
-                                             "data_position": int(state["position"])})
-    logger.info("exported step %d to %s", state["step"], out)
-    return out
+    staging = dest.with_name(f".{dest.name}.export-tmp")
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        out = export_model(run_dir, recipe, weights, clip_state, dest=staging, half=half)
+        step = int(state["step"])
+        atomic_write_json(out / RECIPE_FILENAME, recipe.to_dict())
+        atomic_write_json(out / TRAINED_FILENAME, {"unet_step": step, "data_position": int(state["position"])})
+        atomic_write_json(out / DEFAULTS_FILENAME, {"steps": int(steps), "guidance": float(guidance)})
+        parameters = {"UNet": sum(v.numel() for v in weights.values()),
+                      "CLIP": sum(v.numel() for v in clip_state.values())}
+        card = model_card(DEMO_MODEL_NAME, recipe.to_dict(), step, steps, guidance,
+                          folder_bytes(out), half, parameters)
+        (out / MODEL_CARD_FILENAME).write_text(card, encoding="utf-8")
+        total = check_budget(out, max_bytes)
+        replace_folder(out, dest, marker=MODEL_CARD_FILENAME)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("exported UNet step %d to %s: %.1f MB%s", step, dest, total / 1e6,
+                " (float16)" if half else "")
+    return dest
 
 
 def check_recipe_name(name: str) -> DemoRecipe:
