@@ -29,13 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 _PIPE = {}
 
 
-def tiny_pipeline(report=None):
-    """One tiny random-weight pipeline for the whole module (building it is the slow part);
-    a pipeline factory (``report`` gets weight-loading messages: none here)."""
-    if "p" not in _PIPE:
+def tiny_pipeline(report=None, precision="auto"):
+    """One tiny random-weight pipeline per precision for the whole module (building it is the
+    slow part); a pipeline factory (``report`` gets weight-loading messages: none here)."""
+    if precision not in _PIPE:
         from unianimate.pipeline import UniAnimatePipeline
-        _PIPE["p"] = UniAnimatePipeline.tiny(seed=0, device="cpu")
-    return _PIPE["p"]
+        _PIPE[precision] = UniAnimatePipeline.tiny(seed=0, device="cpu", dtype=precision)
+    return _PIPE[precision]
 
 
 def reference_image(seed=0):

@@ -55,6 +55,7 @@ from unianimate.studio.ports import Animator, AnimatorFactory, PoseDetector, Pos
 from unianimate.studio.project import (Candidate, GenerationSettings, PoseInfo, Project,
                                        ReferenceInfo, Segment)
 from unianimate.studio.runtime import StudioRuntime
+from unianimate.studio.settings import SpeedOptions
 from unianimate.studio.store import ProjectStore
 from unianimate.studio.views import (ExportResult, PosePreview, ProjectPage, ProjectSummary,
                                      Timeline, build_page, build_timeline)
@@ -222,19 +223,22 @@ class Studio:
     def generate_candidates(self, project_id: str, segment_id: str | None = None,
                             n: int | None = None, progress: ProgressFn | None = None,
                             should_cancel: Callable[[], bool] | None = None,
-                            owner: str | None = None) -> list[Candidate]:
+                            owner: str | None = None,
+                            speed: SpeedOptions | None = None) -> list[Candidate]:
         """Generate ``n`` (default: settings.candidates) new candidates of a segment (None: the
-        root, created on first use); see :meth:`Generation.generate_candidates`."""
+        root, created on first use) with this run's VRAM / speed options ``speed``; see
+        :meth:`Generation.generate_candidates`."""
         return self.generation.generate_candidates(project_id, segment_id, n, progress,
-                                                   should_cancel, self._owner(owner))
+                                                   should_cancel, self._owner(owner), speed)
 
     def reroll(self, project_id: str, segment_id: str, n: int | None = None,
                progress: ProgressFn | None = None,
                should_cancel: Callable[[], bool] | None = None,
-               owner: str | None = None) -> list[Candidate]:
+               owner: str | None = None,
+               speed: SpeedOptions | None = None) -> list[Candidate]:
         """More candidates for a segment (new seeds; existing candidates and branches stay)."""
         return self.generate_candidates(project_id, segment_id, n, progress, should_cancel,
-                                        owner)
+                                        owner, speed)
 
     def cancel(self, project_id: str, owner: str | None = None) -> bool:
         """Ask the queued/running generation of a project to stop; False when none runs."""
