@@ -166,12 +166,15 @@ GiB = 1024 ** 3
 
 @dataclass(frozen=True)
 class SpeedOptions:
-    """VRAM / speed choices of one run that leave the output unchanged (tested bit for bit), so
-    they are not stored with a project: the machine decides them, per generation.
+    """VRAM / speed choices of one run, which the machine decides per generation; they are not
+    project settings because they leave the denoising unchanged.
 
     ``offload``: CLIP and the VAE wait on the CPU and visit the GPU only to encode/decode
-    (``OFFLOAD_CHOICES``; "auto" = on for a GPU). ``decode_chunk``: frames per VAE decode call
-    (fewer = less memory at the end of a candidate).
+    (``OFFLOAD_CHOICES``; "auto" = on for a GPU); the frames are the same bit for bit.
+    ``decode_chunk``: frames per VAE decode call (fewer = less memory at the end of a
+    candidate); the latents are the same, but convolution kernels depend on the batch size, so
+    a pixel may round to the next level (at most 1 of 255, measured); each candidate records
+    its chunk (``Candidate.decode_chunk``) and a re-render reuses it.
     """
 
     offload: str = "auto"
