@@ -287,3 +287,48 @@ def test_candidate_grid_pages_through_all_candidates_and_marks_the_chosen_one(
     last = dict(zip(VIEW_FIELDS, ui.next_page(ALICE, pid, seg, 1)))
     assert last["cand_page"] == 1                            # stays on the last page
     assert len(last["measures"]) == 6                        # the table lists all of them
+
+
+def test_vram_speed_section_and_long_mode_reach_the_project_and_the_run(
+        ui: StudioHandlers, tmp_path: Path) -> None:
+    """The VRAM / speed section (precision, sequential guidance: project settings; offload and
+    decode chunk: the run's) and the long mode, as optional trailing API parameters; the view
+    shows the project's values; the auto preset on this CPU machine; bad values name the field."""
+    from ui.blocks import build_ui
+    pid = _project_with_poses(ui)
+    seg, _, cands = ui.generate_candidates(ALICE, pid, None, 6, 1, 2.5, 949, 0, 1, "ddim",
+                                           True, "bf16", True, 4, 2, "off", 3)
+    assert cands and cands[0]["status"] == "done"
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))
+    assert [view[k] for k in ("sequential_guidance", "precision", "long_mode", "window",
+                              "overlap")] == [True, "bf16", True, 4, 2]
+    [cand] = ui.studio.get_project(pid, owner=ui.owner_of(ALICE)).segment(seg).candidates
+    assert cand.settings.precision == "bf16" and cand.decode_chunk == 3
+    # an older API call without them keeps the project's values; a re-roll takes the run's
+    ui.generate_candidates(ALICE, pid, seg, 6, 1, 2.5, 949, 0, 1)
+    ui.reroll(ALICE, pid, seg, 1, "auto", 5)
+    proj = ui.studio.get_project(pid, owner=ui.owner_of(ALICE))
+    assert [c.decode_chunk for c in proj.segment(seg).candidates] == [3, 2, 5]
+    assert all(c.settings.long_mode for c in proj.segment(seg).candidates)
+    assert "window" in _error(ui.generate_candidates, ALICE, pid, seg, 6, 1, 2.5, 949, 0, 1,
+                              "ddim", False, "auto", True, 200, 2)
+    assert "overlap=4 (must be below window=4)" in _error(
+        ui.generate_candidates, ALICE, pid, seg, 6, 1, 2.5, 949, 0, 1, "ddim", False, "auto",
+        True, 4, 4)
+    assert "precision must be one of auto, fp32, fp16, bf16" in _error(
+        ui.generate_candidates, ALICE, pid, seg, 6, 1, 2.5, 949, 0, 1, "ddim", False, "fp8")
+    assert "offload must be one of auto, on, off" in _error(ui.reroll, ALICE, pid, seg, 1, "yes")
+    assert "VAE decode chunk (frames): 17 is above the maximum value 16" in _error(
+        ui.reroll, ALICE, pid, seg, 1, "auto", 17)
+    # the auto preset: no GPU here, so fp32, batched guidance, no offload
+    assert ui.speed_preset() == ("fp32", False, "off", 8, "Auto preset: no GPU: the CPU runs "
+                                 "in fp32 and offloading has nothing to save.")
+    # the section: its controls, the device's precisions only (no fp16 on the CPU)
+    demo = build_ui(ui.studio, ui.models)
+    comps = {c["props"].get("elem_id"): c for c in demo.config["components"]}
+    for elem in ("speed-section", "precision", "sequential-guidance", "offload", "decode-chunk",
+                 "speed-auto", "long-section", "long-mode", "window", "overlap"):
+        assert elem in comps, elem
+    assert [c[1] if isinstance(c, (list, tuple)) else c
+            for c in comps["precision"]["props"]["choices"]] == ["auto", "fp32", "bf16"]
+    assert (comps["window"]["props"]["minimum"], comps["window"]["props"]["maximum"]) == (4, 64)
