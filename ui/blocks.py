@@ -222,6 +222,16 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                         person = CheckedNumber(label="Person (index; empty = the main one)",
                                                value=None, precision=0, **_bounds("person"),
                                                elem_id="person")
+                    with gr.Group(elem_id="people-picker"):
+                        people_btn = gr.Button("Find the people in the driving video's first "
+                                               "frame", size="sm", elem_id="find-people")
+                        people_img = gr.Image(label="First frame: click the dancer to follow",
+                                              interactive=False, height=240,
+                                              elem_id="people-image")
+                        people_pick = gr.Radio(label="Dancer to follow", choices=[],
+                                               visible=False, elem_id="people-pick")
+                        people_md = gr.Markdown("", elem_id="people-info")
+                    people_state = gr.State(None)
                     smooth_btn = gr.Button("Preview smoothing (loaded poses)", size="sm",
                                            elem_id="preview-smoothing")
                     smooth_video = gr.Video(label="Smoothing: as loaded | smoothed",
@@ -421,6 +431,12 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                           show_progress_on=[pose_video, status], **gpu_kw,
                           ).then(h.view, view_in, view_out, **quiet)
 
+        people_btn.click(h.find_people, [owner, project, video, trim_start, trim_end,
+                                         interval, kind],
+                         [people_img, people_pick, person, people_state, people_md],
+                         api_visibility="private", **gpu_kw)
+        people_pick.input(lambda who: who, [people_pick], [person], **quiet)
+        people_img.select(h.pick_person, [people_state], [people_pick, person], **quiet)
         smooth_btn.click(h.preview_smoothing, [owner, project, smooth], [smooth_video, status],
                          api_visibility="private")
         run_speed = [offload, decode_chunk]

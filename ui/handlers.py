@@ -479,6 +479,47 @@ class StudioHandlers:
         return self._pose_message(info), self._project_dict(pid, owner)
 
     @user_errors
+    def find_people(self, token: str | None, project_id: str | None, video: str | None,
+                    trim_start: float | None, trim_end: float | None, frame_interval: float,
+                    kind: str = "auto", request: gr.Request | None = None
+                    ) -> tuple[Any, ...]:
+        """The first-frame dancer picker: the driving video's first frame with people, their
+        numbered boxes, a choice per person (the default one preselected; it fills the Person
+        field) and what the picker knows for a click on the image (a plain dict)."""
+        owner = self.owner_of(token, request)
+        interval = self._interval(frame_interval)
+        start, end = self._time(trim_start), self._time(trim_end)
+        kind = self._pose_options(kind)["kind"]
+        pid = self._pid(project_id, owner)
+        if not video:
+            raise InputError("upload a driving video first")
+        path = self._upload_path(video, request)
+        found = self.studio.first_frame_people(pid, path, frame_interval=interval, start=start,
+                                               end=end, owner=owner, kind=kind)
+        choices = [(f"person {i}" + (" (default)" if i == found.default else ""), i)
+                   for i, _ in found.people]
+        picker = {"people": [[i, list(box)] for i, box in found.people],
+                  "default": found.default, "frame_index": found.frame_index,
+                  "width": found.width, "height": found.height}
+        return (self._served(request, found.image),
+                gr.update(choices=choices, value=found.default, visible=True),
+                found.default, picker, found.message)
+
+    @staticmethod
+    def pick_person(picker: dict[str, Any] | None, evt: gr.SelectData) -> tuple[Any, Any]:
+        """A click on the first frame: the person whose box holds the point (the smallest one)
+        goes to the picker and the Person field; a click beside every box changes nothing."""
+        if not picker or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
+            return gr.update(), gr.update()
+        from unianimate.studio.views import PeopleInFirstFrame
+        found = PeopleInFirstFrame(image="", people=tuple(
+            (int(i), tuple(float(v) for v in box)) for i, box in picker["people"]),
+            default=picker.get("default"), frame_index=int(picker.get("frame_index", 0)),
+            width=int(picker["width"]), height=int(picker["height"]))
+        who = found.person_at(*evt.index)
+        return (gr.update(), gr.update()) if who is None else (who, who)
+
+    @user_errors
     def preview_smoothing(self, token: str | None, project_id: str | None, smooth: float,
                           request: gr.Request | None = None) -> tuple[str | None, str]:
         """A before | after video of the project's keypoints at this smoothing strength."""

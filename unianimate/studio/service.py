@@ -57,7 +57,8 @@ from unianimate.studio.project import (Candidate, GenerationSettings, PoseInfo, 
 from unianimate.studio.runtime import StudioRuntime
 from unianimate.studio.settings import SpeedOptions
 from unianimate.studio.store import ProjectStore
-from unianimate.studio.views import (ExportResult, PosePreview, ProjectPage, ProjectSummary,
+from unianimate.studio.views import (ExportResult, PeopleInFirstFrame, PosePreview,
+                                     ProjectPage, ProjectSummary,
                                      Timeline, build_page, build_timeline)
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,15 @@ class Studio:
         """A before | after video of the keypoints smoothed at ``strength`` and a message
         (see :meth:`PoseIngest.smoothing_preview`)."""
         return self.poses.smoothing_preview(project_id, strength, self._owner(owner))
+
+    def first_frame_people(self, project_id: str, path: str | os.PathLike,
+                           frame_interval: int = 2, start: float | None = None,
+                           end: float | None = None, owner: str | None = None,
+                           kind: str = "auto") -> PeopleInFirstFrame:
+        """The people of a driving video's first frame with anyone in it, numbered, to pick
+        whom to follow (see :meth:`PoseIngest.first_frame_people`)."""
+        return self.poses.first_frame_people(project_id, path, frame_interval, start, end,
+                                             self._owner(owner), kind)
 
     def pose_preview(self, project_id: str, owner: str | None = None) -> PosePreview:
         """The skeleton video of the poses and pose 0 drawn over the reference."""
