@@ -169,8 +169,10 @@ MEASURE_HELP: dict[str, str] = {
             "frame (lower = smoother join; – for the first segment)",
     "stability": "0-255, mean frame-to-frame change inside it (lower = steadier; compare "
                  "candidates of the same segment only)",
-    "drift": "0-255, distance of its mean colour from the anchor colour (the first segment's "
-             "chosen candidate, or the reference image for the first segment)",
+    "drift": "0-255, distance of its mean colour from the reference image's mean colour, the "
+             "same for every segment: compare it along the chosen path (a value rising segment "
+             "after segment means colours creep; the first segment's value is the model's "
+             "baseline: the tiny random model's noise sits far from any reference)",
     "score": "seam + stability: the 'best' rule (lower is better)",
     "seconds": "generation time",
     "chosen": "yes for the candidate on the chosen path",
