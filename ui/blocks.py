@@ -46,6 +46,11 @@ CSS = """
 #tiny-banner p {margin: 0; font-weight: 600;}
 #model-status {font-size: 0.92em;}
 .cand-info p {margin: 2px 0; font-size: 0.9em;}
+/* the chosen path's captions wrap inside their thumbnail instead of being cut with an
+   ellipsis (a branch's seed has up to 10 digits; issue 11 item 13) */
+#path-gallery .caption-label {white-space: normal; overflow-wrap: anywhere; text-overflow: clip;
+                              max-width: calc(100% - 2 * var(--block-label-margin));
+                              line-height: 1.25;}
 """
 
 

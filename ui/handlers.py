@@ -802,7 +802,7 @@ class StudioHandlers:
         out["candidate"] = gr.update(choices=[(f"{c.id} · seed {c.seed}", c.id) for c in done],
                                      value=pick)
         out["timeline_md"] = self._timeline_markdown(tl)
-        gallery = [(self._served(request, c.poster), f"{s.id} · {c.id} · seed {c.seed}")
+        gallery = [(self._served(request, c.poster), f"{s.id}/{c.id} · seed {c.seed}")
                    for s in tl.path for c in s.candidates
                    if c.chosen and c.poster and c.status == "done"]
         # a poster missing on disk (folder edited by hand) is left out: gr.Gallery cannot show
