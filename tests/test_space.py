@@ -128,6 +128,8 @@ def test_speed_options_long_mode_and_precision_cross_the_boundary(
     call = mod.calls[-1]
     assert call["pid"] != os.getpid() and all(_plain(a) for a in call["args"])
     assert call["args"][-1] == ("auto", False, 1, True, 2, 1)
+    # 3 frames in windows of 2 overlapping by 1: (0, 1), (1, 2) -> 4 frame evaluations per step
+    assert call["duration"] == space.gpu_seconds(4, 2, 1, SIZE, SIZE)
     here = tiny_pipeline()
     np.testing.assert_array_equal(out, here.generate_long(x["ref"], x["poses"], x["ref_pose"],
                                                           window=2, overlap=1, **kw))

@@ -205,3 +205,21 @@ def test_model_manager_builds_the_asked_precision() -> None:
     assert models.pipeline_factory(None).precision == "fp32"
     with pytest.raises(InputError, match="not supported on the CPU"):
         models.pipeline_factory(None, "fp16")
+
+
+@pytest.mark.gpu
+def test_cuda_offload_and_precisions(images: dict) -> None:
+    """On a GPU: offload on/off gives the same frames (fp32 and fp16), CLIP and the VAE wait on
+    the CPU with offload, and every precision the GPU supports runs (bf16 where supported)."""
+    gpu = UniAnimatePipeline.tiny(seed=0, device="cuda", dtype="fp32", offload=False)
+    base = _run(gpu, images)
+    on = _run(gpu, images, offload=True)
+    assert next(gpu.vae.model.parameters()).device.type == "cpu"
+    np.testing.assert_array_equal(on, base)
+    half = gpu.with_precision("fp16")
+    assert half.precision == "fp16" and gpu.precision == "fp32"
+    np.testing.assert_array_equal(_run(half, images, offload=True),
+                                  _run(half, images, offload=False))
+    for precision in supported_precisions("cuda"):
+        out = _run(gpu.with_precision(precision), images)
+        assert out.shape == base.shape and np.abs(out.astype(int) - base).mean() < 8

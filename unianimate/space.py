@@ -133,9 +133,16 @@ def _duration(reference: np.ndarray, poses: np.ndarray, ref_pose: np.ndarray,
               first_frame: np.ndarray | None, seeds: Sequence[int], num_frames: int, steps: int,
               guidance: float, noise_prior_t: int | None, sampler: str = "ddim",
               options: tuple[Any, ...] = ()) -> int:
-    """``spaces.GPU``'s duration: called with the GPU entry point's own arguments."""
+    """``spaces.GPU``'s duration: called with the GPU entry point's own arguments (long mode:
+    the frames of every window, overlaps counted twice)."""
     height, width = reference.shape[:2]
-    return gpu_seconds(num_frames, steps, len(seeds), width, height)
+    opts = dict(zip(OPTION_NAMES, options))
+    frames = int(num_frames)
+    if opts.get("window") is not None:
+        from .pipeline import sliding_windows
+        frames = sum(len(w) for w in sliding_windows(frames, int(opts["window"]),
+                                                     int(opts["overlap"])))
+    return gpu_seconds(frames, steps, len(seeds), width, height)
 
 
 #: the order of ``generate_on_gpu``'s ``options`` tuple (plain values only)
