@@ -358,6 +358,12 @@ def test_first_frame_dancer_picker_with_the_real_detector_classes(tmp_path: Path
     shown = np.asarray(Image.open(image).convert("RGB"))
     assert shown.shape == (640, 640, 3)
     assert not np.array_equal(shown, frames[1])              # the boxes and numbers are drawn
+    # each number sits on a filled tag in its box's colour, large enough to read when the UI
+    # shrinks the frame to 240 px (measured inside the small box: 33 % tag colour over 57 rows;
+    # a thin outlined number was 2.5 % over 13 rows)
+    inside = shown[small[1] + 3:small[3] - 3, small[0] + 3:small[2] - 3]
+    tag = np.abs(inside.astype(int) - (0, 200, 255)).sum(axis=2) < 60
+    assert tag.mean() > 0.15 and tag.any(axis=1).sum() > 30
     # a click inside the small dancer's box picks them; one beside every box changes nothing
     click = gr.SelectData(None, {"index": [50, 60], "value": None, "selected": True})
     assert StudioHandlers.pick_person(picker, click) == (0, 0)

@@ -15,8 +15,9 @@ from typing import Any
 import gradio as gr
 
 from ui.downloads_panel import add_download_panel
-from ui.handlers import (FIT_CHOICES, LIMITS, MEASURE_HEADERS, OFFLOAD_LABELS, PRESET_CHOICES,
-                         SLOTS, VIEW_FIELDS, StudioHandlers, measures_help, preset_size)
+from ui.handlers import (FIT_CHOICES, LIMITS, MAIN_PERSON, MEASURE_HEADERS, OFFLOAD_LABELS,
+                         PERSON_CHOICES, PRESET_CHOICES, SLOTS, VIEW_FIELDS, StudioHandlers,
+                         measures_help, preset_size)
 from ui.runtime import ModelManager
 from unianimate.studio import GenerationSettings, SpeedOptions
 
@@ -224,14 +225,17 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                         image_fps = CheckedNumber(label="Frame rate of pose images (fps)",
                                                   value=30, **_bounds("image_fps"),
                                                   elem_id="image-fps")
-                        person = CheckedNumber(label="Person (index; empty = the main one)",
-                                               value=None, precision=0, **_bounds("person"),
-                                               elem_id="person")
+                        # a dropdown, not a number: an empty gr.Number shows 0 in the browser,
+                        # which read "person 0" while the main dancer was followed
+                        person = gr.Dropdown(label="Person to follow", choices=PERSON_CHOICES,
+                                             value=MAIN_PERSON, elem_id="person",
+                                             info="find them below (first frame)")
                     with gr.Group(elem_id="people-picker"):
                         people_btn = gr.Button("Find the people in the driving video's first "
                                                "frame", size="sm", elem_id="find-people")
+                        # no label over the picture: it would hide a dancer in a corner
                         people_img = gr.Image(label="First frame: click the dancer to follow",
-                                              interactive=False, height=240,
+                                              show_label=False, interactive=False, height=240,
                                               elem_id="people-image")
                         people_pick = gr.Radio(label="Dancer to follow", choices=[],
                                                visible=False, elem_id="people-pick")

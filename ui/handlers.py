@@ -159,6 +159,12 @@ VIEW_FIELDS: tuple[str, ...] = (
 SPEED_SETTINGS: tuple[str, ...] = ("sequential_guidance", "precision", "long_mode", "window",
                                    "overlap")
 OFFLOAD_LABELS = [("auto (on for a GPU)", "auto"), ("on", "on"), ("off", "off")]
+#: the Person field's "follow the main dancer" value (as empty or None: the largest, most
+#: central person of the first frame), then the indices the first-frame picker numbers
+MAIN_PERSON = "main"
+PERSON_CHOICES: list[tuple[str, str | int]] = [
+    ("the main one (largest, most central)", MAIN_PERSON),
+    *[(str(i), i) for i in range(int(LIMITS["person"][1]), int(LIMITS["person"][2]) + 1)]]
 #: the measures table's columns and what each means (shown under the table; from
 #: ``unianimate.studio.measures``). Lower seam, stability, drift and score are better.
 MEASURE_HELP: dict[str, str] = {
@@ -546,7 +552,7 @@ class StudioHandlers:
                              f"got {align_mode!r}")
         parts = check_parts(list(align_parts) if isinstance(align_parts, (list, tuple))
                             else align_parts)
-        who = None if person is None or person == "" else int(check_number("person", person))
+        who = None if person in (None, "", MAIN_PERSON) else int(check_number("person", person))
         return {"kind": kind, "smooth": float(check_number("smooth", smooth)),
                 "align_mode": align_mode, "align_parts": parts,
                 "image_fps": float(check_number("image_fps", image_fps)), "person": who}
