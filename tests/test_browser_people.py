@@ -71,7 +71,7 @@ def test_pick_the_dancer_in_the_first_frame(two_dancers: tuple[str, Path], page:
     image = pg.locator("#people-image img")
     expect(image).to_be_visible(timeout=SLOW_MS)
     # no label floats over the picture (it hid the small dancer in the top-left corner)
-    expect(pg.locator("#people-image [data-testid=block-label]")).to_have_count(0)
+    expect(pg.locator("#people-image [data-testid=block-label]")).to_be_hidden()
     expect(pg.locator("#people-info")).to_contain_text("2 people in kept frame 1")
     expect(pg.locator("#person input")).to_have_value("1")           # the default, preselected
     box = image.bounding_box()
