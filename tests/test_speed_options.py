@@ -223,3 +223,17 @@ def test_cuda_offload_and_precisions(images: dict) -> None:
     for precision in supported_precisions("cuda"):
         out = _run(gpu.with_precision(precision), images)
         assert out.shape == base.shape and np.abs(out.astype(int) - base).mean() < 8
+
+
+def test_gpu_memory_can_be_told_for_a_zerogpu_space(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a ZeroGPU Space the main process sees no GPU: UNIANIMATE_VRAM_GB tells the preset
+    what the worker gets, and every precision is offered (the worker checks its GPU)."""
+    from unianimate.compose import ModelManager
+    models = ModelManager("tiny", device="cpu")
+    monkeypatch.setenv("UNIANIMATE_VRAM_GB", "70")
+    assert models.vram_bytes() == 70 * GiB
+    assert speed_preset(models.vram_bytes()).decode_chunk == 8
+    assert models.precision_choices() == ("auto", "fp32", "fp16", "bf16")
+    monkeypatch.setenv("UNIANIMATE_VRAM_GB", "lots")
+    with pytest.raises(InputError, match="UNIANIMATE_VRAM_GB must be a number of GB"):
+        models.vram_bytes()
