@@ -5,6 +5,7 @@ Skipped cleanly when /usr/bin/chromium or the playwright package is missing. Scr
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,17 +32,33 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-dev-shm-usage"]
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    root = tmp_path_factory.mktemp("projects")
-    models = ModelManager("tiny")
-    demo = build_ui(build_studio(root, models), models)
+@contextlib.contextmanager
+def serving(studio: object, models: ModelManager, root: Path,
+            isolate_sessions: bool = True) -> Iterator[str]:
+    """The studio's UI on ``studio`` launched on a free local port; yields its URL, closes it."""
+    demo = build_ui(studio, models, isolate_sessions=isolate_sessions)
     kwargs = launch_kwargs(root, port=free_port())
     demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
     try:
         yield f"http://127.0.0.1:{kwargs['server_port']}/"
     finally:
         demo.close()
+
+
+def open_project(pg: object, url: str, name: str) -> None:
+    """Load the app at ``url``, then pick the project called ``name`` in the project dropdown."""
+    pg.goto(url)
+    sync_api.expect(pg.locator("#model-line")).to_contain_text("tiny random-weight")
+    pg.locator("#project input").click()
+    pg.locator("#project [data-testid=dropdown-option]", has_text=name).click()
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("projects")
+    models = ModelManager("tiny")
+    with serving(build_studio(root, models), models, root) as url:
+        yield url
 
 
 def _new_page(browser: object, **context_args: object) -> object:

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 # importing skips this module exactly when tests/test_browser.py is skipped (no chromium/playwright)
-from tests.test_browser import page, pytestmark, sync_api, _shots  # noqa: F401 (fixtures)
-from tests._net import free_port
-from ui.blocks import build_ui, launch_kwargs
+from tests.test_browser import (open_project, page, pytestmark, serving,  # noqa: F401
+                                sync_api, _shots)
 from ui.runtime import ModelManager, build_studio
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -36,13 +35,8 @@ def branched_app(tmp_path: Path) -> Iterator[tuple[str, str]]:
         seg = studio.continue_from(p.id)
         [cand] = studio.generate_candidates(p.id, seg.id)
         studio.choose(p.id, seg.id, cand.id)
-    demo = build_ui(studio, models, isolate_sessions=False)
-    kwargs = launch_kwargs(tmp_path / "projects", port=free_port())
-    demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
-    try:
-        yield f"http://127.0.0.1:{kwargs['server_port']}/", p.id
-    finally:
-        demo.close()
+    with serving(studio, models, tmp_path / "projects", isolate_sessions=False) as url:
+        yield url, p.id
 
 
 def test_chosen_path_captions_are_not_cut(branched_app: tuple[str, str], page: object,
@@ -50,10 +44,7 @@ def test_chosen_path_captions_are_not_cut(branched_app: tuple[str, str], page: o
     expect = sync_api.expect
     url, pid = branched_app
     pg = page
-    pg.goto(url)
-    expect(pg.locator("#model-line")).to_contain_text("tiny random-weight")
-    pg.locator("#project input").click()
-    pg.locator("#project [data-testid=dropdown-option]", has_text="captions").click()
+    open_project(pg, url, "captions")
     gallery = pg.locator("#path-gallery")
     labels = gallery.locator(".caption-label")
     expect(labels).to_have_count(4)

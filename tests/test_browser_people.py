@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 # importing skips this module exactly when tests/test_browser.py is skipped (no chromium/playwright)
-from tests.test_browser import page, pytestmark, sync_api, _shots  # noqa: F401 (fixtures)
-from tests._net import free_port
-from ui.blocks import build_ui, launch_kwargs
+from tests.test_browser import (open_project, page, pytestmark, serving,  # noqa: F401
+                                sync_api, _shots)
 from ui.runtime import ModelManager, build_studio
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -36,13 +35,8 @@ def two_dancers(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     for f in frames[1:]:
         f[30:90, 30:70] = 255                      # the small person is bright too
     video = write_video(tmp_path / "two.mp4", frames, fps=16)
-    demo = build_ui(studio, models, isolate_sessions=False)
-    kwargs = launch_kwargs(tmp_path / "projects", port=free_port())
-    demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
-    try:
-        yield f"http://127.0.0.1:{kwargs['server_port']}/", video
-    finally:
-        demo.close()
+    with serving(studio, models, tmp_path / "projects", isolate_sessions=False) as url:
+        yield url, video
 
 
 def test_pick_the_dancer_in_the_first_frame(two_dancers: tuple[str, Path], page: object,
@@ -50,10 +44,7 @@ def test_pick_the_dancer_in_the_first_frame(two_dancers: tuple[str, Path], page:
     expect = sync_api.expect
     url, video = two_dancers
     pg = page
-    pg.goto(url)
-    expect(pg.locator("#model-line")).to_contain_text("tiny random-weight")
-    pg.locator("#project input").click()
-    pg.locator("#project [data-testid=dropdown-option]", has_text="dancers").click()
+    open_project(pg, url, "dancers")
     pg.get_by_role("tab", name="Driving video").click()
     pg.locator("#driving-video input[type=file]").set_input_files(str(video))
     expect(pg.locator("#driving-video video")).to_be_visible()
