@@ -33,9 +33,10 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 
 
 @contextlib.contextmanager
-def launched_ui(models: ModelManager, root: Path) -> Iterator[str]:
-    """The studio UI on ``models`` launched in this process on a free port; yields its URL."""
-    demo = build_ui(build_studio(root, models), models)
+def serving(studio: object, models: ModelManager, root: Path,
+            isolate_sessions: bool = True) -> Iterator[str]:
+    """The studio's UI on ``studio`` launched on a free local port; yields its URL, closes it."""
+    demo = build_ui(studio, models, isolate_sessions=isolate_sessions)
     kwargs = launch_kwargs(root, port=free_port())
     demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
     try:
@@ -44,9 +45,26 @@ def launched_ui(models: ModelManager, root: Path) -> Iterator[str]:
         demo.close()
 
 
+@contextlib.contextmanager
+def launched_ui(models: ModelManager, root: Path) -> Iterator[str]:
+    """The studio UI on ``models`` launched in this process on a free port; yields its URL."""
+    with serving(build_studio(root, models), models, root) as url:
+        yield url
+
+
+def open_project(pg: object, url: str, name: str) -> None:
+    """Load the app at ``url``, then pick the project called ``name`` in the project dropdown."""
+    pg.goto(url)
+    sync_api.expect(pg.locator("#model-line")).to_contain_text("tiny random-weight")
+    pg.locator("#project input").click()
+    pg.locator("#project [data-testid=dropdown-option]", has_text=name).click()
+
+
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with launched_ui(ModelManager("tiny"), tmp_path_factory.mktemp("projects")) as url:
+    root = tmp_path_factory.mktemp("projects")
+    models = ModelManager("tiny")
+    with serving(build_studio(root, models), models, root) as url:
         yield url
 
 

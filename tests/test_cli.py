@@ -71,6 +71,51 @@ def test_cli_sampler_reaches_the_pipeline(inputs, tmp_path, caplog):
     assert cand.settings.sampler == "unipc"
 
 
+def test_cli_speed_and_long_mode_options(inputs, tmp_path, caplog):
+    """Issue 11: the app's VRAM / speed section and long mode as flags (same names, limits)."""
+    ref, poses = inputs
+    out = tmp_path / "out.mp4"
+    caplog.set_level("INFO")
+    root = tmp_path / "projects"
+    common = ["--reference", str(ref), "--driving", str(poses), "--out", str(out),
+              "--model", "tiny", "--width", "64", "--height", "64", "--segment-frames", "6",
+              "--max-segments", "1", "--steps", "1", "--frame-interval", "1",
+              "--projects-root", str(root)]
+    code = main([*common, "--speed-preset", "auto", "--dtype", "bf16", "--sequential-guidance",
+                 "--offload", "on", "--decode-chunk", "4", "--long-mode", "--window", "4",
+                 "--overlap", "2"])
+    assert code == EXIT_OK and probe_media(out).frames == 6
+    assert "speed preset: no GPU" in caplog.text
+    from unianimate.studio import Studio
+    studio = Studio(root)
+    [summary] = studio.list_projects()
+    [cand] = studio.get_project(summary.id).segments[0].candidates
+    st = cand.settings
+    assert (st.precision, st.sequential_guidance, st.long_mode, st.window, st.overlap) == \
+        ("bf16", True, True, 4, 2)
+    assert cand.decode_chunk == 4
+    # the preset alone on the CPU: fp32, batched guidance, the CPU's decode chunk
+    shutil_root = tmp_path / "p2"
+    assert main([*common[:-1], str(shutil_root), "--speed-preset", "auto"]) == EXIT_OK
+    studio = Studio(shutil_root)
+    [summary] = studio.list_projects()
+    [cand] = studio.get_project(summary.id).segments[0].candidates
+    assert (cand.settings.precision, cand.settings.sequential_guidance, cand.decode_chunk) == \
+        ("fp32", False, 8)
+    # limits: refused before any project exists, naming the flag's setting
+    for bad, message in ((["--precision", "fp16"], "--precision fp16 is not supported"),
+                         (["--long-mode", "--window", "4", "--overlap", "4"],
+                          "overlap=4 .must be below window=4"),
+                         (["--decode-chunk", "0"], "VAE decode chunk .frames. must be a whole "
+                                                  "number in 1..128"),
+                         (["--window", "1"], "window=1 .use 2..128")):
+        caplog.clear()
+        empty = tmp_path / "bad"
+        assert main([*common[:-1], str(empty), *bad]) == EXIT_INPUT
+        assert __import__("re").search(message, caplog.text), (bad, caplog.text)
+        assert not empty.exists() or not [d for d in empty.iterdir() if d.name != STATE_DIR]
+
+
 def test_cli_bad_input_exit_codes(inputs, tmp_path, caplog):
     ref, poses = inputs
     out = tmp_path / "o.mp4"

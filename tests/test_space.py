@@ -116,6 +116,36 @@ def test_studio_generates_and_cancels_through_the_gpu_worker(
     assert statuses == ["done", "interrupted"]
 
 
+def test_speed_options_long_mode_and_precision_cross_the_boundary(
+        zerogpu: tuple[ModuleType, Any], tmp_path: Path) -> None:
+    """Issue 11: sequential guidance, the decode chunk, offload, the long mode and another
+    precision reach the worker as plain values and give the in-process pipeline's frames."""
+    mod, space = zerogpu
+    x = _inputs(2)
+    pipe = space.pipeline_factory(None, "auto")
+    kw = dict(seed=3, num_inference_steps=2, batch_guidance=False, decode_chunk=1, offload=True)
+    out = pipe.generate_long(x["ref"], x["poses"], x["ref_pose"], window=2, overlap=1, **kw)
+    call = mod.calls[-1]
+    assert call["pid"] != os.getpid() and all(_plain(a) for a in call["args"])
+    assert call["args"][-1] == ("auto", False, 1, True, 2, 1)
+    # 3 frames in windows of 2 overlapping by 1: (0, 1), (1, 2) -> 4 frame evaluations per step
+    assert call["duration"] == space.gpu_seconds(4, 2, 1, SIZE, SIZE)
+    here = tiny_pipeline()
+    np.testing.assert_array_equal(out, here.generate_long(x["ref"], x["poses"], x["ref_pose"],
+                                                          window=2, overlap=1, **kw))
+    here.set_offload(False)
+    bf = space.pipeline_factory(None, "bf16")
+    assert bf.precision == "bf16"
+    out = bf.generate_segment(x["ref"], x["poses"], x["ref_pose"], num_frames=FRAMES, seed=3,
+                              num_inference_steps=2)
+    np.testing.assert_array_equal(out, tiny_pipeline().with_precision("bf16").generate_segment(
+        x["ref"], x["poses"], x["ref_pose"], seed=3, num_inference_steps=2))
+    assert next(tiny_pipeline().unet.parameters()).dtype.is_floating_point
+    assert str(next(tiny_pipeline().unet.parameters()).dtype) == "torch.float32"
+    with pytest.raises(InputError, match="precision must be one of"):
+        space.pipeline_factory(None, "fp8")
+
+
 def test_no_spaces_package_runs_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib
 

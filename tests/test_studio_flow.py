@@ -29,13 +29,13 @@ REPO = Path(__file__).resolve().parents[1]
 _PIPE = {}
 
 
-def tiny_pipeline(report=None):
-    """One tiny random-weight pipeline for the whole module (building it is the slow part);
-    a pipeline factory (``report`` gets weight-loading messages: none here)."""
-    if "p" not in _PIPE:
+def tiny_pipeline(report=None, precision="auto"):
+    """One tiny random-weight pipeline per precision for the whole module (building it is the
+    slow part); a pipeline factory (``report`` gets weight-loading messages: none here)."""
+    if precision not in _PIPE:
         from unianimate.pipeline import UniAnimatePipeline
-        _PIPE["p"] = UniAnimatePipeline.tiny(seed=0, device="cpu")
-    return _PIPE["p"]
+        _PIPE[precision] = UniAnimatePipeline.tiny(seed=0, device="cpu", dtype=precision)
+    return _PIPE[precision]
 
 
 def reference_image(seed=0):
@@ -419,3 +419,26 @@ def test_sampler_setting_reaches_the_pipeline_and_is_rerendered(studio, tmp_path
     np.testing.assert_array_equal(again, b)
     with pytest.raises(InputError, match="sampler='euler'.*ddim, dpmpp_2m, unipc"):
         studio.set_settings(p.id, sampler="euler")
+
+
+def test_drift_is_one_measure_for_every_segment(studio, tmp_path):
+    """Issue 11 item 12: drift is the distance of a candidate's mean colour from the reference
+    image's, for the root and for continuations alike (it was measured against the root
+    candidate for continuations: ~65 beside ~0.1 in one column)."""
+    from PIL import Image
+
+    from unianimate.studio import measures as M
+    p = new_project(studio, tmp_path, poses=9, candidates=1)
+    [root] = studio.generate_candidates(p.id)
+    studio.choose(p.id, "s0", root.id)
+    s1 = studio.continue_from(p.id)
+    [cont] = studio.generate_candidates(p.id, s1.id)
+    folder = studio.store.folder(p.id)
+    project = studio.get_project(p.id)
+    ref = np.asarray(Image.open(folder / project.reference.fitted).convert("RGB"))
+    for seg, cand in (("s0", root), (s1.id, cont)):
+        frames = studio.candidate_frames(p.id, seg, cand.id)
+        assert cand.measures["drift"] == pytest.approx(M.drift(frames, M.mean_color(ref)),
+                                                       abs=1e-3)
+    # the tiny model's noise sits far from the reference in both segments: the same scale
+    assert cont.measures["drift"] > 0.5 * root.measures["drift"] > 1.0

@@ -287,3 +287,111 @@ def test_candidate_grid_pages_through_all_candidates_and_marks_the_chosen_one(
     last = dict(zip(VIEW_FIELDS, ui.next_page(ALICE, pid, seg, 1)))
     assert last["cand_page"] == 1                            # stays on the last page
     assert len(last["measures"]) == 6                        # the table lists all of them
+
+
+def test_vram_speed_section_and_long_mode_reach_the_project_and_the_run(
+        ui: StudioHandlers, tmp_path: Path) -> None:
+    """The VRAM / speed section (precision, sequential guidance: project settings; offload and
+    decode chunk: the run's) and the long mode, as optional trailing API parameters; the view
+    shows the project's values; the auto preset on this CPU machine; bad values name the field."""
+    from ui.blocks import build_ui
+    pid = _project_with_poses(ui)
+    seg, _, cands = ui.generate_candidates(ALICE, pid, None, 6, 1, 2.5, 949, 0, 1, "ddim",
+                                           True, "bf16", True, 4, 2, "off", 3)
+    assert cands and cands[0]["status"] == "done"
+    view = dict(zip(VIEW_FIELDS, ui.view(ALICE, pid, seg)))
+    assert [view[k] for k in ("sequential_guidance", "precision", "long_mode", "window",
+                              "overlap")] == [True, "bf16", True, 4, 2]
+    [cand] = ui.studio.get_project(pid, owner=ui.owner_of(ALICE)).segment(seg).candidates
+    assert cand.settings.precision == "bf16" and cand.decode_chunk == 3
+    # an older API call without them keeps the project's values; a re-roll takes the run's
+    ui.generate_candidates(ALICE, pid, seg, 6, 1, 2.5, 949, 0, 1)
+    ui.reroll(ALICE, pid, seg, 1, "auto", 5)
+    proj = ui.studio.get_project(pid, owner=ui.owner_of(ALICE))
+    assert [c.decode_chunk for c in proj.segment(seg).candidates] == [3, 2, 5]
+    assert all(c.settings.long_mode for c in proj.segment(seg).candidates)
+    assert "window" in _error(ui.generate_candidates, ALICE, pid, seg, 6, 1, 2.5, 949, 0, 1,
+                              "ddim", False, "auto", True, 200, 2)
+    assert "overlap=4 (must be below window=4)" in _error(
+        ui.generate_candidates, ALICE, pid, seg, 6, 1, 2.5, 949, 0, 1, "ddim", False, "auto",
+        True, 4, 4)
+    assert "precision must be one of auto, fp32, fp16, bf16" in _error(
+        ui.generate_candidates, ALICE, pid, seg, 6, 1, 2.5, 949, 0, 1, "ddim", False, "fp8")
+    assert "offload must be one of auto, on, off" in _error(ui.reroll, ALICE, pid, seg, 1, "yes")
+    assert "VAE decode chunk (frames): 17 is above the maximum value 16" in _error(
+        ui.reroll, ALICE, pid, seg, 1, "auto", 17)
+    # the auto preset: no GPU here, so fp32, batched guidance, no offload
+    assert ui.speed_preset() == ("fp32", False, "off", 8, "Auto preset: no GPU: the CPU runs "
+                                 "in fp32 and offloading has nothing to save.")
+    # the section: its controls, the device's precisions only (no fp16 on the CPU)
+    demo = build_ui(ui.studio, ui.models)
+    comps = {c["props"].get("elem_id"): c for c in demo.config["components"]}
+    for elem in ("speed-section", "precision", "sequential-guidance", "offload", "decode-chunk",
+                 "speed-auto", "long-section", "long-mode", "window", "overlap"):
+        assert elem in comps, elem
+    assert [c[1] if isinstance(c, (list, tuple)) else c
+            for c in comps["precision"]["props"]["choices"]] == ["auto", "fp32", "bf16"]
+    assert (comps["window"]["props"]["minimum"], comps["window"]["props"]["maximum"]) == (4, 64)
+
+
+def test_first_frame_dancer_picker_with_the_real_detector_classes(tmp_path: Path) -> None:
+    """Multi-person driving video: the first frame's people with numbered boxes (the real
+    DWPoseDetector on tiny ONNX models that find two people), a choice per person, a click on
+    a dancer picks them, and the extraction then follows that one."""
+    from PIL import Image
+
+    from ui.blocks import build_ui
+    from unianimate.pose.synthetic import export_tiny_dwpose
+    big, small = (200, 120, 440, 600), (20, 20, 80, 100)
+    export_tiny_dwpose(tmp_path / "dwpose", boxes=[big, small], det_scores=[0.8, 0.95])
+    models = ModelManager("tiny", dwpose=str(tmp_path / "dwpose"))
+    ui = StudioHandlers(build_studio(tmp_path / "projects", models), models)
+    frames = person_frames(6, 640, 640, empty=(0,))
+    for f in frames[1:]:
+        f[30:90, 30:70] = 255                      # the small person is bright too
+    video = write_video(tmp_path / "two.mp4", frames, fps=16)
+    pid = _project(ui)
+    image, pick, person, picker, message = ui.find_people(ALICE, pid, str(video), 0, 0, 1)
+    assert pick["choices"] == [("person 0", 0), ("person 1 (default)", 1)]
+    assert pick["value"] == 1 and person == 1 and picker["default"] == 1
+    assert "2 people in kept frame 1" in message and "person 1" in message
+    shown = np.asarray(Image.open(image).convert("RGB"))
+    assert shown.shape == (640, 640, 3)
+    assert not np.array_equal(shown, frames[1])              # the boxes and numbers are drawn
+    # each number sits on a filled tag in its box's colour, large enough to read when the UI
+    # shrinks the frame to 240 px (measured inside the small box: 33 % tag colour over 57 rows;
+    # a thin outlined number was 2.5 % over 13 rows)
+    inside = shown[small[1] + 3:small[3] - 3, small[0] + 3:small[2] - 3]
+    tag = np.abs(inside.astype(int) - (0, 200, 255)).sum(axis=2) < 60
+    assert tag.mean() > 0.15 and tag.any(axis=1).sum() > 30
+    # a click inside the small dancer's box picks them; one beside every box changes nothing
+    click = gr.SelectData(None, {"index": [50, 60], "value": None, "selected": True})
+    assert StudioHandlers.pick_person(picker, click) == (0, 0)
+    inside_big = gr.SelectData(None, {"index": [300, 400], "value": None, "selected": True})
+    assert StudioHandlers.pick_person(picker, inside_big) == (1, 1)
+    beside = gr.SelectData(None, {"index": [600, 10], "value": None, "selected": True})
+    assert StudioHandlers.pick_person(picker, beside) == (gr.update(), gr.update())
+    # the pick is followed by the extraction
+    msg, data = ui.extract_poses(ALICE, pid, str(video), 0, 0, 1, False, "video", 0.0,
+                                 "per-limb", ["body", "hands"], 30, 0)
+    assert data["poses"] == 6
+    info = ui.studio.get_project(pid, owner=ui.owner_of(ALICE)).poses
+    assert any("followed person 0 of frame 1" in m for m in info.messages)
+    # a pose file has no people to pick; the picker sits in the Pose options
+    assert "only a real video" in _error(ui.find_people, ALICE, pid, DANCE, 0, 0, 1)
+    demo = build_ui(ui.studio, models)
+    ids = [c["props"].get("elem_id") for c in demo.config["components"]]
+    assert ids.index("pose-options") < ids.index("find-people") < ids.index("people-image") \
+        < ids.index("people-pick")
+
+
+def test_person_at_picks_the_smallest_box_under_the_click() -> None:
+    from unianimate.studio.views import PeopleInFirstFrame
+    found = PeopleInFirstFrame("", ((0, (0.0, 0.0, 1.0, 1.0)), (1, (0.4, 0.4, 0.6, 0.6))), 0, 3,
+                               200, 100)
+    assert found.person_at(100, 50) == 1          # in front of the large one
+    assert found.person_at(10, 10) == 0
+    assert PeopleInFirstFrame("", ((0, (0.5, 0.5, 0.6, 0.6)),), 0, 0, 10, 10).person_at(1, 1) \
+        is None
+    assert "1 person in kept frame 0" in PeopleInFirstFrame("", ((0, (0, 0, 1, 1)),), 0, 0, 1,
+                                                            1).message

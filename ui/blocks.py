@@ -15,10 +15,11 @@ from typing import Any
 import gradio as gr
 
 from ui.downloads_panel import add_download_panel
-from ui.handlers import (FIT_CHOICES, LIMITS, MEASURE_HEADERS, PRESET_CHOICES, SLOTS,
-                         VIEW_FIELDS, StudioHandlers, measures_help, preset_size)
+from ui.handlers import (FIT_CHOICES, LIMITS, MAIN_PERSON, MEASURE_HEADERS, OFFLOAD_LABELS,
+                         PERSON_CHOICES, PRESET_CHOICES, SLOTS, VIEW_FIELDS, StudioHandlers,
+                         measures_help, preset_size)
 from ui.runtime import ModelManager
-from unianimate.studio import GenerationSettings
+from unianimate.studio import GenerationSettings, SpeedOptions
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ TINY_EXAMPLE_NOTE = ("Tiny model on a CPU: a candidate of the small example (8 f
                      "is built then). Its output is noise: it only shows the studio at work.")
 #: the sampler dropdown's one line (the measured quality per step count: docs/SAMPLERS.md)
 SAMPLER_INFO = "dpmpp_2m/unipc at 10 steps ≈ DDIM at 20 (docs/SAMPLERS.md)"
+#: what the VRAM / speed section's controls do (stored: precision and sequential guidance)
+SPEED_NOTE = ("Precision and sequential guidance are saved with the project (they change the "
+              "output's last bits; a new precision loads the model again). Offload and the "
+              "decode chunk are this run's memory choices (offload never changes the frames). "
+              "*Auto* picks all four from this machine's GPU memory.")
 GPU_ID = "gpu"          # every handler that runs the model shares this concurrency id (limit 1)
 
 CSS = """
@@ -41,6 +47,11 @@ CSS = """
 #tiny-banner p {margin: 0; font-weight: 600;}
 #model-status {font-size: 0.92em;}
 .cand-info p {margin: 2px 0; font-size: 0.9em;}
+/* the chosen path's captions wrap inside their thumbnail instead of being cut with an
+   ellipsis (a branch's seed has up to 10 digits; issue 11 item 13) */
+#path-gallery .caption-label {white-space: normal; overflow-wrap: anywhere; text-overflow: clip;
+                              max-width: calc(100% - 2 * var(--block-label-margin));
+                              line-height: 1.25;}
 """
 
 
@@ -248,9 +259,22 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                         image_fps = CheckedNumber(label="Frame rate of pose images (fps)",
                                                   value=30, **_bounds("image_fps"),
                                                   elem_id="image-fps")
-                        person = CheckedNumber(label="Person (index; empty = the main one)",
-                                               value=None, precision=0, **_bounds("person"),
-                                               elem_id="person")
+                        # a dropdown, not a number: an empty gr.Number shows 0 in the browser,
+                        # which read "person 0" while the main dancer was followed
+                        person = gr.Dropdown(label="Person to follow", choices=PERSON_CHOICES,
+                                             value=MAIN_PERSON, elem_id="person",
+                                             info="find them below (first frame)")
+                    with gr.Group(elem_id="people-picker"):
+                        people_btn = gr.Button("Find the people in the driving video's first "
+                                               "frame", size="sm", elem_id="find-people")
+                        # no label over the picture: it would hide a dancer in a corner
+                        people_img = gr.Image(label="First frame: click the dancer to follow",
+                                              show_label=False, interactive=False, height=240,
+                                              elem_id="people-image")
+                        people_pick = gr.Radio(label="Dancer to follow", choices=[],
+                                               visible=False, elem_id="people-pick")
+                        people_md = gr.Markdown("", elem_id="people-info")
+                    people_state = gr.State(None)
                     smooth_btn = gr.Button("Preview smoothing (loaded poses)", size="sm",
                                            elem_id="preview-smoothing")
                     smooth_video = gr.Video(label="Smoothing: as loaded | smoothed",
@@ -293,6 +317,37 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                                       info="seed = base + 1000 x depth + candidate")
             n_cands = CheckedSlider(**_setting("candidates"), step=1, label="Candidates",
                                     elem_id="n-candidates")
+        with gr.Accordion("VRAM / speed", open=False, elem_id="speed-section"):
+            gr.Markdown(SPEED_NOTE, elem_id="speed-note")
+            with gr.Row(equal_height=True):
+                precision = gr.Dropdown(label="Precision", choices=list(models.precision_choices()),
+                                        value=GenerationSettings().precision,
+                                        info="auto: fp16 on a GPU, fp32 on the CPU",
+                                        elem_id="precision")
+                sequential = gr.Checkbox(label="Sequential guidance (two passes, less memory)",
+                                         value=GenerationSettings().sequential_guidance,
+                                         elem_id="sequential-guidance")
+                offload = gr.Radio(label="CPU offload of CLIP and the VAE",
+                                   choices=OFFLOAD_LABELS, value=SpeedOptions().offload,
+                                   elem_id="offload")
+                decode_chunk = CheckedSlider(**_bounds("decode_chunk"), step=1,
+                                             value=SpeedOptions().decode_chunk,
+                                             label="VAE decode chunk (frames)",
+                                             elem_id="decode-chunk")
+                preset_btn = gr.Button("Auto (from GPU memory)", size="sm", scale=0,
+                                       elem_id="speed-auto")
+            speed_md = gr.Markdown("", elem_id="speed-preset-info")
+        with gr.Accordion("Long mode (the reference's sliding windows)", open=False,
+                          elem_id="long-section"):
+            with gr.Row(equal_height=True):
+                long_mode = gr.Checkbox(label="Long mode: denoise each segment in overlapping "
+                                              "windows", value=GenerationSettings().long_mode,
+                                        elem_id="long-mode")
+                window = CheckedSlider(**_setting("window"), step=1, label="Window (frames)",
+                                       elem_id="window")
+                overlap = CheckedSlider(**_setting("overlap"), step=1,
+                                        label="Overlap (frames, below the window)",
+                                        elem_id="overlap")
         with gr.Row(equal_height=True):
             segment = gr.Dropdown(label="Segment (the tree; pick one to see or re-roll it)",
                                   choices=[], value=None, allow_custom_value=True, scale=3,
@@ -366,6 +421,8 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
             "steps": steps, "guidance": guidance, "noise_prior": noise_prior,
             "base_seed": base_seed, "candidates": n_cands, "sampler": sampler,
             "cand_page": cand_page, "cand_pager": cand_pager,
+            "sequential_guidance": sequential, "precision": precision, "long_mode": long_mode,
+            "window": window, "overlap": overlap,
             "segment": segment,
             "measures": measures, "candidate": candidate, "timeline_md": timeline_md,
             "path_gallery": path_gallery, "project_json": project_json,
@@ -414,15 +471,25 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                           show_progress_on=[pose_video, status], **gpu_kw,
                           ).then(h.view, view_in, view_out, **quiet)
 
+        people_btn.click(h.find_people, [owner, project, video, trim_start, trim_end,
+                                         interval, kind],
+                         [people_img, people_pick, person, people_state, people_md],
+                         api_visibility="private", **gpu_kw)
+        people_pick.input(lambda who: who, [people_pick], [person], **quiet)
+        people_img.select(h.pick_person, [people_state], [people_pick, person], **quiet)
         smooth_btn.click(h.preview_smoothing, [owner, project, smooth], [smooth_video, status],
                          api_visibility="private")
-        settings_in = [frames, steps, guidance, noise_prior, base_seed, n_cands, sampler]
+        run_speed = [offload, decode_chunk]
+        settings_in = [frames, steps, guidance, noise_prior, base_seed, n_cands, sampler,
+                       sequential, precision, long_mode, window, overlap, *run_speed]
+        preset_btn.click(h.speed_preset, None, [precision, sequential, offload, decode_chunk,
+                                                speed_md], api_visibility="private")
         gen_evt = gen_btn.click(h.generate_candidates, [owner, project, segment, *settings_in],
                                 [segment, status, project_json], api_name="generate_candidates",
                                 show_progress_on=[slot_videos[0], status], **gpu_kw)
         gen_evt.then(h.view, view_in, view_out, **quiet).then(h.model_status, None, model_md,
                                                               **quiet)
-        reroll_evt = reroll_btn.click(h.reroll, [owner, project, segment, n_cands],
+        reroll_evt = reroll_btn.click(h.reroll, [owner, project, segment, n_cands, *run_speed],
                                       [segment, status, project_json], api_name="reroll",
                                       show_progress_on=[slot_videos[0], status], **gpu_kw)
         reroll_evt.then(h.view, view_in, view_out, **quiet).then(h.model_status, None,

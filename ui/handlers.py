@@ -29,7 +29,8 @@ from unianimate.imaging import check_size
 from unianimate.pose.align import USER_MODES, check_parts
 from unianimate.pose.importers import IMAGE_FPS_RANGE, KINDS, classify_driving
 from unianimate.studio.poses import needs_detector
-from unianimate.studio import GenerationSettings
+from unianimate.studio import (OFFLOAD_CHOICES, PRECISIONS, GenerationSettings, SpeedOptions,
+                               speed_preset)
 from gradio.utils import get_upload_folder
 
 from ui.files import SessionFiles
@@ -66,7 +67,9 @@ LIMITS: dict[str, tuple[str, float, float | None, bool]] = {
     **{name: (lim.label, lim.ui_lo, lim.ui_hi, lim.whole)
        for name, lim in ((n, GenerationSettings.limit(n)) for n in
                          ("frames_per_segment", "steps", "guidance", "noise_prior_t",
-                          "base_seed", "candidates"))},
+                          "base_seed", "candidates", "window", "overlap"))},
+    "decode_chunk": (lambda lim: (lim.label, lim.ui_lo, lim.ui_hi, lim.whole))(
+        SpeedOptions.limit("decode_chunk")),
     "frame_interval": ("frame interval", 1, 16, True),
     "trim": ("trim time (seconds)", 0.0, None, False),
     "quality": ("quality (H.264 CRF)", 0, 51, True),
@@ -104,6 +107,20 @@ def check_sampler(value: Any) -> str:
     return value
 
 
+def check_choice(field: str, value: Any, choices: tuple[str, ...]) -> str:
+    """``value`` as one of ``choices``; InputError naming the field and the choices otherwise."""
+    if not isinstance(value, str) or value not in choices:
+        raise InputError(f"{field} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def check_flag(field: str, value: Any) -> bool:
+    """``value`` as a checkbox's True/False; InputError naming the field otherwise."""
+    if not isinstance(value, bool):
+        raise InputError(f"{field} must be true or false; got {value!r}")
+    return value
+
+
 def candidate_page(cands: list[Any], page: Any) -> tuple[int, list[Any]]:
     """The page number actually shown (clamped; None: the last page) and its candidates
     (``SLOTS`` per page, oldest first)."""
@@ -133,7 +150,21 @@ VIEW_FIELDS: tuple[str, ...] = (
     "measures", "candidate", "timeline_md", "path_gallery", "project_json",
     "sampler",     # last: added after the API's first release (positions of the others kept)
     "cand_page", "cand_pager",   # the candidate grid's page (0-based) and its "c4-c7 of 10" line
+    # issue 11: the project's VRAM / speed settings and long mode
+    "sequential_guidance", "precision", "long_mode", "window", "overlap",
 )
+#: the project settings of the "VRAM / speed" section and the long mode, in the order the
+#: ``/generate_candidates`` endpoint takes them (after ``sampler``; then the run's ``offload``
+#: and ``decode_chunk``)
+SPEED_SETTINGS: tuple[str, ...] = ("sequential_guidance", "precision", "long_mode", "window",
+                                   "overlap")
+OFFLOAD_LABELS = [("auto (on for a GPU)", "auto"), ("on", "on"), ("off", "off")]
+#: the Person field's "follow the main dancer" value (as empty or None: the largest, most
+#: central person of the first frame), then the indices the first-frame picker numbers
+MAIN_PERSON = "main"
+PERSON_CHOICES: list[tuple[str, str | int]] = [
+    ("the main one (largest, most central)", MAIN_PERSON),
+    *[(str(i), i) for i in range(int(LIMITS["person"][1]), int(LIMITS["person"][2]) + 1)]]
 #: the measures table's columns and what each means (shown under the table; from
 #: ``unianimate.studio.measures``). Lower seam, stability, drift and score are better.
 MEASURE_HELP: dict[str, str] = {
@@ -144,8 +175,10 @@ MEASURE_HELP: dict[str, str] = {
             "frame (lower = smoother join; – for the first segment)",
     "stability": "0-255, mean frame-to-frame change inside it (lower = steadier; compare "
                  "candidates of the same segment only)",
-    "drift": "0-255, distance of its mean colour from the anchor colour (the first segment's "
-             "chosen candidate, or the reference image for the first segment)",
+    "drift": "0-255, distance of its mean colour from the reference image's mean colour, the "
+             "same for every segment: compare it along the chosen path (a value rising segment "
+             "after segment means colours creep; the first segment's value is the model's "
+             "baseline: the tiny random model's noise sits far from any reference)",
     "score": "seam + stability: the 'best' rule (lower is better)",
     "seconds": "generation time",
     "chosen": "yes for the candidate on the chosen path",
@@ -456,6 +489,47 @@ class StudioHandlers:
         return self._pose_message(info), self._project_dict(pid, owner)
 
     @user_errors
+    def find_people(self, token: str | None, project_id: str | None, video: str | None,
+                    trim_start: float | None, trim_end: float | None, frame_interval: float,
+                    kind: str = "auto", request: gr.Request | None = None
+                    ) -> tuple[Any, ...]:
+        """The first-frame dancer picker: the driving video's first frame with people, their
+        numbered boxes, a choice per person (the default one preselected; it fills the Person
+        field) and what the picker knows for a click on the image (a plain dict)."""
+        owner = self.owner_of(token, request)
+        interval = self._interval(frame_interval)
+        start, end = self._time(trim_start), self._time(trim_end)
+        kind = self._pose_options(kind)["kind"]
+        pid = self._pid(project_id, owner)
+        if not video:
+            raise InputError("upload a driving video first")
+        path = self._upload_path(video, request)
+        found = self.studio.first_frame_people(pid, path, frame_interval=interval, start=start,
+                                               end=end, owner=owner, kind=kind)
+        choices = [(f"person {i}" + (" (default)" if i == found.default else ""), i)
+                   for i, _ in found.people]
+        picker = {"people": [[i, list(box)] for i, box in found.people],
+                  "default": found.default, "frame_index": found.frame_index,
+                  "width": found.width, "height": found.height}
+        return (self._served(request, found.image),
+                gr.update(choices=choices, value=found.default, visible=True),
+                found.default, picker, found.message)
+
+    @staticmethod
+    def pick_person(picker: dict[str, Any] | None, evt: gr.SelectData) -> tuple[Any, Any]:
+        """A click on the first frame: the person whose box holds the point (the smallest one)
+        goes to the picker and the Person field; a click beside every box changes nothing."""
+        if not picker or not isinstance(evt.index, (list, tuple)) or len(evt.index) != 2:
+            return gr.update(), gr.update()
+        from unianimate.studio.views import PeopleInFirstFrame
+        found = PeopleInFirstFrame(image="", people=tuple(
+            (int(i), tuple(float(v) for v in box)) for i, box in picker["people"]),
+            default=picker.get("default"), frame_index=int(picker.get("frame_index", 0)),
+            width=int(picker["width"]), height=int(picker["height"]))
+        who = found.person_at(*evt.index)
+        return (gr.update(), gr.update()) if who is None else (who, who)
+
+    @user_errors
     def preview_smoothing(self, token: str | None, project_id: str | None, smooth: float,
                           request: gr.Request | None = None) -> tuple[str | None, str]:
         """A before | after video of the project's keypoints at this smoothing strength."""
@@ -480,7 +554,7 @@ class StudioHandlers:
                              f"got {align_mode!r}")
         parts = check_parts(list(align_parts) if isinstance(align_parts, (list, tuple))
                             else align_parts)
-        who = None if person is None or person == "" else int(check_number("person", person))
+        who = None if person in (None, "", MAIN_PERSON) else int(check_number("person", person))
         return {"kind": kind, "smooth": float(check_number("smooth", smooth)),
                 "align_mode": align_mode, "align_parts": parts,
                 "image_fps": float(check_number("image_fps", image_fps)), "person": who}
@@ -491,39 +565,61 @@ class StudioHandlers:
                             segment_id: str | None, frames_per_segment: float, steps: float,
                             guidance: float, noise_prior: float, base_seed: float,
                             candidates: float, sampler: str | None = None,
+                            sequential_guidance: bool | None = None,
+                            precision: str | None = None, long_mode: bool | None = None,
+                            window: float | None = None, overlap: float | None = None,
+                            offload: str | None = None, decode_chunk: float | None = None,
                             request: gr.Request | None = None,
                             progress: gr.Progress = gr.Progress(track_tqdm=True)
                             ) -> tuple[str | None, str, list[dict[str, Any]]]:
         """Apply the settings, then generate candidates of a segment (default: the active one;
-        the first segment when there is none) and show them side by side. ``sampler`` is
-        optional (older API calls leave it out: the project's sampler is kept)."""
+        the first segment when there is none) and show them side by side. ``sampler`` and the
+        VRAM / speed and long-mode values after it are optional (older API calls leave them
+        out: the project's values are kept; the run's offload and decode chunk: the
+        defaults)."""
         owner = self.owner_of(token, request)
         pid = self._pid(project_id, owner)
-        self.studio.set_settings(pid, owner=owner, **self._settings(
-            frames_per_segment, steps, guidance, noise_prior, base_seed, candidates, sampler))
+        changes = self._settings(frames_per_segment, steps, guidance, noise_prior, base_seed,
+                                 candidates, sampler)
+        changes.update(self._speed_settings(sequential_guidance, precision, long_mode, window,
+                                            overlap))
+        speed = self._speed(offload, decode_chunk)
+        self.studio.set_settings(pid, owner=owner, **changes)
         seg = self._segment_or_active(pid, segment_id, owner)
-        return self._generate(pid, seg, None, owner, progress)
+        return self._generate(pid, seg, None, owner, progress, speed)
 
     @user_errors
     def reroll(self, token: str | None, project_id: str | None, segment_id: str | None,
-               candidates: float, request: gr.Request | None = None,
+               candidates: float, offload: str | None = None, decode_chunk: float | None = None,
+               request: gr.Request | None = None,
                progress: gr.Progress = gr.Progress(track_tqdm=True)
                ) -> tuple[str | None, str, list[dict[str, Any]]]:
-        """New candidates (fresh seeds) for any segment; older candidates and branches stay."""
+        """New candidates (fresh seeds) for any segment; older candidates and branches stay.
+        ``offload`` and ``decode_chunk`` (optional): the run's VRAM / speed options."""
         owner = self.owner_of(token, request)
         pid = self._pid(project_id, owner)
+        speed = self._speed(offload, decode_chunk)
         seg = self._segment_or_active(pid, segment_id, owner)
         if seg is None:
             raise InputError("nothing to re-roll yet: generate the first candidates")
-        return self._generate(pid, seg, self._count(candidates), owner, progress)
+        return self._generate(pid, seg, self._count(candidates), owner, progress, speed)
+
+    def speed_preset(self) -> tuple[Any, ...]:
+        """The "auto" VRAM / speed preset from the detected GPU memory: values for precision,
+        sequential guidance, offload and decode chunk, and a line saying why."""
+        preset = speed_preset(self.models.vram_bytes())
+        return (preset.precision, preset.sequential_guidance, preset.offload,
+                preset.decode_chunk, f"Auto preset: {html.escape(preset.reason)}.")
 
     def _generate(self, pid: str, segment_id: str | None, n: int | None, owner: str | None,
-                  progress: gr.Progress) -> tuple[str | None, str, list[dict[str, Any]]]:
+                  progress: gr.Progress, speed: SpeedOptions | None = None
+                  ) -> tuple[str | None, str, list[dict[str, Any]]]:
         progress(0, desc="Starting")       # "waiting for the GPU" only comes when really queued
         try:
             # on a ZeroGPU Space the GPU boundary is inside the pipeline (unianimate.space)
             run = self.studio.generate_candidates if n is None else self.studio.reroll
-            made = run(pid, segment_id, n=n, progress=self._progress_fn(progress), owner=owner)
+            made = run(pid, segment_id, n=n, progress=self._progress_fn(progress), owner=owner,
+                       speed=speed)
             message = f"{len(made)} candidate(s) ready: pick one and press **Choose**."
         except GenerationCancelled as err:
             made = []
@@ -680,7 +776,8 @@ class StudioHandlers:
         st = project.settings
         out.update(frames_per_segment=st.frames_per_segment, steps=st.steps, guidance=st.guidance,
                    noise_prior=st.noise_prior_t, base_seed=st.base_seed,
-                   candidates=min(st.candidates, SLOTS), sampler=st.sampler)
+                   candidates=min(st.candidates, SLOTS), sampler=st.sampler,
+                   **{name: getattr(st, name) for name in SPEED_SETTINGS})
         out["segment"] = gr.update(choices=self._segment_choices(tl), value=seg)
         view = next((s for s in tl.tree if s.id == seg), None)
         cands = list(view.candidates) if view else []
@@ -713,7 +810,7 @@ class StudioHandlers:
         out["candidate"] = gr.update(choices=[(f"{c.id} · seed {c.seed}", c.id) for c in done],
                                      value=pick)
         out["timeline_md"] = self._timeline_markdown(tl)
-        gallery = [(self._served(request, c.poster), f"{s.id} · {c.id} · seed {c.seed}")
+        gallery = [(self._served(request, c.poster), f"{s.id}/{c.id} · seed {c.seed}")
                    for s in tl.path for c in s.candidates
                    if c.chosen and c.poster and c.status == "done"]
         # a poster missing on disk (folder edited by hand) is left out: gr.Gallery cannot show
@@ -743,7 +840,7 @@ class StudioHandlers:
                                "measures": [], "candidate": gr.update(choices=[], value=None),
                                "timeline_md": "", "path_gallery": [], "project_json": {}}
         for name in ("frames_per_segment", "steps", "guidance", "noise_prior", "base_seed",
-                     "candidates", "sampler"):
+                     "candidates", "sampler", *SPEED_SETTINGS):
             out[name] = gr.update()
         out["cand_page"], out["cand_pager"] = 0, ""
         for i in range(SLOTS):
@@ -837,6 +934,32 @@ class StudioHandlers:
         if sampler is not None and sampler != "":
             out["sampler"] = check_sampler(sampler)
         return out
+
+    @staticmethod
+    def _speed_settings(sequential: Any, precision: Any, long_mode: Any, window: Any,
+                        overlap: Any) -> dict[str, Any]:
+        """The VRAM / speed and long-mode project settings given (None: left as they are)."""
+        out: dict[str, Any] = {}
+        if sequential is not None:
+            out["sequential_guidance"] = check_flag("sequential guidance", sequential)
+        if precision not in (None, ""):
+            out["precision"] = check_choice("precision", precision, PRECISIONS)
+        if long_mode is not None:
+            out["long_mode"] = check_flag("long mode", long_mode)
+        for name, value in (("window", window), ("overlap", overlap)):
+            if value is not None and value != "":
+                out[name] = check_number(name, value)
+        return out
+
+    @staticmethod
+    def _speed(offload: Any, decode_chunk: Any) -> SpeedOptions:
+        """The run's VRAM / speed options (None: the defaults)."""
+        default = SpeedOptions()
+        return SpeedOptions(
+            offload=default.offload if offload in (None, "") else
+            check_choice("offload", offload, OFFLOAD_CHOICES),
+            decode_chunk=default.decode_chunk if decode_chunk in (None, "") else
+            int(check_number("decode_chunk", decode_chunk))).validated()
 
     @staticmethod
     def _progress_fn(progress: gr.Progress) -> Callable[[Any], None]:

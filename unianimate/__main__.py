@@ -24,7 +24,8 @@ from unianimate.compose import DEFAULT_MODEL_SOURCE, ModelManager, build_studio
 from unianimate.demo_model import DEMO_MODEL_NAME
 from unianimate.errors import (CheckpointError, GenerationCancelled, InputError, ProjectError,
                                UniAnimateError, WeightsMissingError)
-from unianimate.studio.settings import GenerationSettings
+from unianimate.studio.settings import (OFFLOAD_CHOICES, PRECISIONS, GenerationSettings,
+                                        SpeedOptions, speed_preset)
 
 log = logging.getLogger("unianimate.cli")
 
@@ -55,7 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LoRA adapters (.safetensors from `python -m unianimate.train finetune "
                         "--lora-rank N`) folded into the UNet of the loaded weights")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--dtype", default="auto", help="auto | fp32 | fp16 | bf16")
     p.add_argument("--width", type=int, default=None,
                    help="output width (multiple of 64; default 512, the demo model's own size with it)")
     p.add_argument("--height", type=int, default=None,
@@ -114,6 +114,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write <out>_side_by_side.mp4 (reference | pose | result)")
     p.add_argument("--png-zip", action="store_true", help="also write <out>_frames.zip")
     p.add_argument("--no-audio", action="store_true", help="do not copy the driving video's audio")
+    # VRAM / speed: the same names and limits as the app's "VRAM / speed" section
+    g = p.add_argument_group("VRAM / speed (the app's section of the same name)")
+    g.add_argument("--speed-preset", choices=("auto", "none"), default="none",
+                   help="auto: precision, sequential guidance, offload and decode chunk from the "
+                        "detected GPU memory (CPU: fp32, no offload); the flags below override it")
+    g.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default=None,
+                   help="the UNet's precision (auto: fp16 on a GPU, fp32 on the CPU; the CPU "
+                        "has no fp16); stored with the project, changes the output's bits")
+    g.add_argument("--sequential-guidance", action=argparse.BooleanOptionalAction, default=None,
+                   help="run the two guidance passes as two UNet calls instead of one batched "
+                        "call (less memory; stored with the project, changes the last bits)")
+    g.add_argument("--offload", choices=OFFLOAD_CHOICES, default=None,
+                   help="keep CLIP and the VAE on the CPU between uses (auto: on for a GPU); "
+                        "never changes the output")
+    lim = SpeedOptions.limit("decode_chunk")
+    g.add_argument("--decode-chunk", type=int, default=None,
+                   help=f"frames per VAE decode call ({lim.span()}, default "
+                        f"{SpeedOptions().decode_chunk}; fewer = less memory)")
+    # the reference's sliding-window long mode, as a generation setting
+    g = p.add_argument_group("long mode (the reference's sliding windows)")
+    g.add_argument("--long-mode", action="store_true",
+                   help="denoise each segment in overlapping windows (the reference's long-video "
+                        "mode): segments longer than the model's 16/32 frames without seams")
+    for name in ("window", "overlap"):
+        lim = GenerationSettings.limit(name)
+        g.add_argument(f"--{name}", type=int, default=getattr(_DEFAULTS, name),
+                       help=f"{lim.label}, {lim.span()} (default {getattr(_DEFAULTS, name)}"
+                            + ("; below --window)" if name == "overlap" else ")"))
     p.add_argument("--projects-root", default=None,
                    help="keep the project here (openable in the app); default: a temporary folder")
     p.add_argument("--dwpose", default=None,
@@ -135,6 +163,32 @@ def _progress_logger(prefix: list[str]) -> Any:
         log.info("%s%s%s", prefix[0], p.message or p.stage, eta)
 
     return progress
+
+
+def speed_choices(args: argparse.Namespace, models: ModelManager
+                  ) -> tuple[dict[str, Any], SpeedOptions]:
+    """The VRAM / speed flags resolved (``--speed-preset auto`` first, then the explicit flags)
+    and checked before anything is created: the project-setting part (precision, sequential
+    guidance, long mode) and the run's :class:`SpeedOptions`."""
+    base = (speed_preset(models.vram_bytes()) if args.speed_preset == "auto"
+            else None)
+    if base is not None:
+        log.info("speed preset: %s", base.reason)
+    precision = args.precision or (base.precision if base else _DEFAULTS.precision)
+    if precision not in models.precision_choices():
+        raise InputError(f"--precision {precision} is not supported on this device; use one of "
+                         f"{', '.join(models.precision_choices())}")
+    sequential = args.sequential_guidance if args.sequential_guidance is not None else (
+        base.sequential_guidance if base else _DEFAULTS.sequential_guidance)
+    settings = {"precision": precision, "sequential_guidance": bool(sequential),
+                "long_mode": bool(args.long_mode), "window": args.window,
+                "overlap": args.overlap}
+    _DEFAULTS.with_changes(**settings)          # limits checked here, with the field names
+    speed = SpeedOptions(
+        offload=args.offload or (base.offload if base else SpeedOptions().offload),
+        decode_chunk=args.decode_chunk if args.decode_chunk is not None else (
+            base.decode_chunk if base else SpeedOptions().decode_chunk)).validated()
+    return settings, speed
 
 
 def check_driving(args: argparse.Namespace) -> str:
@@ -183,8 +237,7 @@ def run(args: argparse.Namespace) -> int:
     # Poses given as poses (JSON, images, a drawn-pose video) need the detector only for the
     # reference's pose (alignment): use the DWPose files when they are already here, never wait
     # on a download for that (detector_local_only, set below once the driving input is known).
-    models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose,
-                          lora=args.lora)
+    models = ModelManager(args.model, device=args.device, dwpose=args.dwpose, lora=args.lora)
     apply_model_defaults(args, models)
     choices = GenerationSettings.sampler_choices()
     if args.sampler not in choices:            # before any project exists
@@ -207,6 +260,9 @@ def run(args: argparse.Namespace) -> int:
         root = Path(temp_root)
     # A real video builds the detector now: missing DWPose files fail before any project exists.
     models.detector_local_only = None if args.driving_needs_detector else True
+    # the precision is a project setting: the studio asks the manager for it (--dtype is its
+    # older name)
+    speed_settings, speed = speed_choices(args, models)     # before any project exists
     detector_factory = None
     if args.driving_needs_detector:
         detector = models.detector_factory()
@@ -222,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
         studio.set_settings(pid, frames_per_segment=args.segment_frames, steps=args.steps,
                             guidance=args.guidance, noise_prior_t=args.noise_prior,
                             base_seed=args.seed, candidates=args.candidates,
-                            color_correction=not args.no_color_correction, sampler=args.sampler)
+                            color_correction=not args.no_color_correction, sampler=args.sampler,
+                            **speed_settings)
         prefix[0] = "poses: "
         try:
             info = studio.set_poses_from_file(
@@ -246,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
         while True:
             k += 1
             prefix[0] = f"segment {k}/{total_segments}: "
-            cands = studio.generate_candidates(pid, segment_id, progress=progress)
+            cands = studio.generate_candidates(pid, segment_id, progress=progress, speed=speed)
             pick = cands[0] if args.choose == "first" else pick_best(cands)
             tl = studio.choose(pid, segment_id, pick.id)
             m = pick.measures

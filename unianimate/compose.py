@@ -96,17 +96,22 @@ class ModelManager:
         self._lock = threading.Lock()
 
     # ---- factories handed to the studio ----------------------------------------------------
-    def pipeline_factory(self, report: Callable[[str], None] | None = None) -> Any:
-        """Build the pipeline (tiny random weights, or the released weights from ``source``)."""
-        from unianimate.pipeline import UniAnimatePipeline
+    def pipeline_factory(self, report: Callable[[str], None] | None = None,
+                         precision: str = "auto") -> Any:
+        """Build the pipeline (tiny random weights, or the released weights from ``source``)
+        with the UNet in ``precision`` ("auto": the manager's ``dtype``; see
+        :func:`unianimate.pipeline.check_precision` for what each device supports)."""
+        from unianimate.pipeline import UniAnimatePipeline, check_precision
+        dtype = self.dtype if precision == "auto" else check_precision(precision, self.device)
         try:
             if self.is_tiny:
                 device = "cpu" if self.device == "auto" else self.device
-                with _TINY_LOCK:      # one tiny pipeline per process and device (it is stateless)
-                    pipe = _TINY_CACHE.get(device)
+                with _TINY_LOCK:      # one tiny pipeline per process, device and precision
+                    pipe = _TINY_CACHE.get((device, dtype))
                     if pipe is None:
                         log.warning("TINY pipeline with random weights: its output is noise")
-                        pipe = _TINY_CACHE[device] = UniAnimatePipeline.tiny(seed=0, device=device)
+                        pipe = _TINY_CACHE[(device, dtype)] = UniAnimatePipeline.tiny(
+                            seed=0, device=device, dtype=dtype)
             else:
                 if report is not None and self.is_demo:
                     report(f"loading the {DEMO_MODEL_NAME} ({self.where})")
@@ -119,7 +124,7 @@ class ModelManager:
                         report(f"{message} ({fraction:.0%})")
 
                 pipe = UniAnimatePipeline.from_pretrained(self.source, device=self.device,
-                                                          dtype=self.dtype, progress=stage)
+                                                          dtype=dtype, progress=stage)
                 if self.lora is not None:
                     from unianimate.training.lora import apply_lora_file
                     layers = apply_lora_file(pipe.unet, self.lora)
@@ -144,6 +149,31 @@ class ModelManager:
         det = hub.resolve_file("dwpose_det", source, local_files_only=local_only)
         pose = hub.resolve_file("dwpose_pose", source, local_files_only=local_only)
         return DWPoseDetector.from_files(det, pose)
+
+    # ---- VRAM / speed --------------------------------------------------------------------
+    def vram_bytes(self) -> int | None:
+        """Memory of the GPU the model runs on (None: it runs on the CPU). On a ZeroGPU Space
+        the main process sees no GPU; ``UNIANIMATE_VRAM_GB`` tells it what the worker gets."""
+        told = os.environ.get("UNIANIMATE_VRAM_GB", "").strip()
+        if told:
+            try:
+                return int(float(told) * 1024 ** 3)
+            except ValueError:
+                raise InputError(f"UNIANIMATE_VRAM_GB must be a number of GB, got {told!r}") \
+                    from None
+        import torch
+        from unianimate.utils import resolve_device
+        device = resolve_device(self.device)
+        if device.type != "cuda":
+            return None
+        return int(torch.cuda.get_device_properties(device).total_memory)
+
+    def precision_choices(self) -> tuple[str, ...]:
+        """The precisions the model's device supports ("auto" first)."""
+        from unianimate.pipeline import supported_precisions
+        if os.environ.get("UNIANIMATE_VRAM_GB", "").strip():     # a ZeroGPU Space's worker
+            return ("auto", "fp32", "fp16", "bf16")
+        return supported_precisions(self.device)
 
     # ---- status ----------------------------------------------------------------------------
     @property

@@ -216,6 +216,25 @@ def _release_failed_load(exc: BaseException) -> None:
         torch.cuda.empty_cache()
 
 
+def supported_precisions(device: str | torch.device = "auto") -> tuple[str, ...]:
+    """The precisions the UNet can run in on ``device``: "auto" and fp32 everywhere, bf16 on the
+    CPU and on GPUs that support it, fp16 on CUDA (CPU fp16 convolutions are not supported)."""
+    dev = resolve_device(device)
+    if dev.type != "cuda":
+        return ("auto", "fp32", "bf16")
+    return ("auto", "fp32", "fp16") + (("bf16",) if torch.cuda.is_bf16_supported() else ())
+
+
+def check_precision(precision: str, device: str | torch.device = "auto") -> str:
+    """``precision`` when ``device`` supports it; InputError naming the choices otherwise."""
+    choices = supported_precisions(device)
+    if precision not in choices:
+        where = "this GPU" if resolve_device(device).type == "cuda" else "the CPU"
+        raise InputError(f"precision {precision!r} is not supported on {where}; use one of "
+                         f"{', '.join(choices)}")
+    return precision
+
+
 def _offload_on(device: torch.device, offload: bool | None) -> bool:
     """Whether CLIP and the VAE wait on the CPU between uses: ``offload``, by default on for CUDA."""
     return device.type == "cuda" if offload is None else bool(offload)
@@ -374,6 +393,45 @@ class UniAnimatePipeline:
                        TINY_MODEL_NAME)
         return cls(unet, clip, vae, device=device, dtype=dtype, model_name=TINY_MODEL_NAME,
                     is_tiny=True, **options)
+
+    # ------------------------------------------------------------------------------ switches
+    @property
+    def precision(self) -> str:
+        """The UNet's precision as the studio names it: "fp32", "fp16" or "bf16"."""
+        return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(
+            self.dtype, str(self.dtype).replace("torch.", ""))
+
+    def set_offload(self, offload: bool | None) -> None:
+        """Switch CPU offload of CLIP and the VAE (None: on for CUDA); moves them now."""
+        with self._lock:
+            self.offload = _offload_on(self.device, offload)
+            home = torch.device("cpu") if self.offload else self.device
+            self.clip.to(home)
+            self.vae.to(home)
+            if self.offload and self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    def with_precision(self, precision: str, device: str | torch.device | None = None,
+                       offload: bool | None = None) -> "UniAnimatePipeline":
+        """A pipeline sharing CLIP and the VAE with a copy of this UNet in ``precision``
+        ("auto", "fp32", "fp16", "bf16") on ``device`` (default: this one). This pipeline's UNet
+        is left as it is (the ZeroGPU worker keeps its fp32 CPU copy as the master this way);
+        ``offload`` as in the constructor.
+        Copying up from fp16/bf16 cannot restore the lost bits: reload the weights for that."""
+        from .models.unet import UniAnimateUNet
+
+        dev = self.device if device is None else resolve_device(device)
+        check_precision(precision, dev)
+        dt = resolve_dtype(precision, dev)
+        with torch.device("meta"):
+            unet = UniAnimateUNet(self.unet.config)
+        unet = unet.to(dt).to_empty(device=dev)
+        unet.load_state_dict(self.unet.state_dict())
+        return type(self)(unet, self.clip, self.vae, device=dev, dtype=dt,
+                          model_name=self.model_name, is_tiny=self.is_tiny,
+                          batch_guidance=self.batch_guidance, offload=offload,
+                          decode_chunk=self.decode_chunk,
+                          channels_last=self.channels_last, sampler=self.sampler)
 
     # ------------------------------------------------------------------------------ helpers
     @contextlib.contextmanager
@@ -582,10 +640,13 @@ class UniAnimatePipeline:
                   should_cancel: Callable[[], bool] | None, batch_guidance: bool | None,
                   decode_chunk: int | None, output_type: str, sampler: str,
                   windows: list[range] | None = None,
-                  offset_after_prior: bool = False) -> np.ndarray | torch.Tensor:
+                  offset_after_prior: bool = False,
+                  offload: bool | None = None) -> np.ndarray | torch.Tensor:
         """The run both generate methods share, on validated inputs (``windows``: long mode)."""
         f = len(pose_arr)
         with self._lock:
+            if offload is not None:
+                self.set_offload(offload)
             ref_latent = self.encode_reference(ref, seed)  # (1,4,h,w)
             cond = self._conditions(ref, pose_arr, rpose, first, ref_latent)
             if latents is None:
@@ -606,7 +667,8 @@ class UniAnimatePipeline:
                          latents: torch.Tensor | None = None, callback: Callback | None = None,
                          should_cancel: Callable[[], bool] | None = None, *,
                          batch_guidance: bool | None = None, decode_chunk: int | None = None,
-                         output_type: str = "uint8", sampler: str | None = None) -> np.ndarray | torch.Tensor:
+                         output_type: str = "uint8", sampler: str | None = None,
+                         offload: bool | None = None) -> np.ndarray | torch.Tensor:
         """Animate ``reference_image`` along ``poses`` -> uint8 (F,H,W,3).
 
         All images are PIL or uint8 (H,W,3) at the same size (multiples of 64).
@@ -623,7 +685,8 @@ class UniAnimatePipeline:
         latents (1,4,F,h,w) float32 instead of decoding them. ``sampler``: ``"ddim"`` (the
         reference's) or ``"dpmpp_2m"`` / ``"unipc"`` (fewer steps; quality measured in
         docs/SAMPLERS.md), all from the same noise-prior latent; None = the pipeline's (``"ddim"``
-        unless constructed otherwise).
+        unless constructed otherwise). ``batch_guidance``, ``decode_chunk``, ``offload``: the
+        constructor's switches for this call (None: as constructed; ``offload`` stays as set).
         """
         ref, pose_arr, rpose, first = self._validate(reference_image, poses, ref_pose, first_frame,
                                                      num_frames, num_inference_steps, guidance_scale,
@@ -632,7 +695,7 @@ class UniAnimatePipeline:
         sampler = self._resolve_sampler(sampler, num_inference_steps)
         return self._generate(ref, pose_arr, rpose, first, _seed_int(seed), num_inference_steps,
                               guidance_scale, noise_prior_t, latents, callback, should_cancel,
-                              batch_guidance, decode_chunk, output_type, sampler)
+                              batch_guidance, decode_chunk, output_type, sampler, offload=offload)
 
     @torch.no_grad()
     def generate_long(self, reference_image: ImageLike, poses: Sequence[ImageLike] | np.ndarray,
@@ -642,7 +705,8 @@ class UniAnimatePipeline:
                       latents: torch.Tensor | None = None, callback: Callback | None = None,
                       should_cancel: Callable[[], bool] | None = None, *,
                       batch_guidance: bool | None = None, decode_chunk: int | None = None,
-                      output_type: str = "uint8", sampler: str | None = None) -> np.ndarray | torch.Tensor:
+                      output_type: str = "uint8", sampler: str | None = None,
+                      offload: bool | None = None) -> np.ndarray | torch.Tensor:
         """The reference's sliding-window long video -> uint8 (F,H,W,3) for any number of poses.
 
         At every step the UNet runs on each ``window``-frame window (see :func:`sliding_windows`);
@@ -650,7 +714,7 @@ class UniAnimatePipeline:
         guidance is applied after averaging. As the reference's long script: noise prior at t=939
         with the offset noise added after the prior. (The released script passes the configured
         ``context_overlap`` to its window scheduler, whose keyword default of 4 goes unused; the
-        released YAML sets 8, our default.) ``sampler`` as in
+        released YAML sets 8, our default.) ``sampler`` and the switches as in
         :meth:`generate_segment`.
         """
         ref, pose_arr, rpose, first = self._validate(reference_image, poses, ref_pose, first_frame, None,
@@ -661,7 +725,8 @@ class UniAnimatePipeline:
         windows = sliding_windows(len(pose_arr), int(window), int(overlap))
         return self._generate(ref, pose_arr, rpose, first, seed, num_inference_steps, guidance_scale,
                               noise_prior_t, latents, callback, should_cancel, batch_guidance,
-                              decode_chunk, output_type, sampler, windows=windows, offset_after_prior=True)
+                              decode_chunk, output_type, sampler, windows=windows, offset_after_prior=True,
+                              offload=offload)
 
     def info(self) -> dict[str, Any]:
         """What is loaded and how it runs (for status displays and manifests)."""

@@ -53,6 +53,7 @@ REFERENCE_PIXELS = 768 * 512
 
 _CPU_PIPELINE: Any = None       # main process: built at start-up (inherited by the forked worker)
 _DEVICE_PIPELINE: Any = None    # worker: the same weights on the GPU, built on the first call
+_DEVICE_PRECISION = ["auto"]    # worker: the precision _DEVICE_PIPELINE was asked for
 _BUILD_LOCK = threading.Lock()     # main process: the start-up build
 _DEVICE_LOCK = threading.Lock()    # worker: never taken by the main process under spaces, so a
                                    # fork cannot copy it in the held state
@@ -99,61 +100,91 @@ def load_cpu_pipeline(source: str | os.PathLike | None = None, tiny: bool = Fals
         return _CPU_PIPELINE
 
 
-def _device_pipeline() -> Any:
-    """In the GPU worker: the start-up pipeline on CUDA (built on the first call), or the CPU one
-    where there is no CUDA (tests, CPU Spaces)."""
+def _device_pipeline(precision: str = "auto") -> Any:
+    """In the GPU worker: the start-up pipeline on CUDA in ``precision`` (built on the first
+    call, and again when another precision is asked for), or the CPU one where there is no CUDA
+    (tests, CPU Spaces; another precision then gets a CPU copy). The start-up pipeline's fp32
+    CPU UNet stays as it is: every device copy is cast from it, so switching loses nothing."""
     global _DEVICE_PIPELINE
     import torch
 
     with _DEVICE_LOCK:
-        if _DEVICE_PIPELINE is not None:
-            return _DEVICE_PIPELINE
         cpu = _CPU_PIPELINE
         if cpu is None:
             raise UniAnimateError("the model was not loaded at start-up (load_cpu_pipeline); "
                                   "restart the Space")
-        if not torch.cuda.is_available():
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu" and precision in ("auto", cpu.precision):
             _DEVICE_PIPELINE = cpu
-        else:
-            from .pipeline import UniAnimatePipeline
-            # the worker's copy of the weights moves; the main process keeps its CPU copy
-            _DEVICE_PIPELINE = UniAnimatePipeline(
-                cpu.unet, cpu.clip, cpu.vae, device="cuda", model_name=cpu.model_name,
-                is_tiny=cpu.is_tiny, batch_guidance=cpu.batch_guidance, offload=False)
+            return cpu
+        if _DEVICE_PIPELINE is not None and _DEVICE_PIPELINE is not cpu and \
+                _DEVICE_PRECISION[0] == precision:
+            return _DEVICE_PIPELINE
+        _DEVICE_PIPELINE = None          # the old copy goes before the new one is made
+        if device == "cuda":
+            torch.cuda.empty_cache()
+        # ZeroGPU's GPU holds everything: no offload there (as before precision was a choice)
+        _DEVICE_PIPELINE = cpu.with_precision(precision, device, offload=False)
+        _DEVICE_PRECISION[0] = precision
         return _DEVICE_PIPELINE
 
 
 def _duration(reference: np.ndarray, poses: np.ndarray, ref_pose: np.ndarray,
               first_frame: np.ndarray | None, seeds: Sequence[int], num_frames: int, steps: int,
-              guidance: float, noise_prior_t: int | None, sampler: str = "ddim") -> int:
-    """``spaces.GPU``'s duration: called with the GPU entry point's own arguments."""
+              guidance: float, noise_prior_t: int | None, sampler: str = "ddim",
+              options: tuple[Any, ...] = ()) -> int:
+    """``spaces.GPU``'s duration: called with the GPU entry point's own arguments (long mode:
+    the frames of every window, overlaps counted twice)."""
     height, width = reference.shape[:2]
-    return gpu_seconds(num_frames, steps, len(seeds), width, height)
+    opts = dict(zip(OPTION_NAMES, options))
+    frames = int(num_frames)
+    if opts.get("window") is not None:
+        from .pipeline import sliding_windows
+        frames = sum(len(w) for w in sliding_windows(frames, int(opts["window"]),
+                                                     int(opts["overlap"])))
+    return gpu_seconds(frames, steps, len(seeds), width, height)
+
+
+#: the order of ``generate_on_gpu``'s ``options`` tuple (plain values only)
+OPTION_NAMES = ("precision", "batch_guidance", "decode_chunk", "offload", "window", "overlap")
 
 
 @gpu(duration=_duration)
 def generate_on_gpu(reference: np.ndarray, poses: np.ndarray, ref_pose: np.ndarray,
                     first_frame: np.ndarray | None, seeds: Sequence[int], num_frames: int,
                     steps: int, guidance: float, noise_prior_t: int | None,
-                    sampler: str = "ddim") -> Iterator[tuple[Any, ...]]:
+                    sampler: str = "ddim",
+                    options: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
     """GPU entry point: one segment for each seed. Yields plain tuples:
     ``("step", candidate, step, total, preview)``, ``("frames", candidate, uint8 (F,H,W,3))``,
     ``("error", class name, message)`` for a project error (then stops).
 
+    ``options``: the VRAM / speed and long-mode values in :data:`OPTION_NAMES` order
+    (``window`` None: one segment, else the sliding-window long mode); empty: the defaults.
     Closing the generator (the main process cancelled) stops the generation between two steps.
     """
-    pipe = _device_pipeline()
+    opts = dict(zip(OPTION_NAMES, options))
+    window = opts.pop("window", None)
+    overlap = opts.pop("overlap", None)
+    pipe = _device_pipeline(str(opts.pop("precision", "auto")))
     for index, seed in enumerate(seeds):
         events: queue.Queue[tuple[Any, ...]] = queue.Queue()
         stop = threading.Event()
 
         def run(seed: int = int(seed), index: int = index) -> None:
             try:
-                frames = pipe.generate_segment(
-                    reference, poses, ref_pose, first_frame=first_frame, num_frames=num_frames,
-                    seed=seed, num_inference_steps=steps, guidance_scale=guidance,
-                    noise_prior_t=noise_prior_t, sampler=sampler, should_cancel=stop.is_set,
-                    callback=lambda s, t, p=None: events.put(("step", index, int(s), int(t), p)))
+                kw: dict[str, Any] = dict(
+                    first_frame=first_frame, seed=seed, num_inference_steps=steps,
+                    guidance_scale=guidance, noise_prior_t=noise_prior_t, sampler=sampler,
+                    should_cancel=stop.is_set,
+                    callback=lambda s, t, p=None: events.put(("step", index, int(s), int(t), p)),
+                    **opts)
+                if window is None:
+                    frames = pipe.generate_segment(reference, poses, ref_pose,
+                                                   num_frames=num_frames, **kw)
+                else:
+                    frames = pipe.generate_long(reference, poses, ref_pose, window=window,
+                                                overlap=overlap, **kw)
                 events.put(("frames", index, np.asarray(frames)))
             except UniAnimateError as err:
                 events.put(("error", type(err).__name__, str(err)))
@@ -183,14 +214,17 @@ def _error_class(name: str) -> type[UniAnimateError]:
 
 
 class SpacePipeline:
-    """What the studio service gets as its pipeline on a Space: same ``generate_segment`` as
-    :class:`~unianimate.pipeline.UniAnimatePipeline`, run through :func:`generate_on_gpu`, with
-    progress and cancel handled here, in the main process."""
+    """What the studio service gets as its pipeline on a Space: the same ``generate_segment``
+    and ``generate_long`` as :class:`~unianimate.pipeline.UniAnimatePipeline`, run through
+    :func:`generate_on_gpu` in ``precision``, with progress and cancel handled here, in the
+    main process."""
 
-    def __init__(self, cpu_pipeline: Any) -> None:
+    def __init__(self, cpu_pipeline: Any, precision: str = "auto") -> None:
         self.model_name = str(cpu_pipeline.model_name)
         self.is_tiny = bool(cpu_pipeline.is_tiny)
         self.sampler = str(cpu_pipeline.sampler)
+        #: what the worker runs the UNet in ("auto": fp16 on its GPU)
+        self.precision = str(precision)
 
     def generate_segment(self, reference_image: Any, poses: Any, ref_pose: Any,
                          first_frame: Any = None, num_frames: int | None = None, seed: int = 0,
@@ -198,17 +232,48 @@ class SpacePipeline:
                          noise_prior_t: int | None = 949,
                          callback: Callable[..., None] | None = None,
                          should_cancel: Callable[[], bool] | None = None,
-                         sampler: str | None = None) -> np.ndarray:
+                         sampler: str | None = None, *, batch_guidance: bool | None = None,
+                         decode_chunk: int | None = None,
+                         offload: bool | None = None) -> np.ndarray:
         """Animate ``reference_image`` along ``poses`` on the GPU -> uint8 (F,H,W,3)."""
+        return self._run(reference_image, poses, ref_pose, first_frame, num_frames, seed,
+                         num_inference_steps, guidance_scale, noise_prior_t, callback,
+                         should_cancel, sampler, (batch_guidance, decode_chunk, offload, None,
+                                                  None))
+
+    def generate_long(self, reference_image: Any, poses: Any, ref_pose: Any,
+                      first_frame: Any = None, seed: int = 0, num_inference_steps: int = 30,
+                      guidance_scale: float = 2.5, noise_prior_t: int | None = 939,
+                      window: int = 32, overlap: int = 8,
+                      callback: Callable[..., None] | None = None,
+                      should_cancel: Callable[[], bool] | None = None,
+                      sampler: str | None = None, *, batch_guidance: bool | None = None,
+                      decode_chunk: int | None = None,
+                      offload: bool | None = None) -> np.ndarray:
+        """The sliding-window long mode on the GPU -> uint8 (F,H,W,3)."""
+        return self._run(reference_image, poses, ref_pose, first_frame, None, seed,
+                         num_inference_steps, guidance_scale, noise_prior_t, callback,
+                         should_cancel, sampler, (batch_guidance, decode_chunk, offload,
+                                                  int(window), int(overlap)))
+
+    def _run(self, reference_image: Any, poses: Any, ref_pose: Any, first_frame: Any,
+             num_frames: int | None, seed: int, num_inference_steps: int, guidance_scale: float,
+             noise_prior_t: int | None, callback: Callable[..., None] | None,
+             should_cancel: Callable[[], bool] | None, sampler: str | None,
+             switches: tuple[Any, ...]) -> np.ndarray:
         from .imaging import to_rgb_array
 
         pose_arr = np.stack([to_rgb_array(p) for p in poses])
         frames_n = int(num_frames if num_frames is not None else len(pose_arr))
+        batch_guidance, decode_chunk, offload, window, overlap = switches
+        options = (self.precision, None if batch_guidance is None else bool(batch_guidance),
+                   None if decode_chunk is None else int(decode_chunk),
+                   None if offload is None else bool(offload), window, overlap)
         args = (to_rgb_array(reference_image), pose_arr, to_rgb_array(ref_pose),
                 None if first_frame is None else to_rgb_array(first_frame), (int(seed),),
                 frames_n, int(num_inference_steps), float(guidance_scale),
                 None if noise_prior_t is None else int(noise_prior_t),
-                str(sampler or self.sampler))
+                str(sampler or self.sampler), options)
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled("generation cancelled before it started")
         events = generate_on_gpu(*args)
@@ -227,12 +292,18 @@ class SpacePipeline:
         raise UniAnimateError("the GPU worker ended without returning frames; try again")
 
 
-def pipeline_factory(report: Callable[[str], None] | None = None) -> SpacePipeline:
+def pipeline_factory(report: Callable[[str], None] | None = None,
+                     precision: str = "auto") -> SpacePipeline:
     """For the studio service on a Space (an ``AnimatorFactory``): the GPU proxy of the start-up
-    pipeline, which is already built, so ``report`` has nothing to say."""
+    pipeline, which is already built, so ``report`` has nothing to say; the worker makes its
+    ``precision`` copy (checked there against its GPU)."""
     if _CPU_PIPELINE is None:
         raise UniAnimateError("the model was not loaded at start-up; see the Space's log")
-    return SpacePipeline(_CPU_PIPELINE)
+    from .studio.settings import PRECISIONS
+    if precision not in PRECISIONS:
+        raise errors.InputError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                                f"{precision!r}")
+    return SpacePipeline(_CPU_PIPELINE, precision)
 
 
 __all__ = ["SpacePipeline", "generate_on_gpu", "gpu", "gpu_seconds", "load_cpu_pipeline",

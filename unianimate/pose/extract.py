@@ -55,13 +55,19 @@ class FirstFramePeople:
         import cv2
 
         img = self.image.copy()
-        thick = max(2, round(max(img.shape[:2]) / 300))
+        size = max(img.shape[:2])
+        thick = max(2, round(size / 300))
+        scale = max(0.6, size / 320)          # numbers stay readable when the UI shrinks the frame
         for c in self.candidates:
             x0, y0, x1, y1 = (int(round(v)) for v in c.box)
             color = (255, 220, 0) if c.index == self.default else (0, 200, 255)
             cv2.rectangle(img, (x0, y0), (x1, y1), color, thick)
-            cv2.putText(img, str(c.index), (x0 + 4, max(y0 + 8 * thick, 12)), cv2.FONT_HERSHEY_SIMPLEX,
-                        0.4 * thick, color, thick, cv2.LINE_AA)
+            text = str(c.index)
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+            # the number on a filled tag in the box's colour, inside the box's top-left corner
+            cv2.rectangle(img, (x0, y0), (x0 + tw + 2 * thick, y0 + th + base + 2 * thick), color, -1)
+            cv2.putText(img, text, (x0 + thick, y0 + th + thick), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        (0, 0, 0), thick, cv2.LINE_AA)
         return img
 
 

@@ -9,10 +9,13 @@ from unianimate.studio.project import (FIT_MODES, Candidate, GenerationSettings,
                                        Project, ReferenceInfo, Segment, seed_for)
 from unianimate.studio.runtime import StudioRuntime, default_runtime
 from unianimate.studio.service import Studio, StudioSession
+from unianimate.studio.settings import (OFFLOAD_CHOICES, PRECISIONS, SpeedOptions, SpeedPreset,
+                                        speed_preset)
 from unianimate.studio.views import (CandidateView, ExportResult, PosePreview, ProjectSummary,
                                      SegmentView, Timeline)
 
 __all__ = ["Studio", "StudioSession", "StudioRuntime", "default_runtime", "Progress", "GPU_QUEUE", "Project", "Segment", "Candidate", "Job",
            "PoseInfo", "ReferenceInfo", "GenerationSettings", "FIT_MODES", "seed_for",
            "ProjectSummary", "CandidateView", "SegmentView", "Timeline", "ExportResult",
-           "PosePreview"]
+           "PosePreview", "SpeedOptions", "SpeedPreset", "speed_preset", "PRECISIONS",
+           "OFFLOAD_CHOICES"]

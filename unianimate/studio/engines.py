@@ -2,6 +2,7 @@
 from the factories the composition root gave (:mod:`unianimate.studio.ports`)."""
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -23,17 +24,27 @@ class Engines:
         self.animator_factory = animator_factory
         self.detector_factory = detector_factory
         self._animator: Animator | None = None
+        self._precision = "auto"          # what the animator was built for
         self._lock = threading.Lock()
         self._detector: PoseDetector | None = None
 
-    def pipeline(self, progress: ProgressFn | None = None) -> Animator:
-        """The animator, built on first call (loading progress goes to ``progress``)."""
+    def pipeline(self, progress: ProgressFn | None = None, precision: str = "auto") -> Animator:
+        """The animator in ``precision`` ("auto": the factory's default), built on first call
+        and built again when another precision is asked for (the old one is dropped first, so
+        two copies never share the memory; loading progress goes to ``progress``)."""
         with self._lock:
-            if self._animator is not None:
-                return self._animator
+            current = self._animator
+            if current is not None and (precision == self._precision or (
+                    precision != "auto" and getattr(current, "precision", None) == precision)):
+                return current
             if self.animator_factory is None:
                 raise UniAnimateError("no model is configured: start the app with --model tiny or "
                                       "a model repo/folder")
+            if current is not None:
+                log.info("precision %s asked for (the model runs in %s): rebuilding it",
+                         precision, getattr(current, "precision", "?"))
+                self._animator = current = None
+                gc.collect()
             report(progress, Progress("loading", message="loading model weights"))
 
             def say(message: str) -> None:
@@ -41,7 +52,9 @@ class Engines:
                 report(progress, Progress("loading", message=str(message)))
 
             t0 = time.monotonic()
-            self._animator = self.animator_factory(say)
+            self._animator = (self.animator_factory(say) if precision == "auto"
+                              else self.animator_factory(say, precision))
+            self._precision = precision
             log.info("pipeline %s ready in %.1f s", self._animator.model_name,
                      time.monotonic() - t0)
             return self._animator

@@ -22,6 +22,7 @@ from unianimate.studio.media import read_pngs, save_png
 from unianimate.studio.ports import Animator
 from unianimate.seeds import branch_path, candidate_seed
 from unianimate.studio.project import Candidate, GenerationSettings, Job, Project, Segment
+from unianimate.studio.settings import SpeedOptions
 from unianimate.studio.store import ProjectStore
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,12 @@ class Generation:
     def generate_candidates(self, project_id: str, segment_id: str | None = None,
                             n: int | None = None, progress: ProgressFn | None = None,
                             should_cancel: Callable[[], bool] | None = None,
-                            owner: str | None = None) -> list[Candidate]:
+                            owner: str | None = None,
+                            speed: SpeedOptions | None = None) -> list[Candidate]:
         """Generate ``n`` (default: settings.candidates) new candidates of a segment.
+
+        ``speed``: this run's VRAM / speed options (offload, VAE decode chunk; default
+        :class:`SpeedOptions`), which leave the output unchanged and are not project settings.
 
         ``segment_id`` None = the root segment (created on first use). Blocks until done; waits
         in the GPU queue first (progress reports the position). On cancel raises
@@ -60,6 +65,7 @@ class Generation:
             raise InputError("load a driving video or pose sequence before generating")
         if seg.parent is not None and seg.first_frame is None:
             raise ProjectError(f"segment {seg.id} has no first frame recorded")
+        speed = (speed or SpeedOptions()).validated()
         count = int(n if n is not None else project.settings.candidates)
         limit = GenerationSettings.limit("candidates")
         if not (limit.lo <= count <= limit.hi):
@@ -78,9 +84,9 @@ class Generation:
                 "queued", queue_position=pos, message=f"waiting for the GPU: {pos} job(s) ahead")))
             with runtime.gpu.slot(on_wait=on_wait, should_cancel=token):
                 self._set_job(project_id, owner, job.id, status="running")
-                pipe = self.engines.pipeline(progress)
+                pipe = self.engines.pipeline(progress, project.settings.precision)
                 return self._run_generation(project_id, owner, seg.id, job.id, count, pipe,
-                                            progress, token)
+                                            progress, token, speed)
         except GenerationCancelled:
             self._set_job(project_id, owner, job.id, status="cancelled")
             raise
@@ -116,7 +122,7 @@ class Generation:
 
     def _run_generation(self, project_id: str, owner: str | None, segment_id: str, job_id: str,
                         count: int, pipe: Any, progress: ProgressFn | None,
-                        token: CancelToken) -> list[Candidate]:
+                        token: CancelToken, speed: SpeedOptions) -> list[Candidate]:
         """The body of a generation job (holding the GPU)."""
         folder = self.store.folder(project_id)
         project = self.store.load(project_id, owner)
@@ -127,7 +133,7 @@ class Generation:
         done: list[Candidate] = []
         for i in range(count):
             cand = self._record_running(project_id, owner, segment_id, job_id, settings,
-                                        str(pipe.model_name))
+                                        str(pipe.model_name), speed.decode_chunk)
 
             def callback(step: int, total: int, preview: Any = None, _i: int = i) -> None:
                 # ``total`` is the pipeline's count of denoising calls for one candidate
@@ -143,7 +149,7 @@ class Generation:
             rel = f"segments/{segment_id}/{cand.id}"
             try:
                 frames = self._render(pipe, inputs, cand.seed, settings, seg.num_frames,
-                                      callback, token)
+                                      callback, token, speed)
                 gen_s = time.monotonic() - t0
                 report(progress, Progress("saving", step=clock.done, total=clock.total,
                                           candidate=i + 1, candidates=count,
@@ -176,7 +182,8 @@ class Generation:
         return done
 
     def _record_running(self, project_id: str, owner: str | None, segment_id: str, job_id: str,
-                        settings: GenerationSettings, model_name: str) -> Candidate:
+                        settings: GenerationSettings, model_name: str,
+                        decode_chunk: int) -> Candidate:
         """A new candidate recorded as running before it is generated (so a crash shows up as
         interrupted), with the next index and its seed (``unianimate.seeds.candidate_seed``: the
         released rule on the main line, a branch offset for sibling segments)."""
@@ -189,7 +196,7 @@ class Generation:
                              seed=candidate_seed(settings.base_seed, seg.depth, index, path,
                                                  main_line=main_line),
                              settings=settings, status="running", job_id=job_id,
-                             model=model_name)
+                             model=model_name, decode_chunk=int(decode_chunk))
             seg.candidates.append(cand)
             for job in p.jobs:
                 if job.id == job_id:
@@ -217,29 +224,31 @@ class Generation:
         first = None
         if seg.first_frame is not None:
             first = np.asarray(Image.open(self.store.inside(folder, seg.first_frame)).convert("RGB"))
-        prev_last = first
-        anchor = None
-        if seg.parent is not None:
-            # anchor: the root candidate this branch grew from (the first segment's colours)
-            chain = project.ancestry(seg.id)
-            anchor_c = chain[0].candidate(chain[1].parent_candidate or "")
-            if anchor_c.measures.get("mean_color") is not None:
-                anchor = np.asarray(anchor_c.measures["mean_color"], dtype=np.float64)
-        if anchor is None:
-            anchor = M.mean_color(ref[None])
+        # drift is measured against the reference image for every segment (one scale for the
+        # whole column; issue 11 item 12: against the root candidate for later segments it was
+        # ~0.1 beside ~65 for the root)
         return {"reference": ref, "ref_pose": ref_pose, "poses": poses, "first_frame": first,
-                "prev_last": prev_last, "anchor": anchor}
+                "prev_last": first, "anchor": M.mean_color(ref[None])}
 
     @staticmethod
     def _render(pipe: Animator, inputs: dict[str, Any], seed: int, settings: GenerationSettings,
                 num_frames: int, callback: Callable[..., None] | None,
-                should_cancel: Callable[[], bool] | None) -> np.ndarray:
-        frames = pipe.generate_segment(
-            inputs["reference"], inputs["poses"], inputs["ref_pose"],
-            first_frame=inputs["first_frame"], num_frames=num_frames, seed=int(seed),
+                should_cancel: Callable[[], bool] | None,
+                speed: SpeedOptions) -> np.ndarray:
+        """One candidate's frames: a segment, or in long mode the reference's sliding windows."""
+        common: dict[str, Any] = dict(
+            first_frame=inputs["first_frame"], seed=int(seed),
             num_inference_steps=settings.steps, guidance_scale=settings.guidance,
             noise_prior_t=settings.noise_prior_t, sampler=settings.sampler, callback=callback,
-            should_cancel=should_cancel)
+            should_cancel=should_cancel, batch_guidance=not settings.sequential_guidance,
+            **speed.pipeline_kwargs())
+        if settings.long_mode:
+            frames = pipe.generate_long(inputs["reference"], inputs["poses"], inputs["ref_pose"],
+                                        window=settings.window, overlap=settings.overlap,
+                                        **common)
+        else:
+            frames = pipe.generate_segment(inputs["reference"], inputs["poses"],
+                                           inputs["ref_pose"], num_frames=num_frames, **common)
         frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != num_frames:
             raise UniAnimateError(f"the pipeline returned frames of shape {frames.shape} "
@@ -299,13 +308,16 @@ class Generation:
         seg = project.segment(segment_id)
         cand = seg.candidate(candidate_id)
         inputs = self._segment_inputs(project, seg)
+        # offload never changes the frames; the decode chunk is the one it was made with
+        speed = SpeedOptions(decode_chunk=cand.decode_chunk or SpeedOptions().decode_chunk)
         with self.store.runtime.gpu.slot():
-            pipe = self.engines.pipeline(progress)
+            pipe = self.engines.pipeline(progress, cand.settings.precision)
             name = str(pipe.model_name)
             if cand.model is not None and cand.model != name:
                 log.warning("re-rendering %s/%s with model %s; it was made with %s, so the "
                             "frames will differ", segment_id, candidate_id, name, cand.model)
-            frames = self._render(pipe, inputs, cand.seed, cand.settings, seg.num_frames, None, None)
+            frames = self._render(pipe, inputs, cand.seed, cand.settings, seg.num_frames, None,
+                                  None, speed)
         if cand.color_correction is not None:
             frames = M.apply_color(frames, cand.color_correction)
         return frames

@@ -5,9 +5,13 @@
 - **stability** (0-255): mean absolute frame-to-frame change inside the candidate; lower = steadier
   (it also falls with less motion, so compare candidates of the same segment only).
 - **mean_color**: the candidate's mean RGB over all frames.
-- **drift** (0-255, Euclidean RGB distance): candidate mean colour vs the anchor colour (the root
-  segment's chosen candidate, or the reference image for the root itself). It grows when colours
-  creep across many joins.
+- **drift** (0-255, Euclidean RGB distance): candidate mean colour vs the reference image's mean
+  colour, for every segment alike (root and continuations are on one scale). The root's value is
+  how far the model's colours sit from the reference (small for a good model on the reference's
+  background, large for the tiny random model's noise); later segments keep about the same value
+  unless colours creep across joins, which is what a rising drift along the chosen path shows.
+  (Candidates made before this rule measured continuations against the root candidate instead;
+  their stored values stay as they were.)
 - **color_jump** (0-255, Euclidean RGB distance): mean colour of the previous last frame vs the
   candidate's first frame: the drift added by this join.
 

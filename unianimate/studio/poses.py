@@ -22,7 +22,7 @@ from unianimate.studio.media import (MAX_DRIVING_BYTES, check_upload_size, is_vi
 from unianimate.studio.ports import PoseDetector
 from unianimate.studio.project import PoseInfo, Project
 from unianimate.studio.store import ProjectStore
-from unianimate.studio.views import PosePreview
+from unianimate.studio.views import PeopleInFirstFrame, PosePreview
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 PREVIEW_VIDEO = "poses/preview.mp4"
 PREVIEW_OVERLAY = "poses/overlay.png"
 SMOOTHING_PREVIEW = "poses/smoothing_preview.mp4"     # left | right = before | after
+FIRST_FRAME_PEOPLE = "driving/first_frame_people.png"  # the dancer picker's numbered boxes
 ALIGN_SKIPPED = ("alignment skipped: no pose of the reference image (no pose detector here); the "
                  "driving poses are used as they are")
 
@@ -317,6 +318,41 @@ class PoseIngest:
             write_mp4(np.concatenate([prev.before, prev.after], axis=2), video,
                       fps=max(1.0, info.fps / step), quality=23)
         return str(video), prev.message
+
+
+    def first_frame_people(self, project_id: str, path: str | os.PathLike,
+                           frame_interval: int = 2, start: float | None = None,
+                           end: float | None = None, owner: str | None = None,
+                           kind: str = "auto") -> PeopleInFirstFrame:
+        """The people the detector finds in the first kept frame of the driving video ``path``
+        (same interval and trim as the extraction), drawn with numbered boxes into
+        ``driving/first_frame_people.png``, so the user can pick whom to follow
+        (``set_poses_from_file(person=)``)."""
+        self.store.check_owner(project_id, owner)     # ownership before any heavy work
+        from unianimate.pose.extract import first_frame_people
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"driving video {path.name!r} does not exist; upload it again")
+        check_upload_size(path, MAX_DRIVING_BYTES, "driving input")
+        if not needs_detector(path, kind):
+            raise InputError("only a real video has people to pick from; this input holds "
+                             "poses already (one skeleton per frame)")
+        detector = self.engines.detector()
+        if detector is None:
+            raise InputError("finding the people of a video needs the DWPose detector, which is "
+                             "not available here")
+        with self.store.runtime.gpu.slot():
+            found = first_frame_people(path, detector, int(frame_interval), start, end)
+        target = self.store.folder(project_id) / FIRST_FRAME_PEOPLE
+        with self.store.lock(project_id):
+            target.parent.mkdir(exist_ok=True)
+            save_png(target, found.annotated())
+        h, w = found.image.shape[:2]
+        return PeopleInFirstFrame(
+            image=str(target), frame_index=int(found.frame_index), width=int(w), height=int(h),
+            people=tuple((c.index, tuple(round(float(v), 6) for v in c.box_normalised))
+                         for c in found.candidates),
+            default=found.default)
 
 
 def _write_preview(poses_dir: Path, info: PoseInfo, fitted: np.ndarray) -> None:

@@ -109,6 +109,10 @@ class Candidate:
     job_id: str | None = None
     model: str | None = None             # pipeline.model_name that made it (re-render needs it)
     created: float = field(default_factory=time.time)
+    #: frames per VAE decode it was made with (a run option, not a setting: it can move a pixel
+    #: by one level where convolution kernels depend on the batch, so a re-render reuses it;
+    #: None: made before it was recorded, with the pipeline's default of 2)
+    decode_chunk: int | None = None
 
 
 @with_config(STRICT)

@@ -55,8 +55,10 @@ from unianimate.studio.ports import Animator, AnimatorFactory, PoseDetector, Pos
 from unianimate.studio.project import (Candidate, GenerationSettings, PoseInfo, Project,
                                        ReferenceInfo, Segment)
 from unianimate.studio.runtime import StudioRuntime
+from unianimate.studio.settings import SpeedOptions
 from unianimate.studio.store import ProjectStore
-from unianimate.studio.views import (ExportResult, PosePreview, ProjectPage, ProjectSummary,
+from unianimate.studio.views import (ExportResult, PeopleInFirstFrame, PosePreview,
+                                     ProjectPage, ProjectSummary,
                                      Timeline, build_page, build_timeline)
 
 log = logging.getLogger(__name__)
@@ -210,6 +212,15 @@ class Studio:
         (see :meth:`PoseIngest.smoothing_preview`)."""
         return self.poses.smoothing_preview(project_id, strength, self._owner(owner))
 
+    def first_frame_people(self, project_id: str, path: str | os.PathLike,
+                           frame_interval: int = 2, start: float | None = None,
+                           end: float | None = None, owner: str | None = None,
+                           kind: str = "auto") -> PeopleInFirstFrame:
+        """The people of a driving video's first frame with anyone in it, numbered, to pick
+        whom to follow (see :meth:`PoseIngest.first_frame_people`)."""
+        return self.poses.first_frame_people(project_id, path, frame_interval, start, end,
+                                             self._owner(owner), kind)
+
     def pose_preview(self, project_id: str, owner: str | None = None) -> PosePreview:
         """The skeleton video of the poses and pose 0 drawn over the reference."""
         return self.poses.pose_preview(project_id, self._owner(owner))
@@ -222,19 +233,22 @@ class Studio:
     def generate_candidates(self, project_id: str, segment_id: str | None = None,
                             n: int | None = None, progress: ProgressFn | None = None,
                             should_cancel: Callable[[], bool] | None = None,
-                            owner: str | None = None) -> list[Candidate]:
+                            owner: str | None = None,
+                            speed: SpeedOptions | None = None) -> list[Candidate]:
         """Generate ``n`` (default: settings.candidates) new candidates of a segment (None: the
-        root, created on first use); see :meth:`Generation.generate_candidates`."""
+        root, created on first use) with this run's VRAM / speed options ``speed``; see
+        :meth:`Generation.generate_candidates`."""
         return self.generation.generate_candidates(project_id, segment_id, n, progress,
-                                                   should_cancel, self._owner(owner))
+                                                   should_cancel, self._owner(owner), speed)
 
     def reroll(self, project_id: str, segment_id: str, n: int | None = None,
                progress: ProgressFn | None = None,
                should_cancel: Callable[[], bool] | None = None,
-               owner: str | None = None) -> list[Candidate]:
+               owner: str | None = None,
+               speed: SpeedOptions | None = None) -> list[Candidate]:
         """More candidates for a segment (new seeds; existing candidates and branches stay)."""
         return self.generate_candidates(project_id, segment_id, n, progress, should_cancel,
-                                        owner)
+                                        owner, speed)
 
     def cancel(self, project_id: str, owner: str | None = None) -> bool:
         """Ask the queued/running generation of a project to stop; False when none runs."""

@@ -136,6 +136,38 @@ class PosePreview:
 
 
 @dataclass(frozen=True)
+class PeopleInFirstFrame:
+    """The people of a driving video's first frame with anyone in it, to pick the dancer to
+    follow: ``image`` (that frame with numbered boxes, the default one in yellow), the people
+    (``index`` is what ``person=`` takes; ``box``: x0 y0 x1 y1 normalised to [0, 1]), the one
+    followed when none is picked, and the frame's number among the kept frames."""
+
+    image: str
+    people: tuple[tuple[int, tuple[float, float, float, float]], ...]
+    default: int | None
+    frame_index: int
+    width: int
+    height: int
+
+    def person_at(self, x: float, y: float) -> int | None:
+        """The person whose box holds the pixel (x, y) of ``image`` (the smallest such box,
+        so a dancer in front of a larger one can be picked); None when no box holds it."""
+        u, v = float(x) / self.width, float(y) / self.height
+        inside = [(max(0.0, (b[2] - b[0]) * (b[3] - b[1])), i) for i, b in self.people
+                  if b[0] <= u <= b[2] and b[1] <= v <= b[3]]
+        return min(inside)[1] if inside else None
+
+    @property
+    def message(self) -> str:
+        """One line for the user."""
+        count = len(self.people)
+        default = "" if self.default is None else f"; without a choice, person {self.default} " \
+                                                   "(yellow, the largest and most central) is followed"
+        return (f"{count} {'person' if count == 1 else 'people'} in kept frame "
+                f"{self.frame_index}{default}. Click a dancer or pick a number.")
+
+
+@dataclass(frozen=True)
 class ProjectPage:
     """Everything a page shows of one project, from one load (no file written): the project,
     its timeline, and the absolute paths of its displayed files (None when missing)."""
@@ -200,4 +232,5 @@ def build_timeline(project: Project, folder: Path) -> Timeline:
 
 
 __all__ = ["ProjectSummary", "summarize", "CandidateView", "SegmentView", "Timeline",
-           "ExportResult", "PosePreview", "ProjectPage", "build_page", "build_timeline"]
+           "ExportResult", "PeopleInFirstFrame", "PosePreview", "ProjectPage", "build_page",
+           "build_timeline"]
