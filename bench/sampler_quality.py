@@ -10,11 +10,14 @@ changes the 30), plus the UNet
 evaluations and wall time. A random UNet has no data to converge to: this measures how closely a
 solver follows the trajectory that 30 DDIM steps take, not how good the video looks.
 
-``--demo DIR``: the demo model (a ``from_pretrained`` folder) and its evaluation clips under
-``DIR/eval/<clip>/`` (``reference.png``, ``ref_pose.png``, ``poses/*.png``, ``frames/*.png`` = the
-ground truth, one per pose, same size): PSNR and SSIM of every sampler and step count against the
-ground-truth frames (and the 30-step DDIM's own PSNR/SSIM for comparison). Without the model it
-says so and exits with status 2.
+``--demo DIR``: the demo model (a ``from_pretrained`` folder, e.g. ``assets/demo``) and evaluation
+clips with ground truth: ``DIR/eval/<clip>/`` (``reference.png``, ``ref_pose.png``, ``poses/*.png``,
+``frames/*.png`` = the ground truth, one per pose, same size) when present, else the drawn-people
+generator's fixed held-out clips at the model's native size (its ``recipe.json``). Reported per
+sampler and step count against the ground-truth frames: PSNR and SSIM (full frame), and the two
+measures the demo model is judged by (:mod:`unianimate.training.metrics`: PSNR over the moving
+pixels and pose following), beside the 30-step DDIM's own. Without the model it says so and exits
+with status 2.
 
 Usage: python bench/sampler_quality.py [--width 64 --height 64 --frames 8] [--steps 8,10,15,20,30]
        [--samplers ddim,dpmpp_2m,unipc] [--config full|tiny] [--threads 1] [--json PATH]
@@ -159,6 +162,8 @@ def _read(path: Path) -> np.ndarray:
 
 def demo_clips(folder: Path, limit: int) -> list[dict[str, Any]]:
     """Evaluation clips of the demo model (layout in the module docstring)."""
+    if not (folder / "eval").is_dir():
+        return heldout_demo_clips(folder, limit)
     clips = []
     for clip in sorted(p for p in (folder / "eval").glob("*") if p.is_dir())[:limit]:
         poses = [_read(p) for p in sorted((clip / "poses").glob("*.png"))]
@@ -170,7 +175,20 @@ def demo_clips(folder: Path, limit: int) -> list[dict[str, Any]]:
     return clips
 
 
+def heldout_demo_clips(folder: Path, limit: int) -> list[dict[str, Any]]:
+    """The generator's held-out clips at the demo model's native size (``recipe.json``)."""
+    from unianimate.demo_model import read_defaults
+    from unianimate.training.people import heldout_clips
+
+    d = read_defaults(folder)
+    return [{"name": c.name, "reference_image": c.reference, "ref_pose": c.reference_pose,
+             "poses": list(c.poses), "truth": c.frames}
+            for c in heldout_clips(limit, d.frames, d.width, d.height)]
+
+
 def measure_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from unianimate.training.metrics import moving_psnr, pose_following
+
     pipe = UniAnimatePipeline.from_pretrained(args.demo, device="cpu", dtype="fp32", local_files_only=True)
     clips = demo_clips(args.demo, args.clips)
     if not clips:
@@ -182,18 +200,23 @@ def measure_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
             out = pipe.generate_segment(clip["reference_image"], clip["poses"], clip["ref_pose"],
                                         seed=args.seed, num_inference_steps=steps,
                                         guidance_scale=args.guidance, sampler=sampler)
-            scores.append((psnr(out, clip["truth"]), ssim(out, clip["truth"])))
+            scores.append((psnr(out, clip["truth"]), ssim(out, clip["truth"]),
+                           moving_psnr(out, clip["truth"], clip["reference_image"]),
+                           pose_following(out, clip["truth"])))
         rows.append({"sampler": sampler, "steps": steps, "unet evals": evaluations(sampler, steps),
                      "PSNR (dB)": float(np.mean([s[0] for s in scores])),
-                     "SSIM": float(np.mean([s[1] for s in scores])), "s": time.perf_counter() - start,
+                     "SSIM": float(np.mean([s[1] for s in scores])),
+                     "moving PSNR (dB)": float(np.mean([s[2] for s in scores])),
+                     "pose following": float(np.mean([s[3] for s in scores])), "s": time.perf_counter() - start,
                      "clips": len(clips)})
         logger.info("%s %d steps: PSNR %.2f SSIM %.4f", sampler, steps, rows[-1]["PSNR (dB)"], rows[-1]["SSIM"])
     return rows
 
 
 def demo_available(folder: Path) -> bool:
-    """Whether ``folder`` holds a UNet checkpoint to load (the demo model is trained elsewhere)."""
-    return folder.is_dir() and any(folder.glob("*.pth")) and (folder / "eval").is_dir()
+    """Whether ``folder`` holds a model to load and clips with ground truth (``eval/`` or a recipe)."""
+    weights = any(folder.glob("*.pth")) or any(folder.glob("*.safetensors"))
+    return folder.is_dir() and weights and ((folder / "eval").is_dir() or (folder / "recipe.json").is_file())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,11 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.demo is not None:
         if not demo_available(args.demo):
-            print(f"no demo model at {args.demo} (a folder with the UNet .pth, the CLIP/VAE files and eval/ "
-                  "clips); train it first (python -m unianimate.train demo ...)", file=sys.stderr)
+            print(f"no demo model at {args.demo} (an exported model folder with its recipe.json, or eval/ "
+                  "clips); train and export it first (python -m unianimate.train demo / export)", file=sys.stderr)
             return 2
         rows = measure_demo(args)
-        columns = ("sampler", "steps", "unet evals", "PSNR (dB)", "SSIM", "s", "clips")
+        columns = ("sampler", "steps", "unet evals", "PSNR (dB)", "SSIM", "moving PSNR (dB)", "pose following",
+                   "s", "clips")
     else:
         rows = measure_random(args)
         columns = ("sampler", "steps", "unet evals", "rel L2 vs ddim30", "max abs vs ddim30", "latent std",

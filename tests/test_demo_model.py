@@ -238,3 +238,18 @@ def test_cli_model_demo_uses_its_native_size(demo_dir: Path, tmp_path: Path,
     assert code == EXIT_OK
     info = probe_media(out)
     assert (info.width, info.height, info.frames) == (64, 64, 2)
+
+
+def test_sampler_bench_scores_the_export_on_heldout_clips(demo_dir: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    """bench/sampler_quality.py --demo on an exported model without eval/: the generator's held-out
+    clips at the model's native size, with the demo model's own measures."""
+    from bench import sampler_quality as sq
+
+    out = tmp_path / "q.json"
+    assert sq.main(["--demo", str(demo_dir), "--clips", "1", "--steps", "2", "--samplers", "ddim",
+                    "--reference-steps", "2", "--json", str(out)]) == 0
+    assert "pose following" in capsys.readouterr().out
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["clips"] == 1 and 0.0 <= row["pose following"] <= 1.0
+    assert np.isfinite(row["moving PSNR (dB)"]) and np.isfinite(row["PSNR (dB)"])
