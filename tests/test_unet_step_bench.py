@@ -1,0 +1,47 @@
+"""bench/unet_step.py on the tiny config: our step and the reference emulation compute the same guided
+step, the encoded keys/values change no bit, and the table carries the CPU time."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from bench import unet_step as us
+from unianimate.models.attention import attention_backend
+
+
+def _model_and_inputs(extra: list[str] | None = None):
+    args = us.parse_args(["--config", "tiny", "--width", "64", "--height", "128", "--frames", "3", *(extra or [])])
+    model = us.build_model(args, torch.device("cpu"), torch.float32)
+    return args, model, us.make_inputs(args, model.config, torch.device("cpu"), torch.float32)
+
+
+def test_reference_emulation_flags():
+    args = us.parse_args(["--reference-emulation"])
+    assert (args.batch_guidance, args.attention, args.encode_once, args.context_kv) == (False, "reference", False, False)
+
+
+def test_guided_step_forms_agree():
+    """Encoded once with keys/values, every step without them: the same bits; the reference emulation
+    (two calls, plain softmax attention) the same step to float tolerance."""
+    args, model, inp = _model_and_inputs()
+    ours = us.guided_step(model, inp, True, us.encode(model, inp, True))
+    every_step_no_kv = us.guided_step(model, inp, True, None, context_kv=False)
+    assert (ours - every_step_no_kv).abs().max().item() == 0.0
+    with attention_backend("reference"):
+        reference = us.guided_step(model, inp, False, None, context_kv=False)
+    torch.testing.assert_close(reference, ours, rtol=1e-4, atol=1e-4)
+
+
+def test_main_writes_cpu_time(tmp_path):
+    out = tmp_path / "step.json"
+    threads = torch.get_num_threads()
+    try:
+        with attention_backend("sdpa"):  # main() selects the backend of its arguments; restored here
+            payload = us.main(["--config", "tiny", "--width", "64", "--height", "64", "--frames", "2",
+                               "--threads", "1", "--warmup", "0", "--reference-emulation", "--json", str(out)])
+    finally:
+        torch.set_num_threads(threads)
+    assert len(payload["cpu_seconds"]) == 1 and payload["cpu_seconds"][0] > 0
+    assert payload["row"]["options"] == "reference_emulation" and payload["row"]["attention"] == "reference"
+    assert json.loads(out.read_text())["row"]["guidance"] == "sequential"
