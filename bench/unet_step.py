@@ -15,8 +15,12 @@ repeated for every frame at every step, as before; same output bit for bit).
 ``--reference-emulation``: the reference's way on this code: two forwards per step (cond, uncond),
 plain ``softmax(q k^T) v`` attention, every condition and the cross-attention keys/values of the
 per-frame context computed at every call (= ``--no-batch-guidance --attention reference
---no-encode-once --no-context-kv``). It shares this tree's layers, so it is the reference's
+--no-encode-once --no-context-kv --no-reuse-cpu-memory``). It shares this tree's layers, so it is the reference's
 algorithm at this code's layer speed (a lower bound on the reference code's own time).
+
+``--reuse-cpu-memory`` (default on CPU, as the pipeline does): glibc keeps freed memory for the next
+allocation instead of unmapping it (:func:`unianimate.utils.reuse_freed_cpu_memory`; same numbers),
+so the step's large activations are not page-faulted in again at every step.
 
 Each timed step reports its wall time and its CPU time (user + system, all threads): on a loaded
 machine the wall time also counts the time other processes held the cores. With ``--threads 1``
@@ -32,7 +36,8 @@ Usage: python bench/unet_step.py --width 256 --height 384 --frames 8 [--device c
        [--dtype fp32|fp16|bf16] [--temporal transformer|mamba] [--config full|tiny]
        [--batch-guidance/--no-batch-guidance] [--attention sdpa|reference] [--channels-last]
        [--compile] [--repeat 1] [--warmup 1] [--json PATH] [--encode-once/--no-encode-once]
-       [--context-kv/--no-context-kv] [--reference-emulation] [--threads N]
+       [--context-kv/--no-context-kv] [--reuse-cpu-memory/--no-reuse-cpu-memory] [--reference-emulation]
+       [--threads N]
        [--profile [--profile-top 15]]
        GPU (fp16, 768x512 = W 512 x H 768, 16 and 32 frames): bench/gpu_check.sh
 
@@ -64,6 +69,11 @@ import torch  # noqa: E402
 from bench._common import PeakMemory, format_table, mib, sync, time_fn, write_json  # noqa: E402
 from unianimate.models import ConditionEmbeddings, UNetConfig, UniAnimateUNet  # noqa: E402
 from unianimate.models.attention import set_attention_backend  # noqa: E402
+try:  # trees from before the allocator option (this bench also measures older trees)
+    from unianimate.utils import reuse_freed_cpu_memory  # noqa: E402
+except ImportError:  # pragma: no cover
+    def reuse_freed_cpu_memory(enable: bool = True) -> bool:
+        return False
 from unianimate.utils import resolve_device, resolve_dtype  # noqa: E402
 
 logger = logging.getLogger("bench.unet_step")
@@ -98,9 +108,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--context-kv", action=argparse.BooleanOptionalAction, default=True,
                    help="cross-attention keys/values of the context projected once per segment (default) "
                         "or by every layer for every frame at every step")
+    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="CPU: glibc keeps freed memory for reuse (default, as the pipeline) or glibc's defaults")
     p.add_argument("--reference-emulation", action="store_true",
                    help="the reference's way: --no-batch-guidance --attention reference --no-encode-once "
-                        "--no-context-kv")
+                        "--no-context-kv --no-reuse-cpu-memory")
     p.add_argument("--profile", action="store_true", help="print the top modules by time of one more step")
     p.add_argument("--profile-top", type=int, default=15, help="rows per --profile table")
     p.add_argument("--repeat", type=int, default=1, help="timed steps")
@@ -115,6 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--frames and --repeat must be >= 1, --warmup >= 0")
     if args.reference_emulation:
         args.batch_guidance, args.attention, args.encode_once, args.context_kv = False, "reference", False, False
+        args.reuse_cpu_memory = False
     return args
 
 
@@ -244,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    reuse = device.type == "cpu" and args.reuse_cpu_memory and reuse_freed_cpu_memory()
     t0 = time.perf_counter()
     model = build_model(args, device, dtype)
     sync(device)
@@ -278,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
         "attention": args.attention,
         "options": "+".join(o for o, on in (("reference_emulation", args.reference_emulation),
                                             ("no_context_kv", not args.context_kv and not args.reference_emulation),
+                                            ("reuse_cpu_memory", reuse),
                                             ("channels_last", args.channels_last), ("compile", args.compile)) if on) or "-",
         "params": f"{params / 1e9:.3f} G" if args.config == "full" else f"{params / 1e6:.2f} M",
         "s/step (best)": f"{timing.best:.2f}", "s/step (mean)": f"{timing.mean:.2f}",

@@ -1,5 +1,6 @@
-"""bench/unet_step.py on the tiny config: our step and the reference emulation compute the same guided
-step, the encoded keys/values change no bit, and the table carries the CPU time."""
+"""Step cost (issue 12): glibc keeps freed memory without changing a bit, the pipeline's switch for it,
+and bench/unet_step.py on the tiny config (our step and the reference emulation compute the same
+guided step, the encoded keys/values change no bit, the table carries the CPU time)."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ import torch
 
 from bench import unet_step as us
 from unianimate.models.attention import attention_backend
+from unianimate.pipeline import UniAnimatePipeline
+from unianimate.utils import reuse_freed_cpu_memory
 
 
 def _model_and_inputs(extra: list[str] | None = None):
@@ -19,6 +22,7 @@ def _model_and_inputs(extra: list[str] | None = None):
 def test_reference_emulation_flags():
     args = us.parse_args(["--reference-emulation"])
     assert (args.batch_guidance, args.attention, args.encode_once, args.context_kv) == (False, "reference", False, False)
+    assert not args.reuse_cpu_memory and us.parse_args([]).reuse_cpu_memory
 
 
 def test_guided_step_forms_agree():
@@ -45,3 +49,29 @@ def test_main_writes_cpu_time(tmp_path):
     assert len(payload["cpu_seconds"]) == 1 and payload["cpu_seconds"][0] > 0
     assert payload["row"]["options"] == "reference_emulation" and payload["row"]["attention"] == "reference"
     assert json.loads(out.read_text())["row"]["guidance"] == "sequential"
+
+
+def test_reusing_freed_memory_changes_no_bit():
+    """The same guided steps (tiny and small UNet) with glibc's default allocator limits and with freed
+    memory kept for reuse: max abs difference 0."""
+    outs = {}
+    small = ["--width", "128", "--height", "128", "--frames", "4"]
+    try:
+        for enable in (False, True):
+            assert reuse_freed_cpu_memory(enable)
+            for name, extra in (("tiny", []), ("small", small)):
+                args, model, inp = _model_and_inputs(extra)
+                outs[name, enable] = [us.guided_step(model, inp, True, us.encode(model, inp, True)) for _ in range(2)]
+    finally:
+        reuse_freed_cpu_memory(False)
+    for name in ("tiny", "small"):
+        for a, b in zip(outs[name, False], outs[name, True]):
+            assert (a - b).abs().max().item() == 0.0
+
+
+def test_pipeline_reuse_cpu_memory_switch():
+    try:
+        assert UniAnimatePipeline.tiny().info()["reuse_cpu_memory"] is True
+        assert UniAnimatePipeline.tiny(reuse_cpu_memory=False).info()["reuse_cpu_memory"] is False
+    finally:
+        reuse_freed_cpu_memory(False)
