@@ -8,6 +8,8 @@ import json
 import torch
 
 from bench import unet_step as us
+from tests.test_unet import SMALL
+from unianimate.models import UNetConfig, UniAnimateUNet
 from unianimate.models.attention import attention_backend
 from unianimate.pipeline import UniAnimatePipeline
 from unianimate.utils import reuse_freed_cpu_memory
@@ -55,13 +57,14 @@ def test_reusing_freed_memory_changes_no_bit():
     """The same guided steps (tiny and small UNet) with glibc's default allocator limits and with freed
     memory kept for reuse: max abs difference 0."""
     outs = {}
-    small = ["--width", "128", "--height", "128", "--frames", "4"]
+    args, tiny, inp = _model_and_inputs(["--frames", "4"])
+    small = UniAnimateUNet(UNetConfig.tiny(**SMALL)).eval().init_random_weights_(0)
+    small_inp = us.make_inputs(args, small.config, torch.device("cpu"), torch.float32)
     try:
         for enable in (False, True):
             assert reuse_freed_cpu_memory(enable)
-            for name, extra in (("tiny", []), ("small", small)):
-                args, model, inp = _model_and_inputs(extra)
-                outs[name, enable] = [us.guided_step(model, inp, True, us.encode(model, inp, True)) for _ in range(2)]
+            for name, model, x in (("tiny", tiny, inp), ("small", small, small_inp)):
+                outs[name, enable] = [us.guided_step(model, x, True, us.encode(model, x, True)) for _ in range(2)]
     finally:
         reuse_freed_cpu_memory(False)
     for name in ("tiny", "small"):
