@@ -290,15 +290,21 @@ SMALL = dict(dim=64, context_dim=64, dim_mult=(1, 2, 2), num_heads=4, head_dim=1
              attn_scales=(1.0, 0.5))  # three levels, two res blocks: every block kind twice
 
 
-def _assert_encoded_equal_per_call(model: UniAnimateUNet, inp: dict, names: tuple[str, ...]) -> None:
-    """Conditions encoded once, reused at several timesteps, in both guidance forms (one call with
-    drop_conditions, two calls): max abs difference 0 against the per-call computation."""
+def _guidance_forms(inp: dict, names: tuple[str, ...]) -> tuple:
+    """x, text context and the named conditions, and the same doubled as a cond + uncond batch with
+    its drop_conditions: (x, ctx, conds, x2, ctx2, doubled, drop)."""
     cond_inp = only(inp, names)
     conds = {k: v for k, v in cond_inp.items() if k not in ("x", "t", "text_context")}
     x, ctx = cond_inp["x"], cond_inp["text_context"]
     doubled = {k: (None if v is None else torch.cat([v, v])) for k, v in conds.items()}
     drop = torch.tensor([False] * B + [True] * B)
-    x2, ctx2 = torch.cat([x, x]), torch.cat([ctx, ctx])
+    return x, ctx, conds, torch.cat([x, x]), torch.cat([ctx, ctx]), doubled, drop
+
+
+def _assert_encoded_equal_per_call(model: UniAnimateUNet, inp: dict, names: tuple[str, ...]) -> None:
+    """Conditions encoded once, reused at several timesteps, in both guidance forms (one call with
+    drop_conditions, two calls): max abs difference 0 against the per-call computation."""
+    x, ctx, conds, x2, ctx2, doubled, drop = _guidance_forms(inp, names)
     with torch.inference_mode():
         enc = model.encode_conditions(x.shape, ctx, **conds)
         enc_u = model.encode_conditions(x.shape, ctx)
@@ -351,12 +357,7 @@ def _assert_context_kv_equal_repeated_context(model: UniAnimateUNet, inp: dict, 
     the previous computation (``context_kv=False``: every layer projects the context repeated for each
     of the F+1 frames), in both guidance forms, at several timesteps, with both attention backends:
     max abs difference 0."""
-    cond_inp = only(inp, names)
-    conds = {k: v for k, v in cond_inp.items() if k not in ("x", "t", "text_context")}
-    x, ctx = cond_inp["x"], cond_inp["text_context"]
-    doubled = {k: (None if v is None else torch.cat([v, v])) for k, v in conds.items()}
-    drop = torch.tensor([False] * B + [True] * B)
-    x2, ctx2 = torch.cat([x, x]), torch.cat([ctx, ctx])
+    x, ctx, conds, x2, ctx2, doubled, drop = _guidance_forms(inp, names)
     with torch.inference_mode():
         pairs = [(x, model.encode_conditions(x.shape, ctx, **conds),
                   model.encode_conditions(x.shape, ctx, context_kv=False, **conds)),
@@ -375,16 +376,16 @@ def _assert_context_kv_equal_repeated_context(model: UniAnimateUNet, inp: dict, 
                         assert diff.item() == 0.0, (backend, t)
 
 
-@pytest.mark.parametrize("names", [REFERENCE_MODE, FIRST_FRAME_MODE, ALL, ()],
-                         ids=["reference", "first_frame", "all", "none"])
-def test_context_kv_equals_repeated_context_tiny(names):
-    _assert_context_kv_equal_repeated_context(tiny_model(), inputs(), names)
-
-
-@pytest.mark.parametrize("names", [REFERENCE_MODE, FIRST_FRAME_MODE], ids=["reference", "first_frame"])
-def test_context_kv_equals_repeated_context_small(names):
-    model = UniAnimateUNet(UNetConfig.tiny(**SMALL)).eval().init_random_weights_(0)
-    _assert_context_kv_equal_repeated_context(model, inputs(ctx_dim=64), names)
+@pytest.mark.parametrize("config, names", [
+    ("tiny", REFERENCE_MODE), ("tiny", FIRST_FRAME_MODE), ("tiny", ALL), ("tiny", ()),
+    ("small", REFERENCE_MODE), ("small", FIRST_FRAME_MODE)],
+    ids=["tiny-reference", "tiny-first_frame", "tiny-all", "tiny-none", "small-reference", "small-first_frame"])
+def test_context_kv_equals_repeated_context(config, names):
+    if config == "tiny":
+        model, inp = tiny_model(), inputs()
+    else:
+        model, inp = UniAnimateUNet(UNetConfig.tiny(**SMALL)).eval().init_random_weights_(0), inputs(ctx_dim=64)
+    _assert_context_kv_equal_repeated_context(model, inp, names)
 
 
 def test_cross_attention_kv_path_equals_context_path_and_trains():
