@@ -18,9 +18,10 @@ per-frame context computed at every call (= ``--no-batch-guidance --attention re
 --no-encode-once --no-context-kv --no-reuse-cpu-memory``). It shares this tree's layers, so it is the reference's
 algorithm at this code's layer speed (a lower bound on the reference code's own time).
 
-``--reuse-cpu-memory`` (default on CPU, as the pipeline does): glibc keeps freed memory for the next
-allocation instead of unmapping it (:func:`unianimate.utils.reuse_freed_cpu_memory`; same numbers),
-so the step's large activations are not page-faulted in again at every step.
+``--reuse-cpu-memory`` (opt-in, the pipeline's ``reuse_cpu_memory=True``): glibc keeps freed memory
+for the next allocation instead of unmapping it (:func:`unianimate.utils.reuse_freed_cpu_memory`;
+same numbers), so the step's large activations are not page-faulted in again at every step; the
+heap fragments (more peak memory at larger sizes).
 
 Each timed step reports its wall time and its CPU time (user + system, all threads): on a loaded
 machine the wall time also counts the time other processes held the cores. With ``--threads 1``
@@ -108,8 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--context-kv", action=argparse.BooleanOptionalAction, default=True,
                    help="cross-attention keys/values of the context projected once per segment (default) "
                         "or by every layer for every frame at every step")
-    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=True,
-                   help="CPU: glibc keeps freed memory for reuse (default, as the pipeline) or glibc's defaults")
+    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=False,
+                   help="CPU: glibc keeps freed memory for reuse (the pipeline's opt-in reuse_cpu_memory)")
     p.add_argument("--reference-emulation", action="store_true",
                    help="the reference's way: --no-batch-guidance --attention reference --no-encode-once "
                         "--no-context-kv --no-reuse-cpu-memory")

@@ -24,7 +24,8 @@ def _model_and_inputs(extra: list[str] | None = None):
 def test_reference_emulation_flags():
     args = us.parse_args(["--reference-emulation"])
     assert (args.batch_guidance, args.attention, args.encode_once, args.context_kv) == (False, "reference", False, False)
-    assert not args.reuse_cpu_memory and us.parse_args([]).reuse_cpu_memory
+    assert not args.reuse_cpu_memory and not us.parse_args([]).reuse_cpu_memory
+    assert us.parse_args(["--reuse-cpu-memory"]).reuse_cpu_memory
 
 
 def test_guided_step_forms_agree():
@@ -74,7 +75,7 @@ def test_reusing_freed_memory_changes_no_bit():
 
 def test_pipeline_reuse_cpu_memory_switch():
     try:
-        assert UniAnimatePipeline.tiny().info()["reuse_cpu_memory"] is True
-        assert UniAnimatePipeline.tiny(reuse_cpu_memory=False).info()["reuse_cpu_memory"] is False
+        assert UniAnimatePipeline.tiny().info()["reuse_cpu_memory"] is False  # opt-in: more peak memory
+        assert UniAnimatePipeline.tiny(reuse_cpu_memory=True).info()["reuse_cpu_memory"] is True
     finally:
         reuse_freed_cpu_memory(False)

@@ -27,9 +27,10 @@ unconditional passes in one forward via ``drop_conditions``, or two calls as the
 CUDA), ``decode_chunk`` (frames per VAE decode), ``compile`` (``torch.compile`` the UNet),
 ``channels_last`` (UNet memory format), ``sampler`` (``"ddim"``, the reference's, or the multistep
 ``"dpmpp_2m"`` / ``"unipc"``; see :mod:`unianimate.sampling` and docs/SAMPLERS.md),
-``reuse_cpu_memory`` (on a CPU device: glibc keeps freed memory for reuse instead of unmapping it,
-:func:`unianimate.utils.reuse_freed_cpu_memory`; same numbers, ~10% less time per CPU step; the
-process keeps its peak memory after sampling). UNet dtype: fp16
+``reuse_cpu_memory`` (opt-in, CPU device: glibc keeps freed memory for reuse instead of unmapping it,
+:func:`unianimate.utils.reuse_freed_cpu_memory`; same numbers, 5-11% less CPU time per full-size
+step, but +22-25% peak memory per step at 256x384 from heap fragmentation, and the process keeps
+its peak after sampling; measured in /work/notes/i12c.md). UNet dtype: fp16
 on CUDA by default (bf16 on request), fp32 on CPU; CLIP and VAE stay fp32.
 """
 from __future__ import annotations
@@ -225,7 +226,7 @@ class UniAnimatePipeline:
                  model_name: str = RELEASED_MODEL_NAME, is_tiny: bool = False,
                  batch_guidance: bool = True, offload: bool | None = None, decode_chunk: int = 2,
                  compile: bool | str = False, channels_last: bool = False, sampler: str = "ddim",
-                 reuse_cpu_memory: bool = True) -> None:
+                 reuse_cpu_memory: bool = False) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model_name = model_name
