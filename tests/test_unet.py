@@ -407,6 +407,8 @@ def test_cross_attention_kv_path_equals_context_path_and_trains():
             attn.zero_grad()
     with pytest.raises(ValueError, match="not both"):
         attn(x, ctx.repeat_interleave(5, dim=0), kv=attn.context_kv(ctx))
+    with pytest.raises(ValueError, match="do not divide"):
+        attn(x, kv=attn.context_kv(torch.randn(3, 9, 24)))
 
 
 def test_geglu_inference_path_equals_training_path():

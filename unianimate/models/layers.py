@@ -75,6 +75,8 @@ class CrossAttention(nn.Module):
         k, v = kv
         b, n, _ = x.shape
         rows = k.shape[0]
+        if b % rows:
+            raise ValueError(f"keys/values of {rows} context rows do not divide a batch of {b}")
         q = self.to_q(x).view(rows, (b // rows) * n, -1)  # (B,N,H*D) -> (b,B/b*N,H*D), a view
         q, k, v = (split_heads(t, self.heads) for t in (q, k, v))  # (b,H,B/b*N,D), (b,H,M,D) x2
         out = attention(q, k, v, scale=self.dim_head ** -0.5)  # (b,H,B/b*N,D)
