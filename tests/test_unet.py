@@ -400,6 +400,9 @@ def test_cross_attention_kv_path_equals_context_path_and_trains():
             with torch.inference_mode():
                 want = attn(x, ctx.repeat_interleave(5, dim=0))
                 assert torch.equal(attn(x, kv=attn.context_kv(ctx)), want)
+                one_token = x[:, :1]  # the middle block of a small latent: one token per frame
+                assert torch.equal(attn(one_token, kv=attn.context_kv(ctx)),
+                                   attn(one_token, ctx.repeat_interleave(5, dim=0)))
             got = attn(x, kv=attn.context_kv(ctx))
             torch.testing.assert_close(got.detach(), want, rtol=0, atol=0)
             got.square().sum().backward()

@@ -62,10 +62,10 @@ class CrossAttention(nn.Module):
 
         ``kv``: :meth:`context_kv` of a context of b rows, b dividing B, where rows ``i*B/b ..
         (i+1)*B/b - 1`` of x all attend to context row i (frames folded into the batch share their
-        context). Their queries are then one sequence of B/b*N tokens against that row's keys:
-        every query row sees the same keys, values and arithmetic, so the result equals the call
-        with the context repeated B/b times, bit for bit (tests/test_unet.py), without projecting
-        the repeated context.
+        context). The keys and values are repeated to the B rows (a copy, not a projection), so the
+        attention runs on exactly the tensors of the call with the context repeated B/b times: the
+        same bits (tests/test_unet.py). Folding a row's frames into one query sequence instead
+        is not bit-identical for every shape (SDPA takes another kernel for one-token queries).
         """
         if kv is None:
             context = x if context is None else context
@@ -73,14 +73,15 @@ class CrossAttention(nn.Module):
         elif context is not None:
             raise ValueError("pass context or kv, not both")
         k, v = kv
-        b, n, _ = x.shape
-        rows = k.shape[0]
-        if b % rows:
-            raise ValueError(f"keys/values of {rows} context rows do not divide a batch of {b}")
-        q = self.to_q(x).view(rows, (b // rows) * n, -1)  # (B,N,H*D) -> (b,B/b*N,H*D), a view
-        q, k, v = (split_heads(t, self.heads) for t in (q, k, v))  # (b,H,B/b*N,D), (b,H,M,D) x2
-        out = attention(q, k, v, scale=self.dim_head ** -0.5)  # (b,H,B/b*N,D)
-        out = merge_heads(out).view(b, n, -1)  # (b,B/b*N,H*D) -> (B,N,H*D)
+        b = x.shape[0]
+        if b % k.shape[0]:
+            raise ValueError(f"keys/values of {k.shape[0]} context rows do not divide a batch of {b}")
+        if k.shape[0] != b:
+            k, v = (t.repeat_interleave(b // t.shape[0], dim=0) for t in (k, v))  # (b,M,H*D) -> (B,M,H*D)
+        q = split_heads(self.to_q(x), self.heads)  # (B,H,N,D)
+        k, v = split_heads(k, self.heads), split_heads(v, self.heads)  # (B,H,M,D)
+        out = attention(q, k, v, scale=self.dim_head ** -0.5)  # (B,H,N,D)
+        out = merge_heads(out)  # (B,N,H*D)
         return self.to_out(out)  # (B,N,Cq)
 
 
