@@ -29,7 +29,7 @@ CUDA), ``decode_chunk`` (frames per VAE decode), ``compile`` (``torch.compile`` 
 ``"dpmpp_2m"`` / ``"unipc"``; see :mod:`unianimate.sampling` and docs/SAMPLERS.md),
 ``reuse_cpu_memory`` (opt-in, CPU device: glibc keeps freed memory for reuse instead of unmapping it,
 :func:`unianimate.utils.reuse_freed_cpu_memory`; same numbers, 5-11% less CPU time per full-size
-step, but +22-25% peak memory per step at 256x384 from heap fragmentation, and the process keeps
+step, but +30-36% peak memory per step at 256x384 from heap fragmentation, and the process keeps
 its peak after sampling; measured in /work/notes/i12c.md). UNet dtype: fp16
 on CUDA by default (bf16 on request), fp32 on CPU; CLIP and VAE stay fp32.
 """

@@ -108,7 +108,7 @@ def reuse_freed_cpu_memory(enable: bool = True) -> bool:
     time. With ``enable`` no allocation is mmapped and the heap is not trimmed below 2 GiB of free
     top, so a step reuses the previous step's pages. Numbers are unchanged (tensors stay 64-byte
     aligned; only where the memory comes from changes). Costs: the heap fragments (full-size UNet
-    step at 256x384 px: +22-25% peak memory), and the process keeps its peak resident after
+    step at 256x384 px: +30-36% peak memory), and the process keeps its peak resident after
     sampling; hence opt-in. ``enable=False`` restores glibc's default
     limits (its dynamic mmap threshold stays off). Process-wide. Returns False where the C library
     is not glibc (nothing changed).
