@@ -97,9 +97,12 @@ class PeakMemory:
 
 @dataclass
 class Timing:
-    """Wall times (seconds) of the measured repeats, warmup excluded."""
+    """Wall times (seconds) of the measured repeats, warmup excluded, and the CPU time (user + system,
+    all threads of the process) each repeat used: on a shared machine the wall time also counts the
+    time other processes held the cores, the CPU time does not."""
 
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
 
     @property
     def best(self) -> float:
@@ -117,10 +120,12 @@ def time_fn(fn: Callable[[], Any], device: torch.device, repeat: int = 3, warmup
     sync(device)
     timing = Timing()
     for _ in range(max(1, repeat)):
+        cpu_start = time.process_time()
         start = time.perf_counter()
         fn()
         sync(device)
         timing.seconds.append(time.perf_counter() - start)
+        timing.cpu_seconds.append(time.process_time() - cpu_start)
     return timing
 
 

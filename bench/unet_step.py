@@ -8,6 +8,24 @@ as the reference does), then ``v = v_u + 2.5 (v_c - v_u)``. Everything under ``t
 As the pipeline does, the conditions are encoded once (``unet.encode_conditions``, outside the timed
 step, its own time reported as "encode once") and every timed step reuses them
 (``--no-encode-once``: every step encodes them again, the per-call cost before they were cached).
+The encoded conditions include every spatial transformer's cross-attention keys and values of the
+context, projected once for the batch rows (``--no-context-kv``: the layers project the context
+repeated for every frame at every step, as before; same output bit for bit).
+
+``--reference-emulation``: the reference's way on this code: two forwards per step (cond, uncond),
+plain ``softmax(q k^T) v`` attention, every condition and the cross-attention keys/values of the
+per-frame context computed at every call (= ``--no-batch-guidance --attention reference
+--no-encode-once --no-context-kv --no-reuse-cpu-memory``). It shares this tree's layers, so it is the reference's
+algorithm at this code's layer speed (a lower bound on the reference code's own time).
+
+``--reuse-cpu-memory`` (opt-in, the pipeline's ``reuse_cpu_memory=True``): glibc keeps freed memory
+for the next allocation instead of unmapping it (:func:`unianimate.utils.reuse_freed_cpu_memory`;
+same numbers), so the step's large activations are not page-faulted in again at every step; the
+heap fragments (more peak memory at larger sizes).
+
+Each timed step reports its wall time and its CPU time (user + system, all threads): on a loaded
+machine the wall time also counts the time other processes held the cores. With ``--threads 1``
+the CPU time is the step's own work.
 
 The model is built on the meta device, materialised with ``to_empty`` and filled by
 ``init_random_weights_(seed)`` (seeded, every parameter non-zero), so the 1.4 G-parameter model
@@ -19,6 +37,8 @@ Usage: python bench/unet_step.py --width 256 --height 384 --frames 8 [--device c
        [--dtype fp32|fp16|bf16] [--temporal transformer|mamba] [--config full|tiny]
        [--batch-guidance/--no-batch-guidance] [--attention sdpa|reference] [--channels-last]
        [--compile] [--repeat 1] [--warmup 1] [--json PATH] [--encode-once/--no-encode-once]
+       [--context-kv/--no-context-kv] [--reuse-cpu-memory/--no-reuse-cpu-memory] [--reference-emulation]
+       [--threads N]
        [--profile [--profile-top 15]]
        GPU (fp16, 768x512 = W 512 x H 768, 16 and 32 frames): bench/gpu_check.sh
 
@@ -50,12 +70,17 @@ import torch  # noqa: E402
 from bench._common import PeakMemory, format_table, mib, sync, time_fn, write_json  # noqa: E402
 from unianimate.models import ConditionEmbeddings, UNetConfig, UniAnimateUNet  # noqa: E402
 from unianimate.models.attention import set_attention_backend  # noqa: E402
+try:  # trees from before the allocator option (this bench also measures older trees)
+    from unianimate.utils import reuse_freed_cpu_memory  # noqa: E402
+except ImportError:  # pragma: no cover
+    def reuse_freed_cpu_memory(enable: bool = True) -> bool:
+        return False
 from unianimate.utils import resolve_device, resolve_dtype  # noqa: E402
 
 logger = logging.getLogger("bench.unet_step")
 GUIDANCE_SCALE = 2.5
 COLUMNS = ("device", "dtype", "temporal", "config", "resolution", "latent", "frames", "guidance",
-           "attention", "options", "params", "s/step (best)", "s/step (mean)", "encode once",
+           "attention", "options", "params", "s/step (best)", "s/step (mean)", "cpu s/step (best)", "encode once",
            "peak mem growth", "weights", "load avg")
 CONDITIONS = ("image_embedding", "pose", "ref_pose", "ref_latent")
 ADAPTERS = ("pre_image_condition", "local_image_embedding", "local_image_embedding_after", "dwpose_embedding",
@@ -81,6 +106,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--encode-once", action=argparse.BooleanOptionalAction, default=True,
                    help="conditions encoded once and reused at every step (default, as the pipeline) "
                         "or encoded again at every step")
+    p.add_argument("--context-kv", action=argparse.BooleanOptionalAction, default=True,
+                   help="cross-attention keys/values of the context projected once per segment (default) "
+                        "or by every layer for every frame at every step")
+    p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=False,
+                   help="CPU: glibc keeps freed memory for reuse (the pipeline's opt-in reuse_cpu_memory)")
+    p.add_argument("--reference-emulation", action="store_true",
+                   help="the reference's way: --no-batch-guidance --attention reference --no-encode-once "
+                        "--no-context-kv --no-reuse-cpu-memory")
     p.add_argument("--profile", action="store_true", help="print the top modules by time of one more step")
     p.add_argument("--profile-top", type=int, default=15, help="rows per --profile table")
     p.add_argument("--repeat", type=int, default=1, help="timed steps")
@@ -93,6 +126,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--height/--width must be multiples of 64 (got {args.width}x{args.height})")
     if args.frames < 1 or args.repeat < 1 or args.warmup < 0:
         p.error("--frames and --repeat must be >= 1, --warmup >= 0")
+    if args.reference_emulation:
+        args.batch_guidance, args.attention, args.encode_once, args.context_kv = False, "reference", False, False
+        args.reuse_cpu_memory = False
     return args
 
 
@@ -127,40 +163,37 @@ def make_inputs(args: argparse.Namespace, cfg: UNetConfig, device: torch.device,
     return out
 
 
-def encode(model: UniAnimateUNet, inp: dict[str, torch.Tensor], batched: bool) -> dict[str, ConditionEmbeddings]:
+def encode(model: UniAnimateUNet, inp: dict[str, torch.Tensor], batched: bool,
+           context_kv: bool = True) -> dict[str, ConditionEmbeddings]:
     """The step-independent embeddings the pipeline computes once per segment ("both" or "cond" + "uncond")."""
     conds = {k: inp[k] for k in CONDITIONS}
+    # only passed when off, so this bench also runs on trees from before the option
+    kv = {} if context_kv else {"context_kv": False}
     with torch.inference_mode():
         if batched:
             two = {k: torch.cat([v, v]) for k, v in conds.items()}
             drop = torch.tensor([False, True], device=inp["x"].device)
             shape = (2, *inp["x"].shape[1:])
-            return {"both": model.encode_conditions(shape, inp["text_context"], drop_conditions=drop, **two)}
-        return {"cond": model.encode_conditions(inp["x"].shape, inp["text_context"], **conds),
-                "uncond": model.encode_conditions(inp["x"].shape, inp["text_context"])}
+            return {"both": model.encode_conditions(shape, inp["text_context"], drop_conditions=drop, **two, **kv)}
+        return {"cond": model.encode_conditions(inp["x"].shape, inp["text_context"], **conds, **kv),
+                "uncond": model.encode_conditions(inp["x"].shape, inp["text_context"], **kv)}
 
 
 def guided_step(model: "UniAnimateUNet | torch.nn.Module", inp: dict[str, torch.Tensor], batched: bool,
-                encoded: dict[str, ConditionEmbeddings] | None = None) -> torch.Tensor:
+                encoded: dict[str, ConditionEmbeddings] | None = None, context_kv: bool = True) -> torch.Tensor:
     """One guided evaluation: v_u + 2.5 (v_c - v_u); with ``encoded`` (from :func:`encode`) the
-    conditions are not encoded again."""
+    conditions are not encoded again, without it they are encoded inside the step (what a call with
+    the raw conditions does: ``forward`` = ``encode_conditions`` + the denoising pass)."""
+    unet = getattr(model, "_orig_mod", model)  # encode_conditions is not compiled
     with torch.inference_mode():
         x, t = inp["x"], inp["t"]
+        enc = encode(unet, inp, batched, context_kv) if encoded is None else encoded
         if batched:
-            x2, t2 = torch.cat([x, x]), torch.cat([t, t])
-            if encoded is not None:
-                v = model(x2, t2, conditions=encoded["both"])
-            else:
-                two = {k: torch.cat([v, v]) for k, v in inp.items()}
-                drop = torch.tensor([False, True], device=inp["x"].device)
-                v = model(**two, drop_conditions=drop)
+            v = model(torch.cat([x, x]), torch.cat([t, t]), conditions=enc["both"])
             v_c, v_u = v[:1], v[1:]
-        elif encoded is not None:
-            v_c = model(x, t, conditions=encoded["cond"])
-            v_u = model(x, t, conditions=encoded["uncond"])
         else:
-            v_c = model(**inp)
-            v_u = model(**{k: (None if k in CONDITIONS else v) for k, v in inp.items()})
+            v_c = model(x, t, conditions=enc["cond"])
+            v_u = model(x, t, conditions=enc["uncond"])
         return v_u + GUIDANCE_SCALE * (v_c - v_u)
 
 
@@ -225,6 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
+    reuse = device.type == "cpu" and args.reuse_cpu_memory and reuse_freed_cpu_memory()
     t0 = time.perf_counter()
     model = build_model(args, device, dtype)
     sync(device)
@@ -242,12 +276,12 @@ def main(argv: list[str] | None = None) -> dict:
         encode_s = 0.0
         if args.encode_once:
             start = time.perf_counter()
-            encoded = encode(unet, inp, args.batch_guidance)
+            encoded = encode(unet, inp, args.batch_guidance, args.context_kv)
             sync(device)
             encode_s = time.perf_counter() - start
-        timing = time_fn(lambda: guided_step(model, inp, args.batch_guidance, encoded), device,
+        timing = time_fn(lambda: guided_step(model, inp, args.batch_guidance, encoded, args.context_kv), device,
                          repeat=args.repeat, warmup=args.warmup)
-    out = guided_step(model, inp, args.batch_guidance, encoded)
+    out = guided_step(model, inp, args.batch_guidance, encoded, args.context_kv)
     if not torch.isfinite(out).all():
         logger.warning("non-finite values in the output (random weights at %s)", args.dtype)
 
@@ -257,9 +291,13 @@ def main(argv: list[str] | None = None) -> dict:
         "resolution": f"{args.width}x{args.height} px", "latent": f"{args.width // 8}x{args.height // 8}",
         "frames": args.frames, "guidance": "batched" if args.batch_guidance else "sequential",
         "attention": args.attention,
-        "options": "+".join(o for o, on in (("channels_last", args.channels_last), ("compile", args.compile)) if on) or "-",
+        "options": "+".join(o for o, on in (("reference_emulation", args.reference_emulation),
+                                            ("no_context_kv", not args.context_kv and not args.reference_emulation),
+                                            ("reuse_cpu_memory", reuse),
+                                            ("channels_last", args.channels_last), ("compile", args.compile)) if on) or "-",
         "params": f"{params / 1e9:.3f} G" if args.config == "full" else f"{params / 1e6:.2f} M",
         "s/step (best)": f"{timing.best:.2f}", "s/step (mean)": f"{timing.mean:.2f}",
+        "cpu s/step (best)": f"{min(timing.cpu_seconds):.2f}",
         "encode once": f"{encode_s:.3f} s" if args.encode_once else "every step",
         "peak mem growth": mib(mem.growth), "weights": mib(weights),
         "load avg": f"{os.getloadavg()[0]:.1f}",
@@ -267,17 +305,19 @@ def main(argv: list[str] | None = None) -> dict:
     print(format_table([row], COLUMNS))
     if args.profile:
         print()
-        print(profile_step(unet, lambda: guided_step(model, inp, args.batch_guidance, encoded), args.profile_top))
+        print(profile_step(unet, lambda: guided_step(model, inp, args.batch_guidance, encoded, args.context_kv),
+                           args.profile_top))
     if device.type == "cpu" and not mem.peak_reset:
         print("note: /proc/self/clear_refs not writable; CPU peak includes the model build")
     payload = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-               "row": row, "seconds": timing.seconds, "build_seconds": build_s, "encode_seconds": encode_s,
+               "row": row, "seconds": timing.seconds, "cpu_seconds": timing.cpu_seconds,
+               "build_seconds": build_s, "encode_seconds": encode_s,
                "peak_growth_bytes": mem.growth, "peak_bytes": mem.peak, "before_bytes": mem.before,
                "peak_reset": mem.peak_reset, "weights_bytes": weights, "params": params}
     name = (f"unet_step_{args.device}_{args.dtype}_{args.temporal}_{args.config}_{args.width}x{args.height}"
             f"_f{args.frames}_{'batched' if args.batch_guidance else 'seq'}_{args.attention}"
             f"{'_cl' if args.channels_last else ''}{'_compiled' if args.compile else ''}"
-            f"{'' if args.encode_once else '_encode_every_step'}")
+            f"{'' if args.encode_once else '_encode_every_step'}{'' if args.context_kv else '_no_context_kv'}")
     path = write_json(name, payload, args.json)
     logger.info("wrote %s", path)
     return payload

@@ -12,8 +12,9 @@ import torch
 from unianimate.errors import CheckpointError, InputError
 from unianimate.models import UNetConfig, UniAnimateUNet, load_state_dict_file
 from unianimate.models.checkpoint import validate_state_dict
-from unianimate.models.layers import (ResBlock, SpatialTransformer, TemporalConvBlock, TemporalTransformer,
-                                      sinusoidal_embedding)
+from unianimate.models.attention import attention_backend
+from unianimate.models.layers import (GEGLU, CrossAttention, ResBlock, SpatialTransformer, TemporalConvBlock,
+                                      TemporalTransformer, sinusoidal_embedding)
 
 TSV = Path(__file__).parent / "data" / "official_unet_state_dict.tsv"
 B, F, H, W = 2, 3, 8, 8  # latent size; pixels are 8x
@@ -289,15 +290,21 @@ SMALL = dict(dim=64, context_dim=64, dim_mult=(1, 2, 2), num_heads=4, head_dim=1
              attn_scales=(1.0, 0.5))  # three levels, two res blocks: every block kind twice
 
 
-def _assert_encoded_equal_per_call(model: UniAnimateUNet, inp: dict, names: tuple[str, ...]) -> None:
-    """Conditions encoded once, reused at several timesteps, in both guidance forms (one call with
-    drop_conditions, two calls): max abs difference 0 against the per-call computation."""
+def _guidance_forms(inp: dict, names: tuple[str, ...]) -> tuple:
+    """x, text context and the named conditions, and the same doubled as a cond + uncond batch with
+    its drop_conditions: (x, ctx, conds, x2, ctx2, doubled, drop)."""
     cond_inp = only(inp, names)
     conds = {k: v for k, v in cond_inp.items() if k not in ("x", "t", "text_context")}
     x, ctx = cond_inp["x"], cond_inp["text_context"]
     doubled = {k: (None if v is None else torch.cat([v, v])) for k, v in conds.items()}
     drop = torch.tensor([False] * B + [True] * B)
-    x2, ctx2 = torch.cat([x, x]), torch.cat([ctx, ctx])
+    return x, ctx, conds, torch.cat([x, x]), torch.cat([ctx, ctx]), doubled, drop
+
+
+def _assert_encoded_equal_per_call(model: UniAnimateUNet, inp: dict, names: tuple[str, ...]) -> None:
+    """Conditions encoded once, reused at several timesteps, in both guidance forms (one call with
+    drop_conditions, two calls): max abs difference 0 against the per-call computation."""
+    x, ctx, conds, x2, ctx2, doubled, drop = _guidance_forms(inp, names)
     with torch.inference_mode():
         enc = model.encode_conditions(x.shape, ctx, **conds)
         enc_u = model.encode_conditions(x.shape, ctx)
@@ -341,6 +348,86 @@ def test_encoded_conditions_are_checked():
             model(inp["x"], inp["t"])
         with pytest.raises(InputError, match="pose has shape"):
             model.encode_conditions((B, 4, F + 1, H, W), inp["text_context"], pose=inp["pose"])
+
+
+# ---------------------------------------------------------------- cross-attention keys/values once per segment
+
+def _assert_context_kv_equal_repeated_context(model: UniAnimateUNet, inp: dict, names: tuple[str, ...]) -> None:
+    """Keys/values of the context projected once for the B rows (``context_kv``, the default) against
+    the previous computation (``context_kv=False``: every layer projects the context repeated for each
+    of the F+1 frames), in both guidance forms, at several timesteps, with both attention backends:
+    max abs difference 0."""
+    x, ctx, conds, x2, ctx2, doubled, drop = _guidance_forms(inp, names)
+    with torch.inference_mode():
+        pairs = [(x, model.encode_conditions(x.shape, ctx, **conds),
+                  model.encode_conditions(x.shape, ctx, context_kv=False, **conds)),
+                 (x2, model.encode_conditions(x2.shape, ctx2, drop_conditions=drop, **doubled),
+                  model.encode_conditions(x2.shape, ctx2, drop_conditions=drop, context_kv=False, **doubled))]
+        for xx, with_kv, without in pairs:
+            assert without.context_kv is None
+            n_spatial = sum(isinstance(m, SpatialTransformer) for m in model.modules())
+            assert len(with_kv.context_kv) == n_spatial
+            assert torch.equal(with_kv.context, without.context)
+            for backend in ("sdpa", "reference"):
+                with attention_backend(backend):
+                    for t in (999, 500, 1):
+                        tt = torch.full((xx.shape[0],), t)
+                        diff = (model(xx, tt, conditions=with_kv) - model(xx, tt, conditions=without)).abs().max()
+                        assert diff.item() == 0.0, (backend, t)
+
+
+@pytest.mark.parametrize("config, names", [
+    ("tiny", REFERENCE_MODE), ("tiny", FIRST_FRAME_MODE), ("tiny", ALL), ("tiny", ()),
+    ("small", REFERENCE_MODE), ("small", FIRST_FRAME_MODE)],
+    ids=["tiny-reference", "tiny-first_frame", "tiny-all", "tiny-none", "small-reference", "small-first_frame"])
+def test_context_kv_equals_repeated_context(config, names):
+    if config == "tiny":
+        model, inp = tiny_model(), inputs()
+    else:
+        model, inp = UniAnimateUNet(UNetConfig.tiny(**SMALL)).eval().init_random_weights_(0), inputs(ctx_dim=64)
+    _assert_context_kv_equal_repeated_context(model, inp, names)
+
+
+def test_cross_attention_kv_path_equals_context_path_and_trains():
+    """The layer itself: frames folded into the batch attending to precomputed keys/values of their
+    row's context give the context-repeated result bit for bit (both backends), also with gradients."""
+    torch.manual_seed(0)
+    attn = CrossAttention(48, 24, heads=3, dim_head=16)
+    x = torch.randn(2 * 5, 7, 48)  # (b*frames, tokens, C)
+    ctx = torch.randn(2, 9, 24)
+    for backend in ("sdpa", "reference"):
+        with attention_backend(backend):
+            with torch.inference_mode():
+                want = attn(x, ctx.repeat_interleave(5, dim=0))
+                assert torch.equal(attn(x, kv=attn.context_kv(ctx)), want)
+                one_token = x[:, :1]  # the middle block of a small latent: one token per frame
+                assert torch.equal(attn(one_token, kv=attn.context_kv(ctx)),
+                                   attn(one_token, ctx.repeat_interleave(5, dim=0)))
+            got = attn(x, kv=attn.context_kv(ctx))
+            torch.testing.assert_close(got.detach(), want, rtol=0, atol=0)
+            got.square().sum().backward()
+            assert attn.to_k.weight.grad is not None and torch.isfinite(attn.to_k.weight.grad).all()
+            attn.zero_grad()
+    with pytest.raises(ValueError, match="not both"):
+        attn(x, ctx.repeat_interleave(5, dim=0), kv=attn.context_kv(ctx))
+    with pytest.raises(ValueError, match="do not divide"):
+        attn(x, kv=attn.context_kv(torch.randn(3, 9, 24)))
+
+
+def test_geglu_inference_path_equals_training_path():
+    """GEGLU multiplies into GELU's output under inference (one tensor less): same bits as h * gelu(gate)."""
+    torch.manual_seed(0)
+    ff = GEGLU(16, 32)
+    x = torch.randn(3, 5, 16, requires_grad=True)
+    trained = ff(x)
+    h, gate = ff.proj(x).chunk(2, dim=-1)
+    assert torch.equal(trained, h * torch.nn.functional.gelu(gate))
+    trained.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with torch.inference_mode():
+        assert torch.equal(ff(x.detach()), trained.detach())
+    with torch.no_grad():
+        assert torch.equal(ff(x.detach()), trained.detach())
 
 
 # ---------------------------------------------------------------- zero init (as the reference's fresh model)
@@ -467,6 +554,9 @@ def test_full_size_encoded_conditions_equal_per_call():
             once = model(x2, t2, conditions=enc)
             per_call = model(x2, t2, ctx, drop_conditions=drop, **two)
             assert (once - per_call).abs().max().item() == 0.0
+            # cross-attention keys/values projected once vs per frame (the computation before them)
+            repeated = model.encode_conditions(x2.shape, ctx, drop_conditions=drop, context_kv=False, **two)
+            assert (once - model(x2, t2, conditions=repeated)).abs().max().item() == 0.0
 
 
 @pytest.mark.gpu

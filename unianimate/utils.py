@@ -5,7 +5,10 @@ torch-free parts of the project (``unianimate.pose``) can use the atomic writes 
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -13,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
+
+logger = logging.getLogger(__name__)
 
 _DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16",
            "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}
@@ -86,3 +91,37 @@ def check_known_keys(cls: type, data: Any, where: str | None = None) -> None:
     if unknown:
         place = f" in {where}" if where else ""
         raise InputError(f"unknown {cls.__name__} key(s) {unknown}{place}; known keys are {sorted(known)}")
+
+
+# glibc mallopt parameters (malloc.h) and their defaults
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+_GLIBC_TRIM_DEFAULT, _GLIBC_MMAP_MAX_DEFAULT = 128 * 1024, 65536
+_KEEP_TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
+
+
+def reuse_freed_cpu_memory(enable: bool = True) -> bool:
+    """Make glibc's malloc keep freed memory for the next allocation instead of unmapping it.
+
+    By default glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh
+    ``mmap`` and unmaps it on free, so each large activation of a UNet step (up to hundreds of MiB)
+    is page-faulted in again, page by page, by the kernel: ~10% of a full-size CPU step is system
+    time. With ``enable`` no allocation is mmapped and the heap is not trimmed below 2 GiB of free
+    top, so a step reuses the previous step's pages. Numbers are unchanged (tensors stay 64-byte
+    aligned; only where the memory comes from changes). Costs: the heap fragments (full-size UNet
+    step at 256x384 px: +30-36% peak memory), and the process keeps its peak resident after
+    sampling; hence opt-in. ``enable=False`` restores glibc's default
+    limits (its dynamic mmap threshold stays off). Process-wide. Returns False where the C library
+    is not glibc (nothing changed).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # only glibc has it: other libcs' mallopt differ or are absent
+    except (OSError, AttributeError, TypeError):
+        logger.debug("reuse_freed_cpu_memory: no glibc mallopt; allocator left as it is")
+        return False
+    trim, mmap_max = ((_KEEP_TRIM_THRESHOLD, 0) if enable else (_GLIBC_TRIM_DEFAULT, _GLIBC_MMAP_MAX_DEFAULT))
+    ok = bool(mallopt(_M_TRIM_THRESHOLD, trim)) and bool(mallopt(_M_MMAP_MAX, mmap_max))
+    logger.debug("reuse_freed_cpu_memory(%s): %s", enable, "set" if ok else "refused")
+    return ok

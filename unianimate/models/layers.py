@@ -48,14 +48,41 @@ class CrossAttention(nn.Module):
         self.to_v = nn.Linear(context_dim, inner, bias=False)
         self.to_out = nn.Sequential(nn.Linear(inner, query_dim), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B,N,Cq), context (B,M,Cc) or None -> (B,N,Cq)."""
-        context = x if context is None else context
+    def context_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The keys and values of ``context`` (b,M,Cc): ``(to_k(context), to_v(context))``, each (b,M,H*D).
+
+        They depend on the context only, so a caller whose context is fixed over many calls (the
+        sampler: one per segment) computes them once and passes them as ``forward(x, kv=...)``.
+        """
+        return self.to_k(context), self.to_v(context)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B,N,Cq), context (B,M,Cc) or None -> (B,N,Cq).
+
+        ``kv``: :meth:`context_kv` of a context of b rows, b dividing B, where rows ``i*B/b ..
+        (i+1)*B/b - 1`` of x all attend to context row i (frames folded into the batch share their
+        context). The keys and values are repeated to the B rows (a copy, not a projection), so the
+        attention runs on exactly the tensors of the call with the context repeated B/b times: the
+        same bits (tests/test_unet.py). Folding a row's frames into one query sequence instead
+        is not bit-identical for every shape (SDPA takes another kernel for one-token queries).
+        """
+        if kv is None:
+            context = x if context is None else context
+            kv = self.context_kv(context)
+        elif context is not None:
+            raise ValueError("pass context or kv, not both")
+        k, v = kv
+        b = x.shape[0]
+        if b % k.shape[0]:
+            raise ValueError(f"keys/values of {k.shape[0]} context rows do not divide a batch of {b}")
+        if k.shape[0] != b:
+            k, v = (t.repeat_interleave(b // t.shape[0], dim=0) for t in (k, v))  # (b,M,H*D) -> (B,M,H*D)
         q = split_heads(self.to_q(x), self.heads)  # (B,H,N,D)
-        k = split_heads(self.to_k(context), self.heads)  # (B,H,M,D)
-        v = split_heads(self.to_v(context), self.heads)  # (B,H,M,D)
+        k, v = split_heads(k, self.heads), split_heads(v, self.heads)  # (B,H,M,D)
         out = attention(q, k, v, scale=self.dim_head ** -0.5)  # (B,H,N,D)
-        return self.to_out(merge_heads(out))  # (B,N,H*D) -> (B,N,Cq)
+        out = merge_heads(out)  # (B,N,H*D)
+        return self.to_out(out)  # (B,N,Cq)
 
 
 class GEGLU(nn.Module):
@@ -67,7 +94,10 @@ class GEGLU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, gate = self.proj(x).chunk(2, dim=-1)
-        return h * F.gelu(gate)
+        if torch.is_grad_enabled() and (h.requires_grad or gate.requires_grad):
+            return h * F.gelu(gate)
+        # inference: multiply into GELU's fresh output instead of a third tensor (x * y == y * x exactly)
+        return F.gelu(gate).mul_(h)
 
 
 class FeedForward(nn.Module):
@@ -96,9 +126,11 @@ class BasicTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.norm3 = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``kv``: attn2's keys and values precomputed from the context (:meth:`CrossAttention.forward`)."""
         x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), context) + x
+        x = self.attn2(self.norm2(x), context, kv=kv) + x
         return self.ff(self.norm3(x)) + x
 
 
@@ -116,13 +148,19 @@ class SpatialTransformer(nn.Module):
         # the reference builds Linear(in_channels, inner): same shape as (inner -> C) when inner == C
         self.proj_out = zero_(nn.Linear(inner, channels))
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """x (N,C,h,w), context (N,M,Cc) -> (N,C,h,w)."""
+    def context_kv(self, context: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Per transformer block, the cross-attention keys and values of ``context`` (b,M,Cc)."""
+        return tuple(block.attn2.context_kv(context) for block in self.transformer_blocks)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                kv: tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None) -> torch.Tensor:
+        """x (N,C,h,w), context (N,M,Cc) -> (N,C,h,w); or ``kv`` = :meth:`context_kv` of a context of
+        b rows (b dividing N, frames of a row consecutive) instead of ``context``."""
         n, c, h, w = x.shape
         tokens = self.norm(x).flatten(2).transpose(1, 2)  # (N,C,h*w) -> (N,h*w,C)
         tokens = self.proj_in(tokens)
-        for block in self.transformer_blocks:
-            tokens = block(tokens, context)
+        for i, block in enumerate(self.transformer_blocks):
+            tokens = block(tokens, context) if kv is None else block(tokens, kv=kv[i])
         tokens = self.proj_out(tokens)  # (N,h*w,C)
         return tokens.transpose(1, 2).reshape(n, c, h, w) + x  # (N,C,h*w) -> (N,C,h,w)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -50,6 +50,9 @@ class ConditionEmbeddings:
     concat: torch.Tensor  # (B,concat_dim,F,h,w): first-frame + pose channels concatenated to x
     ref_slot: torch.Tensor  # (B,concat_dim+in_dim,1,h,w): the reference frame put before the F frames
     context: torch.Tensor  # (B,L+num_tokens,context_dim): text context + CLIP image tokens
+    # per spatial transformer (module order), per block: its cross-attention (keys, values) of
+    # ``context``, each (B,L+num_tokens,inner); None: the layers project the context themselves
+    context_kv: tuple[tuple[tuple[torch.Tensor, torch.Tensor], ...], ...] | None = None
 
     @property
     def latent_size(self) -> tuple[int, int, int, int]:
@@ -258,12 +261,16 @@ class UniAnimateUNet(nn.Module):
                           image_embedding: torch.Tensor | None = None, pose: torch.Tensor | None = None,
                           ref_pose: torch.Tensor | None = None, ref_latent: torch.Tensor | None = None,
                           first_frame: torch.Tensor | None = None,
-                          drop_conditions: torch.Tensor | None = None) -> ConditionEmbeddings:
+                          drop_conditions: torch.Tensor | None = None,
+                          context_kv: bool = True) -> ConditionEmbeddings:
         """The step-independent part of a call for latents of ``latent_shape`` (B,in_dim,F,h,w): run
         once per segment (per window in long mode), pass as ``conditions=`` at every step.
 
         Arguments as in :meth:`forward`; a condition given as None contributes zeros, and rows whose
         ``drop_conditions`` is True get the zeros of a dropped condition (the unconditional pass).
+        ``context_kv``: also project the context to every spatial transformer's cross-attention keys
+        and values, once for the B rows (the layers would otherwise project the context repeated for
+        every frame, at every step); the output is the same bit for bit.
         """
         cfg = self.config
         dtype, device = self.dtype, self.device
@@ -305,7 +312,12 @@ class UniAnimateUNet(nn.Module):
         else:
             tokens = text.new_zeros(b, cfg.num_tokens, cfg.context_dim)
         context = torch.cat([text, tokens], dim=1)  # (B,L+num_tokens,C)
-        return ConditionEmbeddings(concat=concat, ref_slot=ref_slot, context=context)
+        kv = tuple(m.context_kv(context) for m in self._spatial_transformers()) if context_kv else None
+        return ConditionEmbeddings(concat=concat, ref_slot=ref_slot, context=context, context_kv=kv)
+
+    def _spatial_transformers(self) -> list[SpatialTransformer]:
+        """The spatial transformers in the order :meth:`_denoise` runs them."""
+        return [m for m in self.modules() if isinstance(m, SpatialTransformer)]
 
     def _denoise(self, x: torch.Tensor, t: torch.Tensor | int, conditions: ConditionEmbeddings) -> torch.Tensor:
         """The per-step part of :meth:`forward`: x (B,in_dim,F,h,w) with encoded conditions."""
@@ -328,7 +340,10 @@ class UniAnimateUNet(nn.Module):
             raise InputError(f"t has shape {tuple(t.shape)}; expected ({b},) integer timesteps (or a scalar)")
         emb = self.time_embed(sinusoidal_embedding(t, cfg.dim).to(dtype))  # (B,E)
         emb = emb.repeat_interleave(fp, dim=0)  # (B*Fp,E)
-        context = conditions.context.repeat_interleave(fp, dim=0)  # (B*Fp,L+num_tokens,C)
+        if conditions.context_kv is None:
+            context: Any = conditions.context.repeat_interleave(fp, dim=0)  # (B*Fp,L+num_tokens,C)
+        else:
+            context = iter(conditions.context_kv)  # one (keys, values) set per spatial transformer, in order
 
         x = x.transpose(1, 2).reshape(b * fp, -1, h, w)  # (B,C,Fp,h,w) -> (B*Fp,C,h,w)
         skips = []
@@ -347,13 +362,15 @@ class UniAnimateUNet(nn.Module):
         return x.view(b, f, cfg.out_dim, h, w).transpose(1, 2)  # (B,F,out,h,w) -> (B,out,F,h,w)
 
     def _run_block(self, block: nn.Module, kinds: tuple[str, ...], x: torch.Tensor, emb: torch.Tensor,
-                   context: torch.Tensor, batch: int) -> torch.Tensor:
+                   context: "torch.Tensor | Iterator[Any]", batch: int) -> torch.Tensor:
+        """``context``: the repeated context (B*Fp,M,C), or an iterator over the spatial transformers'
+        precomputed cross-attention keys and values (:attr:`ConditionEmbeddings.context_kv`)."""
         modules = block if isinstance(block, nn.ModuleList) else [block]
         for module, kind in zip(modules, kinds):
             if kind == "res":
                 x = module(x, emb, batch)
             elif kind == "spatial":
-                x = module(x, context)
+                x = module(x, context) if isinstance(context, torch.Tensor) else module(x, kv=next(context))
             elif kind == "temporal":
                 n, c, h, w = x.shape
                 x5 = x.view(batch, n // batch, c, h, w).transpose(1, 2)  # (B,F,C,h,w) -> (B,C,F,h,w)
