@@ -12,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 
 from unianimate import hub
 from unianimate.compose import ModelManager, build_studio, choose_model
-from unianimate.demo_model import (DEFAULT_DEMO_DIR, DEMO_DIR_ENV, DEMO_MODEL_NAME, MAX_BYTES, has_demo_model,
+from unianimate.demo_model import (DEFAULT_DEMO_DIR, DEMO_DIR_ENV, DEMO_MODEL_NAME, MAX_BYTES,
+                                   example_files, has_demo_model,
                                    read_defaults)
 from unianimate.errors import InputError, WeightsMissingError
 from unianimate.models.config import UNetConfig
@@ -99,7 +101,8 @@ def test_export_writes_half_safetensors_card_and_defaults(run_dir: Path, demo_di
     names = {p.relative_to(demo_dir).as_posix() for p in demo_dir.rglob("*") if p.is_file()}
     assert names == {"unianimate_unet.safetensors", "open_clip_model.safetensors", "vae/config.json",
                      "vae/diffusion_pytorch_model.safetensors", CONFIG_FILENAME, "recipe.json",
-                     "trained.json", "defaults.json", "MODEL_CARD.md"}
+                     "trained.json", "defaults.json", "MODEL_CARD.md", "example_reference.png",
+                     "example_dance.json"}
     for name in ("unianimate_unet.safetensors", "open_clip_model.safetensors",
                  "vae/diffusion_pytorch_model.safetensors"):
         with safe_open(str(demo_dir / name), "pt") as f:
@@ -114,6 +117,25 @@ def test_export_writes_half_safetensors_card_and_defaults(run_dir: Path, demo_di
     d = read_defaults(demo_dir)
     assert (d.width, d.height, d.frames, d.steps, d.guidance) == (64, 64, 2, 10, 1.0)
     assert not list(demo_dir.parent.glob(".demo*"))      # no staging folder left behind
+
+
+def test_export_draws_an_in_domain_example_at_the_native_size(demo_dir: Path) -> None:
+    """The app's example figure is outside the training domain: the export draws a held-out
+    person in the example dance's first pose, and the UI's example row uses it."""
+    from unianimate.pose import load_pose_sequence
+    from unianimate.training.people import example_for_size
+
+    ref_path, dance_path = demo_example = example_files(demo_dir)
+    dance = load_pose_sequence(dance_path)
+    with Image.open(ref_path) as im:
+        ref = np.asarray(im.convert("RGB"))
+    assert ref.shape == (64, 64, 3) and (dance.width, dance.height) == (64, 64)
+    again, fitted = example_for_size(load_pose_sequence(EXAMPLE_DANCE), 64, 64)
+    assert np.array_equal(ref, again) and len(fitted.poses) == len(dance.poses)
+    assert len(np.unique(ref.reshape(-1, 3), axis=0)) > 4        # a drawn person, not a blank
+    models = ModelManager("demo", demo_dir=demo_dir)
+    assert models.demo_example == demo_example
+    assert models.demo_example == (demo_dir / "example_reference.png", demo_dir / "example_dance.json")
 
 
 def test_from_pretrained_loads_the_export_key_for_key(run_dir: Path, demo_dir: Path) -> None:
@@ -156,10 +178,11 @@ def test_a_folder_without_the_safetensors_names_both_files(tmp_path: Path, no_re
 def _example_candidate(models: ModelManager, root: Path) -> np.ndarray:
     """One candidate of the example person and dance at the demo model's size and settings."""
     d = models.demo_defaults
+    ref, dance = models.demo_example or (EXAMPLE_REF, EXAMPLE_DANCE)
     studio = build_studio(root, models)
-    project = studio.create_project(EXAMPLE_REF, width=d.width, height=d.height, fit="crop")
+    project = studio.create_project(ref, width=d.width, height=d.height, fit="crop")
     studio.set_settings(project.id, candidates=1, **models.project_settings())
-    studio.set_poses_from_file(project.id, EXAMPLE_DANCE, frame_interval=1, align=False)
+    studio.set_poses_from_file(project.id, dance, frame_interval=1, align=False)
     seg = studio.ensure_root(project.id).id
     [cand] = studio.generate_candidates(project.id, seg)
     assert studio.pipeline_info()["model_name"] == DEMO_MODEL_NAME
@@ -185,8 +208,20 @@ def test_the_shipped_demo_model_is_within_budget_and_animates_the_example(tmp_pa
                not p.name.startswith("unianimate_zero_y.")]      # the cache is .gitignored
     assert sum(p.stat().st_size for p in shipped) <= MAX_BYTES
     assert (DEFAULT_DEMO_DIR / "MODEL_CARD.md").read_text().startswith(f"# {DEMO_MODEL_NAME}\n")
-    frames = _example_candidate(ModelManager("demo", demo_dir=DEFAULT_DEMO_DIR), tmp_path / "projects")
-    assert np.isfinite(frames).all() and frames.std() > 0
+    models = ModelManager("demo", demo_dir=DEFAULT_DEMO_DIR)
+    frames = _example_candidate(models, tmp_path / "projects")
+    # ground truth: the example's held-out person drawn in each driving pose
+    from unianimate.pose import load_pose_sequence
+    from unianimate.training.metrics import moving_psnr
+    from unianimate.training.people import example_look, render_person
+
+    d, (ref_path, dance_path) = models.demo_defaults, models.demo_example
+    poses = load_pose_sequence(dance_path).poses[:d.frames]
+    truth = np.stack([render_person(p, example_look(), d.width, d.height) for p in poses])
+    with Image.open(ref_path) as im:
+        ref = np.asarray(im.convert("RGB"))
+    repeated = np.repeat(ref[None], d.frames, axis=0)
+    assert moving_psnr(frames, truth, ref) > moving_psnr(repeated, truth, ref) + 1.0
 
 
 def test_demo_is_the_default_only_when_shipped_and_released_weights_are_absent(
@@ -212,11 +247,12 @@ def test_app_starts_the_demo_model_on_its_example_at_its_size(demo_dir: Path, tm
     from ui.handlers import StudioHandlers
 
     models = ModelManager("demo", demo_dir=demo_dir)
+    ref, dance = demo_dir / "example_reference.png", demo_dir / "example_dance.json"   # its own example
     [row] = _examples(models)
-    assert row == [str(EXAMPLE_REF), [str(EXAMPLE_DANCE)], "custom", 64, 64, "crop"]
+    assert row == [str(ref), [str(dance)], "custom", 64, 64, "crop"]
     first = _first_inputs(models)
     assert (first["reference"], first["pose_files"], first["width"], first["height"]) == \
-        (str(EXAMPLE_REF), [str(EXAMPLE_DANCE)], 64, 64)
+        (str(ref), [str(dance)], 64, 64)
     assert _first_inputs(ModelManager("tiny"))["reference"] is None
     h = StudioHandlers(build_studio(tmp_path / "p", models), models)
     assert h.model_line() == f"**Model:** {DEMO_MODEL_NAME}."

@@ -107,8 +107,9 @@ def _examples(models: ModelManager) -> list[list[Any]]:
     if not (ref.is_file() and dance.is_file()):
         log.warning("example assets missing in %s; run python assets/make_assets.py", ASSETS)
         return []
-    if models.demo_defaults is not None:    # the demo model's own (native) size
+    if models.demo_defaults is not None:    # the demo model's own example at its native size
         d = models.demo_defaults
+        ref, dance = models.demo_example or (ref, dance)
         return [[str(ref), [str(dance)], "custom", d.width, d.height, "crop"]]
     if models.is_tiny:    # small frames only: the tiny model runs on a CPU (TINY_EXAMPLE_NOTE)
         return [[str(ref), [str(dance)], "custom", 128, 192, "crop"],

@@ -69,6 +69,8 @@ class ModelManager:
         self.is_demo = model.lower() == "demo"
         #: the demo model's native size and sampler settings (None for other models)
         self.demo_defaults: DemoDefaults | None = None
+        #: the demo folder's own example (reference image, pose JSON), when it has one
+        self.demo_example: tuple[Path, Path] | None = None
         if self.is_demo:
             folder = demo_model.demo_dir(demo_dir)
             if not demo_model.has_demo_model(folder):
@@ -77,6 +79,7 @@ class ModelManager:
                     "`python -m unianimate.train export --run-dir RUN --dest assets/demo --half` "
                     "writes); use --model tiny or the released weights")
             self.demo_defaults = demo_model.read_defaults(folder)
+            self.demo_example = demo_model.example_files(folder)
             model = str(folder.resolve())
         #: weights source for the hub module: None = each file's default Hub repository
         self.source: str | None = None if self.is_tiny or model.lower() == "real" else model

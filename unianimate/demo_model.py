@@ -22,6 +22,11 @@ from unianimate.errors import InputError
 DEMO_MODEL_NAME = "demo model trained on drawn people, not UniAnimate"
 DEMO_DIR_ENV = "UNIANIMATE_DEMO_DIR"
 DEFAULT_DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+#: the app's example dance; an export draws its in-domain example person in it
+EXAMPLE_DANCE = DEFAULT_DEMO_DIR.parent / "example_dance.json"
+#: the demo folder's own example (a held-out drawn person at the native size, and the dance fitted)
+EXAMPLE_REFERENCE_FILENAME = "example_reference.png"
+EXAMPLE_DANCE_FILENAME = "example_dance.json"
 RECIPE_FILENAME = "recipe.json"
 DEFAULTS_FILENAME = "defaults.json"
 TRAINED_FILENAME = "trained.json"
@@ -106,5 +111,12 @@ def read_defaults(folder: str | os.PathLike | None = None) -> DemoDefaults:
     return DemoDefaults(steps=steps, guidance=float(guidance), **size)
 
 
-__all__ = ["DEMO_MODEL_NAME", "DEMO_DIR_ENV", "DEFAULT_DEMO_DIR", "DemoDefaults", "MAX_BYTES",
+def example_files(folder: str | os.PathLike | None = None) -> tuple[Path, Path] | None:
+    """The demo folder's in-domain example (reference image, pose JSON), when it has one."""
+    root = demo_dir(folder)
+    ref, dance = root / EXAMPLE_REFERENCE_FILENAME, root / EXAMPLE_DANCE_FILENAME
+    return (ref, dance) if ref.is_file() and dance.is_file() else None
+
+
+__all__ = ["DEMO_MODEL_NAME", "EXAMPLE_DANCE", "example_files", "DEMO_DIR_ENV", "DEFAULT_DEMO_DIR", "DemoDefaults", "MAX_BYTES",
            "demo_dir", "has_demo_model", "read_defaults"]

@@ -237,6 +237,24 @@ def run_unet_stage(run_dir: Path, recipe: DemoRecipe, device: torch.device,
     return trainer
 
 
+def write_example(folder: Path, recipe: DemoRecipe) -> None:
+    """The model's own example: the app's example dance fitted to the native size and a held-out
+    drawn person in its first pose (the app's example figure is outside the training domain)."""
+    from PIL import Image
+
+    from unianimate.demo_model import EXAMPLE_DANCE, EXAMPLE_DANCE_FILENAME, EXAMPLE_REFERENCE_FILENAME
+    from unianimate.pose import load_pose_sequence, save_pose_sequence
+
+    from .people import example_for_size
+
+    if not EXAMPLE_DANCE.is_file():
+        raise InputError(f"the example dance {EXAMPLE_DANCE.name!r} is missing from assets/; "
+                         "run `python assets/make_assets.py`")
+    reference, dance = example_for_size(load_pose_sequence(EXAMPLE_DANCE), recipe.width, recipe.height)
+    Image.fromarray(reference).save(folder / EXAMPLE_REFERENCE_FILENAME, optimize=True)
+    save_pose_sequence(dance, folder / EXAMPLE_DANCE_FILENAME)
+
+
 def export_latest(run_dir: Path, dest: Path, half: bool = False, max_bytes: int = MAX_BYTES,
                   steps: int = DEFAULT_STEPS, guidance: float = DEFAULT_GUIDANCE) -> Path:
     """A from_pretrained folder at ``dest`` from the newest UNet checkpoint's EMA weights, with
@@ -267,6 +285,7 @@ def export_latest(run_dir: Path, dest: Path, half: bool = False, max_bytes: int 
         atomic_write_json(out / RECIPE_FILENAME, recipe.to_dict())
         atomic_write_json(out / TRAINED_FILENAME, {"unet_step": step, "data_position": int(state["position"])})
         atomic_write_json(out / DEFAULTS_FILENAME, {"steps": int(steps), "guidance": float(guidance)})
+        write_example(out, recipe)
         parameters = {"UNet": sum(v.numel() for v in weights.values()),
                       "CLIP": sum(v.numel() for v in clip_state.values())}
         card = model_card(DEMO_MODEL_NAME, recipe.to_dict(), step, steps, guidance,

@@ -120,8 +120,9 @@ def model_card(name: str, recipe: Mapping[str, Any], unet_step: int, steps: int,
 open_clip image encoder and a KL autoencoder, the classes of this repository) trained by this
 project from scratch on procedural drawn people only: flat-colour cartoon figures on
 plain backgrounds made by `unianimate/training/people.py`. It never saw a photo or a real person.
-It animates figures like the example (`assets/example_reference.png` with
-`assets/example_dance.json`); on photos of people its output is meaningless.
+It animates figures like its own example in this folder (`example_reference.png`, a held-out drawn
+person, with `example_dance.json`, the app's example dance fitted to the native size); on photos
+of people its output is meaningless.
 
 - Native size: {recipe.get('width')}x{recipe.get('height')} px, {recipe.get('frames')} frames per segment;
   sampler defaults: {steps} DDIM steps, guidance {guidance:.1f}.

@@ -351,3 +351,20 @@ def heldout_clips(count: int, frames: int = 8, width: int = DEFAULT_WIDTH, heigh
                   fps: float = DEFAULT_FPS) -> list[Clip]:
     """The fixed held-out set: looks and dances from their own stream, never drawn in training."""
     return [sample_clip(0, i, frames, width, height, fps, stream=HELDOUT_STREAM) for i in range(count)]
+
+
+def example_for_size(sequence: PoseSequence, width: int, height: int, look_index: int = 0,
+                     fit: str = "crop") -> tuple[np.ndarray, PoseSequence]:
+    """An in-domain example for a model trained on these people: ``sequence`` fitted onto a
+    ``width`` x ``height`` canvas (as the studio fits it) and a held-out look drawn in its first
+    pose -> (reference uint8 (H,W,3), fitted sequence). The studio's reference pose without a
+    detector is the first driving pose, so reference and poses agree exactly."""
+    from unianimate.pose.fit import fit_poses
+
+    fitted = fit_poses(sequence, (width, height), fit)
+    return render_person(fitted.poses[0], example_look(look_index), width, height), fitted
+
+
+def example_look(index: int = 0) -> Look:
+    """Held-out look ``index`` (the look of held-out clip ``index``): the demo example's person."""
+    return random_look(np.random.default_rng([0, HELDOUT_STREAM, int(index)]))
