@@ -289,7 +289,7 @@ def export_latest(run_dir: Path, dest: Path, half: bool = False, max_bytes: int 
         parameters = {"UNet": sum(v.numel() for v in weights.values()),
                       "CLIP": sum(v.numel() for v in clip_state.values())}
         card = model_card(DEMO_MODEL_NAME, recipe.to_dict(), step, steps, guidance,
-                          folder_bytes(out), half, parameters)
+                          folder_bytes(out), half, parameters, recipe_name(recipe))
         (out / MODEL_CARD_FILENAME).write_text(card, encoding="utf-8")
         total = check_budget(out, max_bytes)
         replace_folder(out, dest, marker=MODEL_CARD_FILENAME)
@@ -299,6 +299,11 @@ def export_latest(run_dir: Path, dest: Path, half: bool = False, max_bytes: int 
     logger.info("exported UNet step %d to %s: %.1f MB%s", step, dest, total / 1e6,
                 " (float16)" if half else "")
     return dest
+
+
+def recipe_name(recipe: DemoRecipe) -> str | None:
+    """The name of the built-in recipe that ``recipe`` is (with its seed), None for a custom one."""
+    return next((name for name, r in RECIPES.items() if r.with_seed(recipe.seed) == recipe), None)
 
 
 def check_recipe_name(name: str) -> DemoRecipe:

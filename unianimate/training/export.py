@@ -108,12 +108,16 @@ def replace_folder(staging: Path, dest: Path, marker: str) -> None:
 
 
 def model_card(name: str, recipe: Mapping[str, Any], unet_step: int, steps: int, guidance: float,
-               files: Mapping[str, int], half: bool, parameters: Mapping[str, int]) -> str:
+               files: Mapping[str, int], half: bool, parameters: Mapping[str, int],
+               recipe_name: str | None = None) -> str:
     """``MODEL_CARD.md`` of an exported demo model: what it is and is not, how it was made."""
     unet, vae = recipe.get("unet", {}), recipe.get("vae", {})
     rows = "\n".join(f"| `{f}` | {b / 1e6:.2f} MB |" if b >= 10_000 else f"| `{f}` | {b:,} bytes |"
                      for f, b in files.items())
     params = ", ".join(f"{part} {n / 1e6:.1f} M" for part, n in parameters.items())
+    how = (f"`python -m unianimate.train demo --run-dir RUN --recipe {recipe_name} --seed {recipe.get('seed')}`"
+           if recipe_name else "a custom recipe (`recipe.json` in a run folder, then "
+           "`python -m unianimate.train demo --run-dir RUN`)")
     return f"""# {name}
 
 **This is not UniAnimate.** It is a small model of the same architecture (UniAnimate's UNet, an
@@ -133,7 +137,7 @@ of people its output is meaningless.
   random projection of the reference; the reference latent carries the appearance.
 - Parameters: {params}. Weights stored in {'float16' if half else 'float32'} (safetensors).
 - Training recipe: `recipe.json` (every setting); reproduce with
-  `python -m unianimate.train demo --run-dir RUN --recipe <name> --seed {recipe.get('seed')}`, then
+  {how}, then
   `python -m unianimate.train export --run-dir RUN --dest assets/demo --half`.
 - Quality on held-out drawn people, the bar and how it was measured: `docs/DEMO_MODEL.md`.
 
