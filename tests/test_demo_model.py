@@ -112,6 +112,7 @@ def test_export_writes_half_safetensors_card_and_defaults(run_dir: Path, demo_di
     assert json.loads((demo_dir / "trained.json").read_text())["unet_step"] == 1
     card = (demo_dir / "MODEL_CARD.md").read_text()
     assert card.startswith(f"# {DEMO_MODEL_NAME}\n") and "not UniAnimate" in card
+    assert "--half --steps 10 --guidance 1`" in card     # the export command that reproduces it
     assert json.loads((demo_dir / CONFIG_FILENAME).read_text())["model_name"] == DEMO_MODEL_NAME
     assert has_demo_model(demo_dir)
     d = read_defaults(demo_dir)
@@ -289,3 +290,21 @@ def test_sampler_bench_scores_the_export_on_heldout_clips(demo_dir: Path, tmp_pa
     (row,) = json.loads(out.read_text())["rows"]
     assert row["clips"] == 1 and 0.0 <= row["pose following"] <= 1.0
     assert np.isfinite(row["moving PSNR (dB)"]) and np.isfinite(row["PSNR (dB)"])
+
+
+def test_demo_quality_bench_runs_every_table_on_a_tiny_export(demo_dir: Path, tmp_path: Path) -> None:
+    """``bench/demo_quality.py`` end to end (held-out table, steps sweep, long videos) on the tiny
+    export: every number it reports is finite and the JSON holds each table."""
+    from bench import demo_quality
+
+    out = tmp_path / "q.json"
+    assert demo_quality.main(["--model", str(demo_dir), "--clips", "1", "--steps", "2", "--threads", "1",
+                              "--sheet", str(tmp_path / "sheet.png"), "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [r["model"] for r in res["table"]][0] == "reference repeated" and len(res["table"]) == 4
+    assert [r["steps"] for r in res["steps_sweep"]] == [5, 10, 20, 30]
+    assert [r["method"] for r in res["long"]] == ["continuation, guard off", "continuation, guard on",
+                                                  "sliding window"]
+    for row in res["table"] + res["steps_sweep"] + res["long"]:
+        assert all(np.isfinite(v) for v in row.values() if isinstance(v, float)), row
+    assert (tmp_path / "sheet.png").is_file()

@@ -115,7 +115,9 @@ def model_card(name: str, recipe: Mapping[str, Any], unet_step: int, steps: int,
     rows = "\n".join(f"| `{f}` | {b / 1e6:.2f} MB |" if b >= 10_000 else f"| `{f}` | {b:,} bytes |"
                      for f, b in files.items())
     params = ", ".join(f"{part} {n / 1e6:.1f} M" for part, n in parameters.items())
-    how = (f"`python -m unianimate.train demo --run-dir RUN --recipe {recipe_name} --seed {recipe.get('seed')}`"
+    how = (f"`OMP_NUM_THREADS=1 python -m unianimate.train demo --run-dir RUN --recipe {recipe_name} "
+           f"--seed {recipe.get('seed')} --threads 1 --steps {unet_step}` (a fresh RUN folder: the VAE stage, "
+           f"then {unet_step} UNet steps)"
            if recipe_name else "a custom recipe (`recipe.json` in a run folder, then "
            "`python -m unianimate.train demo --run-dir RUN`)")
     return f"""# {name}
@@ -138,7 +140,7 @@ of people its output is meaningless.
 - Parameters: {params}. Weights stored in {'float16' if half else 'float32'} (safetensors).
 - Training recipe: `recipe.json` (every setting); reproduce with
   {how}, then
-  `python -m unianimate.train export --run-dir RUN --dest assets/demo --half`.
+  `python -m unianimate.train export --run-dir RUN --dest assets/demo{' --half' if half else ''} --steps {steps} --guidance {guidance:g}`.
 - Quality on held-out drawn people, the bar and how it was measured: `docs/DEMO_MODEL.md`.
 
 Use: `python app.py --model demo` (the app's default when the released UniAnimate weights are not
