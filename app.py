@@ -4,7 +4,8 @@
 (or downloaded) on first use, with progress in the UI; without them on this machine the app starts
 on the demo model trained on drawn people (``assets/demo``, ``--model demo``) when it is shipped.
 ``python app.py --model tiny`` runs the whole flow with a tiny random-weight pipeline (its output is
-noise, clearly labelled as such).
+noise, clearly labelled as such). ``--lora FILE`` folds a LoRA adapter into the UNet;
+``--lora-dir DIR`` lets the UI choose one of that folder's adapters (model details).
 """
 from __future__ import annotations
 

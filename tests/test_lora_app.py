@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -164,6 +165,15 @@ def test_the_dropdown_is_there_only_with_lora_dir(files: dict[str, Path], tmp_pa
     assert picks[0].value == "style_a.safetensors"
     dep = next(d for d in demo.fns.values() if d.api_name == "select_lora")
     assert dep.concurrency_id == GPU_ID and dep.concurrency_limit == 1
+    # "Refresh status" lists the folder again: a file copied in later shows up
+    own = tmp_path / "own"
+    own.mkdir()
+    shutil.copy(files["adapters"] / "style_a.safetensors", own / "one.safetensors")
+    mine = ModelManager(str(files["weights"]), device="cpu", lora_dir=own)
+    h = StudioHandlers(build_studio(tmp_path / "p1", mine), mine)
+    shutil.copy(files["adapters"] / "style_b.safetensors", own / "two.safetensors")
+    assert h.lora_choices() == {"__type__": "update", "value": "none",
+                                "choices": ["none", "one.safetensors", "two.safetensors"]}
     plain = ModelManager(str(files["weights"]), device="cpu")
     demo2 = build_ui(build_studio(tmp_path / "p2", plain), plain)
     assert not [b for b in demo2.blocks.values() if getattr(b, "elem_id", None) == "lora-adapter"]
@@ -218,3 +228,18 @@ def test_switching_the_adapter_reloads_and_candidates_record_it(
     assert ui.studio.pipeline_info()["model_name"] == BASE_NAME
     np.testing.assert_array_equal(again, ui.studio.candidate_frames(pid, "s0", "c0",
                                                                      owner=ui.owner_of(ALICE)))
+
+
+def test_a_space_builds_its_start_up_model_with_the_adapter(
+        files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from unianimate import space
+    monkeypatch.setattr(space, "_CPU_PIPELINE", None)
+    a = files["adapters"] / "style_a.safetensors"
+    pipe = space.load_cpu_pipeline(str(files["weights"]), lora=a)
+    assert pipe.model_name == f"{BASE_NAME} + LoRA style_a.safetensors (sha256 {_sha12(a)})"
+    assert space.SpacePipeline(pipe).model_name == pipe.model_name
+    # --lora-dir cannot switch a model built once at start-up: refused on a Space
+    monkeypatch.setenv("SPACE_ID", "someone/studio")
+    with pytest.raises(InputError, match="--lora-dir is not available on a ZeroGPU Space"):
+        app.build_models(app.parse_args(["--model", str(files["weights"]),
+                                         "--lora-dir", str(files["adapters"])]))
