@@ -4,7 +4,8 @@
 (or downloaded) on first use, with progress in the UI; without them on this machine the app starts
 on the demo model trained on drawn people (``assets/demo``, ``--model demo``) when it is shipped.
 ``python app.py --model tiny`` runs the whole flow with a tiny random-weight pipeline (its output is
-noise, clearly labelled as such).
+noise, clearly labelled as such). ``--lora FILE`` folds a LoRA adapter into the UNet;
+``--lora-dir DIR`` lets the UI choose one of that folder's adapters (model details).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ui.blocks import build_ui, launch_kwargs  # noqa: E402  (after the environm
 from ui.runtime import DEFAULT_MODEL_SOURCE, ModelManager, build_studio  # noqa: E402
 from unianimate import space  # noqa: E402  (registers the ZeroGPU entry point on a Space)
 from unianimate.demo_model import DEMO_MODEL_NAME  # noqa: E402
-from unianimate.errors import UniAnimateError  # noqa: E402
+from unianimate.errors import InputError, UniAnimateError  # noqa: E402
 
 log = logging.getLogger("unianimate.app")
 
@@ -33,6 +34,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "assets/demo), 'tiny' (random weights, for trying the flow), or a Hub repo "
                         "id / local folder holding the weight files; 'auto' (default): real when "
                         "its weights are on this machine, else demo when shipped, else real")
+    p.add_argument("--lora", default=None,
+                   help="LoRA adapters (.safetensors from `python -m unianimate.train finetune "
+                        "--lora-rank N`) folded into the UNet of the loaded weights; with "
+                        "--lora-dir, the name of one of that folder's files")
+    p.add_argument("--lora-dir", default=None,
+                   help="folder of LoRA adapter .safetensors files the UI may choose from "
+                        "(model details: 'LoRA adapter'; default: no choice)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
@@ -55,6 +63,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def build_models(args: argparse.Namespace) -> ModelManager:
+    """The model manager of the command line (InputError naming the flag for a bad one)."""
+    if args.lora_dir is not None and space.on_space():
+        raise InputError("--lora-dir is not available on a ZeroGPU Space (the model is built "
+                         "once at start-up); use --lora FILE")
+    return ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose,
+                        lora=args.lora, lora_dir=args.lora_dir)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Build the service and the UI, then serve."""
     args = parse_args(argv)
@@ -63,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     projects_dir = Path(args.projects_dir).expanduser().resolve()
     projects_dir.mkdir(parents=True, exist_ok=True)
     try:
-        models = ModelManager(args.model, device=args.device, dtype=args.dtype, dwpose=args.dwpose)
+        models = build_models(args)
     except UniAnimateError as err:
         raise SystemExit(f"app.py: {err}") from None
     studio = build_studio(projects_dir, models)
@@ -71,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
         # ZeroGPU: the model is built now, on the CPU, before the first GPU call forks the
         # worker; generation then enters GPU time through unianimate.space.generate_on_gpu
         try:
-            space.load_cpu_pipeline(models.source, tiny=models.is_tiny)
+            space.load_cpu_pipeline(models.source, tiny=models.is_tiny, lora=models.lora)
             studio.engines.animator_factory = space.pipeline_factory
         except UniAnimateError as err:
             models.last_error = str(err)

@@ -179,6 +179,13 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
                 with gr.Column(scale=1, min_width=160):
                     load_btn = gr.Button("Load model", elem_id="load-model")
                     status_btn = gr.Button("Refresh status", size="sm", elem_id="model-refresh")
+            # --lora-dir: the adapter the next load folds into the UNet (names only, no paths)
+            lora_pick = None
+            if models.lora_dir is not None:
+                lora_pick = gr.Dropdown(label="LoRA adapter", choices=models.lora_choices(),
+                                        value=models.lora_choice(), elem_id="lora-adapter",
+                                        info="adapters in the --lora-dir folder; another choice "
+                                             "loads the model again on the next generation")
             # weights missing and the Hub allowed: a background download with progress (issue 8)
             add_download_panel(models, model_md)
         with gr.Row():
@@ -444,6 +451,10 @@ def build_ui(studio: Any, models: ModelManager, isolate_sessions: bool = True,
         model_md.change(h.model_line, None, model_line, **quiet)
         status_btn.click(h.model_status, None, model_md, api_name="model_status")
         load_btn.click(h.load_model, None, model_md, api_name="load_model", **gpu_kw)
+        if lora_pick is not None:
+            lora_pick.input(h.select_lora, [lora_pick], [model_md], api_name="select_lora",
+                            **gpu_kw)
+            status_btn.click(h.lora_choices, None, lora_pick, **quiet)
         list_btn.click(h.list_projects, [owner], [project, project_json],
                        api_name="list_projects")
         project.input(h.view, view_in, view_out, api_name="open_project")

@@ -344,15 +344,35 @@ class StudioHandlers:
         info = self.studio.pipeline_info()
         if self.models.is_tiny:
             return "**Model:** tiny random-weight test pipeline (output is noise)."
+        lora = self.models.lora_name
+        with_lora = f" + LoRA adapter `{lora}`" if lora else ""
         if self.models.is_demo:
-            return f"**Model:** {self.models.label}" + (", loaded." if info.get("loaded") else ".")
-        if info.get("loaded"):
+            return (f"**Model:** {self.models.label}{with_lora}" +
+                    (", loaded." if info.get("loaded") else "."))
+        if info.get("loaded"):     # the loaded name has the adapter and its hash in it
             return f"**Model:** UniAnimate ({info.get('model_name')}), loaded."
         missing = self.models.missing()
         if missing:
-            return (f"**Model:** UniAnimate, {len(missing)} weights file(s) not on this machine "
-                    "yet: see *Model details and weights download*.")
-        return "**Model:** UniAnimate, weights on this machine (they load on first use)."
+            return (f"**Model:** UniAnimate{with_lora}, {len(missing)} weights file(s) not on "
+                    "this machine yet: see *Model details and weights download*.")
+        return (f"**Model:** UniAnimate{with_lora}, weights on this machine (they load on first "
+                "use).")
+
+    def lora_choices(self) -> dict[str, Any]:
+        """The "LoRA adapter" dropdown: ``none`` and the adapter files of ``--lora-dir`` (names
+        only), the current one selected."""
+        return gr.update(choices=self.models.lora_choices(), value=self.models.lora_choice())
+
+    @user_errors
+    def select_lora(self, name: str | None) -> str:
+        """Model details: use the LoRA adapter ``name`` (a file of ``--lora-dir``, or "none").
+        The loaded model is dropped (after a running generation) so that the next generation
+        loads the weights with that adapter folded in; returns the model status."""
+        self.models.lora_path(name)          # refuse a bad name before waiting for the GPU
+        if self.studio.switch_model(lambda: self.models.select_lora(name)):
+            gr.Info(f"LoRA adapter: {self.models.lora_choice()} (the model loads again on the "
+                    "next generation)")
+        return self.model_status()
 
     @user_errors
     def load_model(self, progress: gr.Progress = gr.Progress(track_tqdm=True)) -> str:

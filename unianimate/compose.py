@@ -23,6 +23,8 @@ DEFAULT_MODEL_SOURCE = BUNDLE_REPO
 #: the tiny model's project settings: short, cheap segments (it runs on a CPU and paints noise)
 TINY_PROJECT_SETTINGS: dict[str, Any] = {"frames_per_segment": 8, "steps": 4}
 _TINY_CACHE: dict[str, Any] = {}
+#: the LoRA adapter choice meaning "no adapter"
+NO_LORA = "none"
 _TINY_LOCK = threading.Lock()
 
 
@@ -62,7 +64,8 @@ class ModelManager:
     def __init__(self, model: str = "real", device: str = "auto", dtype: str = "auto",
                  dwpose: str | None = None, detector_local_only: bool | None = None,
                  lora: str | os.PathLike | None = None,
-                 demo_dir: str | os.PathLike | None = None) -> None:
+                 demo_dir: str | os.PathLike | None = None,
+                 lora_dir: str | os.PathLike | None = None) -> None:
         model = choose_model(model or "real", demo_dir)
         self.spec = model
         self.is_tiny = model.lower() == "tiny"
@@ -90,13 +93,96 @@ class ModelManager:
         #: True: use the DWPose files only when already here (never wait on a download, e.g. the
         #: CLI with a pose file); None: the default below
         self.detector_local_only = detector_local_only
+        #: the folder of LoRA adapter files the app may choose from (:meth:`select_lora`)
+        self.lora_dir: Path | None = None
+        if lora_dir is not None:
+            if self.is_tiny:
+                raise InputError("--lora-dir needs the released weights (or a model folder), "
+                                 "not --model tiny")
+            self.lora_dir = Path(lora_dir).expanduser()
+            if not self.lora_dir.is_dir():
+                raise InputError(f"--lora-dir: {self.lora_dir.name!r} is not a folder")
         #: LoRA adapters (``python -m unianimate.train finetune --lora-rank N``) folded into the
         #: UNet once the weights are loaded; not for the tiny model (its pipeline is shared)
-        self.lora = lora
-        if lora is not None and self.is_tiny:
-            raise InputError("--lora needs the released weights (or a model folder), not --model tiny")
+        self.lora: Path | None = None
+        if lora is not None:
+            if self.is_tiny:
+                raise InputError("--lora needs the released weights (or a model folder), not "
+                                 "--model tiny")
+            self.lora = self._start_lora(Path(lora).expanduser())
         self.last_error: str | None = None
         self._lock = threading.Lock()
+
+    # ---- LoRA adapters ---------------------------------------------------------------------
+    def _start_lora(self, path: Path) -> Path:
+        """The ``--lora`` file, checked; with ``--lora-dir`` it is one of that folder's files
+        (its name alone is enough)."""
+        if self.lora_dir is not None:
+            if not path.is_file() and path.name == str(path):
+                path = self.lora_dir / path.name
+            if path.name not in self.lora_choices()[1:] or \
+                    path.resolve() != (self.lora_dir / path.name).resolve():
+                raise InputError(f"--lora: {path.name!r} is not an adapter file of --lora-dir; "
+                                 "with --lora-dir, give the name of one of its .safetensors files")
+        elif not path.is_file():
+            raise InputError(f"--lora: no adapter file {path.name!r}")
+        return path
+
+    @property
+    def lora_name(self) -> str | None:
+        """The file name of the adapter folded into the UNet (None: no adapter)."""
+        return None if self.lora is None else self.lora.name
+
+    def lora_choices(self) -> list[str]:
+        """``"none"`` and the adapter file names (``.safetensors`` directly in ``lora_dir``);
+        only ``"none"`` without a folder. Names only, never paths."""
+        names: list[str] = []
+        if self.lora_dir is not None:
+            try:
+                names = sorted(p.name for p in self.lora_dir.iterdir()
+                               if p.suffix == ".safetensors" and p.is_file())
+            except OSError as err:
+                log.warning("cannot list the LoRA folder: %s", err)
+        return [NO_LORA, *names]
+
+    def lora_choice(self) -> str:
+        """The dropdown value of the current adapter (``"none"`` without one)."""
+        return self.lora_name or NO_LORA
+
+    def lora_path(self, name: Any) -> Path | None:
+        """The adapter file of a choice from :meth:`lora_choices` (None for ``"none"``);
+        InputError naming the field for anything else (a path, a name not in the folder)."""
+        if self.is_tiny:
+            raise InputError("LoRA adapter: not for --model tiny (random weights); start the app "
+                             "with the released weights or a model folder")
+        if self.lora_dir is None:
+            raise InputError("LoRA adapter: none can be chosen here (start the app with "
+                             "--lora-dir FOLDER to choose from the adapters in it)")
+        if name is None or name == "" or name == NO_LORA:
+            return None
+        choices = self.lora_choices()
+        if not isinstance(name, str) or name not in choices[1:]:
+            shown = repr(name) if len(repr(name)) <= 80 else repr(name)[:77] + "..."
+            raise InputError(f"LoRA adapter must be one of {', '.join(choices)}; got {shown}")
+        return self.lora_dir / name
+
+    def select_lora(self, name: Any) -> bool:
+        """Use the adapter ``name`` of ``lora_dir`` (``"none"``: no adapter) from the next load
+        on; True when that changes the model (the caller drops the loaded pipeline)."""
+        path = self.lora_path(name)
+        if path == self.lora:
+            return False
+        log.info("LoRA adapter: %s (was %s)", path.name if path else NO_LORA, self.lora_choice())
+        self.lora = path
+        self.last_error = None
+        return True
+
+    def _lora_note(self) -> str:
+        """A sentence naming the adapter for the status text ("" without one)."""
+        if self.lora is None:
+            return ""
+        return (f" LoRA adapter: `{self.lora.name}` (folded into the UNet when the weights "
+                "load).")
 
     # ---- factories handed to the studio ----------------------------------------------------
     def pipeline_factory(self, report: Callable[[str], None] | None = None,
@@ -106,6 +192,7 @@ class ModelManager:
         :func:`unianimate.pipeline.check_precision` for what each device supports)."""
         from unianimate.pipeline import UniAnimatePipeline, check_precision
         dtype = self.dtype if precision == "auto" else check_precision(precision, self.device)
+        lora = self.lora                   # one adapter for this build, even if switched meanwhile
         try:
             if self.is_tiny:
                 device = "cpu" if self.device == "auto" else self.device
@@ -128,10 +215,14 @@ class ModelManager:
 
                 pipe = UniAnimatePipeline.from_pretrained(self.source, device=self.device,
                                                           dtype=dtype, progress=stage)
-                if self.lora is not None:
-                    from unianimate.training.lora import apply_lora_file
-                    layers = apply_lora_file(pipe.unet, self.lora)
-                    log.info("LoRA adapters %s folded into %d layers", Path(self.lora).name, layers)
+                if lora is not None:
+                    from unianimate.training.lora import apply_lora_file, lora_model_name
+                    if report is not None:
+                        report(f"folding the LoRA adapter {lora.name} into the UNet")
+                    name = lora_model_name(str(pipe.model_name), lora)
+                    layers = apply_lora_file(pipe.unet, lora)
+                    pipe.model_name = name   # what candidates record: the adapter and its hash
+                    log.info("LoRA adapters %s folded into %d layers", lora.name, layers)
         except UniAnimateError as err:
             self.last_error = str(err)
             raise
@@ -235,11 +326,12 @@ class ModelManager:
                     "UniAnimate's architecture trained by this project on procedural drawn people"
                     f"{size}: it animates figures like the example, not photos (see its "
                     "MODEL_CARD.md). For the released UniAnimate weights start "
-                    "`python app.py --model real`.")
+                    "`python app.py --model real`." + self._lora_note())
         lines = [f"**Model: UniAnimate** from {self.where}"]
         if loaded.get("loaded"):
             lines[0] += f" — loaded ({loaded.get('model_name')})."
             return "\n\n".join(lines)
+        note = [f"\n{self._lora_note().strip()}"] if self.lora is not None else []
         from unianimate import hub
         folder = Path(str(self.source)).expanduser() if self.source is not None and (
             hub.is_local_source(self.source) or str(self.source).startswith((".", "/", "~"))) \
@@ -249,7 +341,7 @@ class ModelManager:
             lines.append("Create it and put the weights files in it (see the README's weights "
                          "table), or start `python app.py` to download them from the Hub. To try "
                          "the studio without weights: `python app.py --model tiny`.")
-            return "\n".join(lines)
+            return "\n".join(lines + note)
         missing = self.missing()
         if not missing:
             lines[0] += " — all files are on this machine; they load on the first generation " \
@@ -273,6 +365,7 @@ class ModelManager:
                              "`camenduru/unianimate`.)")
             lines.append("\nOr pass a folder holding them: `python app.py --model /path/to/folder`. "
                          "To try the studio without weights: `python app.py --model tiny`.")
+        lines += note
         if self.last_error:
             lines.append(f"Last attempt failed: {self.last_error}")
         return "\n".join(lines)
@@ -281,10 +374,11 @@ class ModelManager:
         """One-line status for the log."""
         if self.is_tiny:
             return "tiny random-weight pipeline (output is noise)"
+        lora = f" + LoRA {self.lora.name}" if self.lora is not None else ""
         if self.is_demo:
-            return f"{DEMO_MODEL_NAME} from {self.where}"
+            return f"{DEMO_MODEL_NAME}{lora} from {self.where}"
         missing = self.missing()
-        return (f"UniAnimate from {self.where}; " +
+        return (f"UniAnimate{lora} from {self.where}; " +
                 (f"missing {', '.join(f.filename for f in missing)}" if missing else
                  "all files present"))
 
@@ -300,5 +394,5 @@ def build_studio(projects_dir: str | os.PathLike, models: ModelManager,
                   runtime=runtime or default_runtime())
 
 
-__all__ = ["DEFAULT_MODEL_SOURCE", "ModelManager", "build_studio", "choose_model",
+__all__ = ["DEFAULT_MODEL_SOURCE", "NO_LORA", "ModelManager", "build_studio", "choose_model",
            "released_weights_present"]

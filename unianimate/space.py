@@ -85,8 +85,10 @@ def gpu_seconds(num_frames: int, steps: int, candidates: int, width: int = 768,
 
 
 def load_cpu_pipeline(source: str | os.PathLike | None = None, tiny: bool = False,
-                      progress: Callable[[str, float], None] | None = None) -> Any:
-    """Build the pipeline on the CPU in this (main) process, once; the GPU worker inherits it."""
+                      progress: Callable[[str, float], None] | None = None,
+                      lora: str | os.PathLike | None = None) -> Any:
+    """Build the pipeline on the CPU in this (main) process, once; the GPU worker inherits it.
+    ``lora``: an adapter file folded into the UNet (its name and hash join the model name)."""
     global _CPU_PIPELINE
     with _BUILD_LOCK:
         if _CPU_PIPELINE is None:
@@ -94,8 +96,14 @@ def load_cpu_pipeline(source: str | os.PathLike | None = None, tiny: bool = Fals
             if tiny:
                 _CPU_PIPELINE = UniAnimatePipeline.tiny(seed=0, device="cpu")
             else:
-                _CPU_PIPELINE = UniAnimatePipeline.from_pretrained(source, device="cpu",
-                                                                   progress=progress)
+                pipe = UniAnimatePipeline.from_pretrained(source, device="cpu",
+                                                          progress=progress)
+                if lora is not None:
+                    from .training.lora import apply_lora_file, lora_model_name
+                    name = lora_model_name(str(pipe.model_name), lora)
+                    apply_lora_file(pipe.unet, lora)
+                    pipe.model_name = name
+                _CPU_PIPELINE = pipe
             logger.info("ZeroGPU: %s built on the CPU at start-up", _CPU_PIPELINE.model_name)
         return _CPU_PIPELINE
 

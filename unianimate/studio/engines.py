@@ -59,6 +59,18 @@ class Engines:
                      time.monotonic() - t0)
             return self._animator
 
+    def drop(self) -> bool:
+        """Forget the built animator (the next :meth:`pipeline` call builds it again from the
+        factory, e.g. after the model's LoRA adapter changed); True when one was built."""
+        with self._lock:
+            had = self._animator is not None
+            self._animator = None
+            self._precision = "auto"
+        if had:
+            gc.collect()
+            log.info("model dropped: the next generation loads it again")
+        return had
+
     def pipeline_info(self) -> dict[str, Any]:
         """{"loaded": bool, "model_name": str | None, "is_tiny": bool | None} (loads nothing)."""
         pipe = self._animator

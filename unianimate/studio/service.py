@@ -102,6 +102,18 @@ class Studio:
         """{"loaded": bool, "model_name": str | None, "is_tiny": bool | None} (loads nothing)."""
         return self.engines.pipeline_info()
 
+    def switch_model(self, change: Callable[[], bool]) -> bool:
+        """Change what the pipeline factory builds (``change()``, e.g. the composition root's
+        :meth:`~unianimate.compose.ModelManager.select_lora`; True when the model changed) while
+        holding the GPU, so a running generation finishes on the model it started with; a
+        change drops the loaded animator and the next use loads the new one. Returns
+        ``change()``'s answer; an error from it changes nothing."""
+        with self.store.runtime.gpu.slot():
+            changed = bool(change())
+            if changed:
+                self.engines.drop()
+        return changed
+
     def detector(self) -> PoseDetector | None:
         """The pose detector, built on first call, or None when no factory was given."""
         return self.engines.detector()
@@ -345,7 +357,8 @@ class StudioSession:
 
 
 #: Studio methods that take no owner
-_UNSCOPED = frozenset({"session", "pipeline", "pipeline_info", "detector", "resolve_served"})
+_UNSCOPED = frozenset({"session", "pipeline", "pipeline_info", "switch_model", "detector",
+                        "resolve_served"})
 
 __all__ = ["Studio", "StudioSession", "ProjectSummary", "Timeline", "ExportResult",
            "PosePreview", "Progress"]

@@ -8,6 +8,7 @@ result is a plain UNet state dict the pipeline loads).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -116,6 +117,25 @@ def apply_lora_file(unet: nn.Module, path: str | os.PathLike) -> int:
     if not done:
         raise CheckpointError(f"{Path(path).name} holds no LoRA layers")
     return done
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in chunks."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read LoRA adapters {Path(path).name}: {exc.strerror}") from None
+    return digest.hexdigest()
+
+
+def lora_model_name(base: str, path: str | os.PathLike) -> str:
+    """The model name of ``base`` with the adapter file ``path`` folded in, e.g.
+    ``"UniAnimate (...) + LoRA style.safetensors (sha256 0123456789ab)"``: what candidates record,
+    so another adapter (or none) shows up on re-render like another model does."""
+    return f"{base} + LoRA {Path(path).name} (sha256 {file_sha256(path)[:12]})"
 
 
 def merge_lora(unet: nn.Module) -> dict[str, torch.Tensor]:
