@@ -273,7 +273,10 @@ def _write_tiny_weights(folder: Path, seed: int = 0) -> UniAnimateUNet:
     return unet
 
 
-def test_from_pretrained_tiny_folder(tmp_path: Path, images: dict) -> None:
+def test_from_pretrained_tiny_folder(tmp_path: Path, images: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    from unianimate.models import clip as clip_mod
+    # the same tiny CLIP file written by an earlier test would come from the in-process cache
+    monkeypatch.setattr(clip_mod, "_ZERO_Y_MEMORY", {})
     unet = _write_tiny_weights(tmp_path / "w")
     stages: list[tuple[str, float]] = []
     pipe = UniAnimatePipeline.from_pretrained(tmp_path / "w", device="cpu",
