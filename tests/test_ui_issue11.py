@@ -107,6 +107,10 @@ def test_pose_messages_name_the_upload_escape_markup_and_do_not_pile_up(
     info = PoseInfo(count=1, fps=8.0, images="poses/images",
                     messages=["put the files in <weights folder>"])
     assert "&lt;weights folder&gt;" in StudioHandlers._pose_message(info)
+    # inside a code span Markdown shows the text literally: no escape there (it would show "&lt;")
+    info.messages = ["get it: `hf download x --local-dir <weights folder>` and put it in <weights folder>"]
+    assert StudioHandlers._pose_message(info).endswith(
+        "- get it: `hf download x --local-dir <weights folder>` and put it in &lt;weights folder&gt;")
 
 
 def _project_with_poses(ui: StudioHandlers) -> str:

@@ -267,6 +267,16 @@ def preset_size(resolution: str, width: Any, height: Any) -> tuple[dict[str, Any
     return gr.update(value=size[0], interactive=False), gr.update(value=size[1], interactive=False)
 
 
+def markdown_text(message: str) -> str:
+    """``message`` for a gr.Markdown: ``<``/``>``/``&`` escaped outside `code spans` (a text such
+    as "<weights folder>" must not vanish as an HTML tag), code spans left as written (Markdown
+    shows them literally, so an escape there would show as "&lt;")."""
+    parts = message.split("`")
+    if len(parts) % 2 == 0:                  # an unbalanced backtick: no code spans at all
+        return html.escape(message, quote=False)
+    return "`".join(p if i % 2 else html.escape(p, quote=False) for i, p in enumerate(parts))
+
+
 class StudioHandlers:
     """The UI's actions on one :class:`~unianimate.studio.Studio`.
 
@@ -1007,9 +1017,7 @@ class StudioHandlers:
             parts.append("with audio")
         text = ", ".join(parts) + "."
         if info.messages:
-            # escaped: a message such as "<weights folder>" must not vanish as an HTML tag
-            text += "\n\n" + "\n".join(f"- {html.escape(m, quote=False)}"
-                                        for m in info.messages[:8])
+            text += "\n\n" + "\n".join(f"- {markdown_text(m)}" for m in info.messages[:8])
         return text
 
     @staticmethod

@@ -237,8 +237,8 @@ class PoseIngest:
             detector = self.engines.detector()
         except WeightsMissingError as err:
             detector = None
-            info.messages.append(f"the pose detector is not available ({err}); the reference "
-                                 "pose cannot be detected")
+            info.messages.append("the pose detector is not available, so the reference pose is "
+                                 f"taken from the first driving pose ({err})")
         if detector is not None:
             ref_pose = _detect(detector, fitted)
             if ref_pose is None:
