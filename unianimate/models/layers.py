@@ -108,9 +108,10 @@ on free, so the unchunked one is page-faulted in again at every step. 0 turns ch
 
 FF_CHUNK_MIN_ROWS = 1024
 """Fewest rows per chunk. A row's result is the same bits whatever the rows around it only while
-MKL's sgemm keeps the kernel and thread split it uses for many rows: measured on an AVX-512 CPU
-(bench/ff_chunk_bitcheck.py), fewer than 16 rows (1 thread) or up to 512 rows (2 threads) gave other
-bits; from 768 rows on they were the same."""
+MKL's sgemm keeps the kernel and thread split it uses for many rows. Measured on one AVX-512 CPU
+(bench/ff_chunk_bitcheck.py; torch 2.14, MKL 2024.2) against 6912-9216 rows: other bits below 16
+rows at 1 thread, up to 512 rows at 2 threads, up to 384 rows at 4 threads; the same bits from 768
+rows on. Other CPUs, BLAS builds or thread counts may differ (not measured)."""
 
 
 class FeedForward(nn.Module):
