@@ -107,6 +107,9 @@ glibc serves every allocation over 32 MiB (its largest mmap threshold) with a fr
 on free, so the unchunked one is page-faulted in again at every step. 0 turns chunking off."""
 
 FF_CHUNK_MIN_ROWS = 1024
+#: chunk only up to this many torch threads: the row floor above gives the same bits as one call
+#: at 1, 2 and 4 threads (measured); more threads were never measured, so they run unchunked
+FF_CHUNK_MAX_THREADS = 4
 """Fewest rows per chunk. A row's result is the same bits whatever the rows around it only while
 MKL's sgemm keeps the kernel and thread split it uses for many rows. Measured on one AVX-512 CPU
 (bench/ff_chunk_bitcheck.py; torch 2.14, MKL 2024.2) against 6912-9216 rows: other bits below 16
@@ -135,7 +138,8 @@ class FeedForward(nn.Module):
         on CPU fp32 with a GEGLU projection over :attr:`chunk_bytes` and at least 2 *
         :data:`FF_CHUNK_MIN_ROWS` rows."""
         if (self.chunk_bytes <= 0 or self.training or torch.is_grad_enabled()
-                or x.device.type != "cpu" or x.dtype != torch.float32):
+                or x.device.type != "cpu" or x.dtype != torch.float32
+                or torch.get_num_threads() > FF_CHUNK_MAX_THREADS):
             return 1
         rows = x.numel() // x.shape[-1]
         per_row = self.net[0].proj.out_features * x.element_size()  # bytes of one GEGLU projection row
