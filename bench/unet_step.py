@@ -15,13 +15,17 @@ repeated for every frame at every step, as before; same output bit for bit).
 ``--reference-emulation``: the reference's way on this code: two forwards per step (cond, uncond),
 plain ``softmax(q k^T) v`` attention, every condition and the cross-attention keys/values of the
 per-frame context computed at every call (= ``--no-batch-guidance --attention reference
---no-encode-once --no-context-kv --no-reuse-cpu-memory``). It shares this tree's layers, so it is the reference's
+--no-encode-once --no-context-kv --no-reuse-cpu-memory --no-ff-chunk``). It shares this tree's layers, so it is the reference's
 algorithm at this code's layer speed (a lower bound on the reference code's own time).
 
 ``--reuse-cpu-memory`` (opt-in, the pipeline's ``reuse_cpu_memory=True``): glibc keeps freed memory
 for the next allocation instead of unmapping it (:func:`unianimate.utils.reuse_freed_cpu_memory`;
 same numbers), so the step's large activations are not page-faulted in again at every step; the
 heap fragments (more peak memory at larger sizes).
+
+``--no-ff-chunk``: every transformer feed-forward in one call per layer, as before; by default
+(CPU fp32, inference) it runs over chunks of token rows whose GEGLU projection stays within 32 MiB
+(:class:`unianimate.models.layers.FeedForward`; same numbers).
 
 Each timed step reports its wall time and its CPU time (user + system, all threads): on a loaded
 machine the wall time also counts the time other processes held the cores. With ``--threads 1``
@@ -37,7 +41,8 @@ Usage: python bench/unet_step.py --width 256 --height 384 --frames 8 [--device c
        [--dtype fp32|fp16|bf16] [--temporal transformer|mamba] [--config full|tiny]
        [--batch-guidance/--no-batch-guidance] [--attention sdpa|reference] [--channels-last]
        [--compile] [--repeat 1] [--warmup 1] [--json PATH] [--encode-once/--no-encode-once]
-       [--context-kv/--no-context-kv] [--reuse-cpu-memory/--no-reuse-cpu-memory] [--reference-emulation]
+       [--context-kv/--no-context-kv] [--reuse-cpu-memory/--no-reuse-cpu-memory] [--ff-chunk/--no-ff-chunk]
+       [--reference-emulation]
        [--threads N]
        [--profile [--profile-top 15]]
        GPU (fp16, 768x512 = W 512 x H 768, 16 and 32 frames): bench/gpu_check.sh
@@ -111,9 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "or by every layer for every frame at every step")
     p.add_argument("--reuse-cpu-memory", action=argparse.BooleanOptionalAction, default=False,
                    help="CPU: glibc keeps freed memory for reuse (the pipeline's opt-in reuse_cpu_memory)")
+    p.add_argument("--ff-chunk", action=argparse.BooleanOptionalAction, default=True,
+                   help="CPU fp32: transformer feed-forwards over chunks of token rows (default, same bits) "
+                        "or in one call per layer")
     p.add_argument("--reference-emulation", action="store_true",
                    help="the reference's way: --no-batch-guidance --attention reference --no-encode-once "
-                        "--no-context-kv --no-reuse-cpu-memory")
+                        "--no-context-kv --no-reuse-cpu-memory --no-ff-chunk")
     p.add_argument("--profile", action="store_true", help="print the top modules by time of one more step")
     p.add_argument("--profile-top", type=int, default=15, help="rows per --profile table")
     p.add_argument("--repeat", type=int, default=1, help="timed steps")
@@ -128,7 +136,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--frames and --repeat must be >= 1, --warmup >= 0")
     if args.reference_emulation:
         args.batch_guidance, args.attention, args.encode_once, args.context_kv = False, "reference", False, False
-        args.reuse_cpu_memory = False
+        args.reuse_cpu_memory = args.ff_chunk = False
     return args
 
 
@@ -264,6 +272,10 @@ def main(argv: list[str] | None = None) -> dict:
     sync(device)
     build_s = time.perf_counter() - t0
     logger.info("built %s UNet (%d params) in %.1fs", args.config, model.num_parameters(), build_s)
+    if not args.ff_chunk:
+        for module in model.modules():
+            if hasattr(module, "chunk_bytes"):  # FeedForward (trees before it have no chunking)
+                module.chunk_bytes = 0
     inp = make_inputs(args, model.config, device, dtype)
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     set_attention_backend(args.attention)
@@ -294,6 +306,7 @@ def main(argv: list[str] | None = None) -> dict:
         "options": "+".join(o for o, on in (("reference_emulation", args.reference_emulation),
                                             ("no_context_kv", not args.context_kv and not args.reference_emulation),
                                             ("reuse_cpu_memory", reuse),
+                                            ("no_ff_chunk", not args.ff_chunk and not args.reference_emulation),
                                             ("channels_last", args.channels_last), ("compile", args.compile)) if on) or "-",
         "params": f"{params / 1e9:.3f} G" if args.config == "full" else f"{params / 1e6:.2f} M",
         "s/step (best)": f"{timing.best:.2f}", "s/step (mean)": f"{timing.mean:.2f}",

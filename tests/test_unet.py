@@ -13,8 +13,9 @@ from unianimate.errors import CheckpointError, InputError
 from unianimate.models import UNetConfig, UniAnimateUNet, load_state_dict_file
 from unianimate.models.checkpoint import validate_state_dict
 from unianimate.models.attention import attention_backend
-from unianimate.models.layers import (GEGLU, CrossAttention, ResBlock, SpatialTransformer, TemporalConvBlock,
-                                      TemporalTransformer, sinusoidal_embedding)
+from unianimate.models import layers
+from unianimate.models.layers import (GEGLU, CrossAttention, FeedForward, ResBlock, SpatialTransformer,
+                                      TemporalConvBlock, TemporalTransformer, sinusoidal_embedding)
 
 TSV = Path(__file__).parent / "data" / "official_unet_state_dict.tsv"
 B, F, H, W = 2, 3, 8, 8  # latent size; pixels are 8x
@@ -428,6 +429,79 @@ def test_geglu_inference_path_equals_training_path():
         assert torch.equal(ff(x.detach()), trained.detach())
     with torch.no_grad():
         assert torch.equal(ff(x.detach()), trained.detach())
+
+
+def test_feed_forward_chunked_equals_unchunked():
+    """Inference runs the feed-forward over chunks of token rows: the same bits as one call, for a row
+    count that no chunk size divides (released level-0 width, 2501 rows in 3 chunks of 833/834)."""
+    torch.manual_seed(0)
+    ff = FeedForward(320).eval()
+    x = torch.randn(41, 61, 320)  # (b, tokens, dim): 2501 rows
+    ff.chunk_bytes = 2501 * 2560 * 4 // 3  # bytes of a third of the (rows, 8*dim) GEGLU projection
+    with torch.inference_mode():
+        assert ff.n_chunks(x) == 2  # at least FF_CHUNK_MIN_ROWS (1024) rows per chunk
+        ff.chunk_bytes = 1
+        assert ff.n_chunks(x) == 2
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(layers, "FF_CHUNK_MIN_ROWS", 800)
+        with torch.inference_mode():
+            assert ff.n_chunks(x) == 3
+            chunked = ff(x)
+            ff.chunk_bytes = 0
+            assert ff.n_chunks(x) == 1
+            plain = ff(x)
+    assert chunked.shape == plain.shape == x.shape
+    assert (chunked - plain).abs().max().item() == 0.0
+    assert torch.equal(chunked, ff.net(x).detach())
+
+
+def test_feed_forward_grad_and_training_paths_are_unchunked():
+    """With gradients, in training mode or off CPU fp32 the feed-forward is the plain ``net(x)``."""
+    torch.manual_seed(0)
+    ff = FeedForward(32)
+    ff.chunk_bytes = 1
+    x = torch.randn(4, 700, 32)  # 2800 rows
+    with torch.inference_mode():
+        assert ff.n_chunks(x) == 1  # training mode (dropout would draw other masks per chunk)
+        ff.eval()
+        assert ff.n_chunks(x) == 2
+        assert ff.n_chunks(x.double()) == 1
+    assert ff.n_chunks(x) == 1  # grad enabled
+    xg = x.clone().requires_grad_(True)
+    out = ff(xg)
+    assert torch.equal(out, ff.net(xg))
+    out.square().sum().backward()
+    assert xg.grad is not None and ff.net[0].proj.weight.grad is not None
+
+
+@pytest.mark.parametrize("config", ["tiny", "small"])
+def test_unet_forward_with_chunked_feed_forward_is_bit_identical(config):
+    """The whole UNet (guidance-batched, reference mode) gives the same bits with every feed-forward
+    chunked into 64-row pieces as unchunked (chunking forced: these configs are far below 32 MiB)."""
+    if config == "tiny":
+        model, inp = tiny_model(), inputs()
+    else:
+        model, inp = UniAnimateUNet(UNetConfig.tiny(**SMALL)).eval().init_random_weights_(0), inputs(ctx_dim=64)
+    x, ctx, conds, x2, ctx2, doubled, drop = _guidance_forms(inp, REFERENCE_MODE)
+    ffs = [m for m in model.modules() if isinstance(m, FeedForward)]
+    assert ffs
+    outs = {}
+    with pytest.MonkeyPatch.context() as mp, torch.inference_mode():
+        mp.setattr(layers, "FF_CHUNK_MIN_ROWS", 64)
+        enc = model.encode_conditions(x2.shape, ctx2, drop_conditions=drop, **doubled)
+        tt = torch.full((x2.shape[0],), 500)
+        for name, chunk_bytes in (("chunked", 1), ("plain", 0)):
+            for m in ffs:
+                m.chunk_bytes = chunk_bytes
+            seen: list[int] = []  # chunks per feed-forward call
+            hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(mod.n_chunks(args[0])))
+                     for m in ffs]
+            outs[name] = model(x2, tt, conditions=enc)
+            for h in hooks:
+                h.remove()
+            assert len(seen) == len(ffs)
+            assert (max(seen) > 1) == (chunk_bytes > 0), seen
+    assert (outs["chunked"] - outs["plain"]).abs().max().item() == 0.0
 
 
 # ---------------------------------------------------------------- zero init (as the reference's fresh model)

@@ -100,16 +100,64 @@ class GEGLU(nn.Module):
         return F.gelu(gate).mul_(h)
 
 
+FF_CHUNK_BYTES = 32 * 1024 * 1024
+"""Inference on CPU fp32: the feed-forward runs over chunks of token rows whose GEGLU projection
+(rows, 2*inner) stays within this many bytes. That projection is the UNet's largest activation;
+glibc serves every allocation over 32 MiB (its largest mmap threshold) with a fresh mmap and unmaps it
+on free, so the unchunked one is page-faulted in again at every step. 0 turns chunking off."""
+
+FF_CHUNK_MIN_ROWS = 1024
+#: chunk only up to this many torch threads: the row floor above gives the same bits as one call
+#: at 1, 2 and 4 threads (measured); more threads were never measured, so they run unchunked
+FF_CHUNK_MAX_THREADS = 4
+"""Fewest rows per chunk. A row's result is the same bits whatever the rows around it only while
+MKL's sgemm keeps the kernel and thread split it uses for many rows. Measured on one AVX-512 CPU
+(bench/ff_chunk_bitcheck.py; torch 2.14, MKL 2024.2) against 6912-9216 rows: other bits below 16
+rows at 1 thread, up to 512 rows at 2 threads, up to 384 rows at 4 threads; the same bits from 768
+rows on. Other CPUs, BLAS builds or thread counts may differ (not measured)."""
+
+
 class FeedForward(nn.Module):
-    """GEGLU feed-forward, keys ``net.0.proj`` and ``net.2`` (inner width 4*dim)."""
+    """GEGLU feed-forward, keys ``net.0.proj`` and ``net.2`` (inner width 4*dim).
+
+    Under inference (no grad, eval) on CPU fp32 it runs over chunks of token rows
+    (:data:`FF_CHUNK_BYTES`), each copied into one preallocated output: the same bits
+    (tests/test_unet.py), a smaller largest activation. With gradients, in training mode, on other
+    devices or dtypes it is the plain ``net(x)``. No parameters or buffers added: the state dict is
+    unchanged.
+    """
 
     def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
         inner = dim * mult
         self.net = nn.Sequential(GEGLU(dim, inner), nn.Dropout(dropout), nn.Linear(inner, dim))
+        self.chunk_bytes = FF_CHUNK_BYTES  # per instance, so a test or bench can switch it
+
+    def n_chunks(self, x: torch.Tensor) -> int:
+        """Chunks of token rows for x (..., dim): 1 (one plain call) unless inference (no grad, eval)
+        on CPU fp32 with a GEGLU projection over :attr:`chunk_bytes` and at least 2 *
+        :data:`FF_CHUNK_MIN_ROWS` rows."""
+        if (self.chunk_bytes <= 0 or self.training or torch.is_grad_enabled()
+                or x.device.type != "cpu" or x.dtype != torch.float32
+                or torch.get_num_threads() > FF_CHUNK_MAX_THREADS):
+            return 1
+        rows = x.numel() // x.shape[-1]
+        per_row = self.net[0].proj.out_features * x.element_size()  # bytes of one GEGLU projection row
+        wanted = -(-rows * per_row // self.chunk_bytes)  # ceil
+        return max(1, min(wanted, rows // FF_CHUNK_MIN_ROWS))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        """x (..., dim) -> (..., dim)."""
+        n = self.n_chunks(x)
+        if n == 1:
+            return self.net(x)
+        flat = x.reshape(-1, x.shape[-1])  # (..., dim) -> (N, dim)
+        rows = flat.shape[0]
+        out = flat.new_empty(rows, self.net[2].out_features)  # (N, dim)
+        bounds = [i * rows // n for i in range(n + 1)]  # n chunks of rows // n or rows // n + 1 rows
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            out[a:b] = self.net(flat[a:b])  # (b-a, dim) -> (b-a, dim)
+        return out.view(*x.shape[:-1], out.shape[-1])  # (N, dim) -> (..., dim)
 
 
 class BasicTransformerBlock(nn.Module):
