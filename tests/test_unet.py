@@ -442,6 +442,9 @@ def test_feed_forward_chunked_equals_unchunked():
         assert ff.n_chunks(x) == 2  # at least FF_CHUNK_MIN_ROWS (1024) rows per chunk
         ff.chunk_bytes = 1
         assert ff.n_chunks(x) == 2
+        with pytest.MonkeyPatch.context() as mp:   # more threads than were measured: one plain call
+            mp.setattr(layers, "FF_CHUNK_MAX_THREADS", torch.get_num_threads() - 1)
+            assert ff.n_chunks(x) == 1
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(layers, "FF_CHUNK_MIN_ROWS", 800)
         with torch.inference_mode():

@@ -107,14 +107,15 @@ glibc serves every allocation over 32 MiB (its largest mmap threshold) with a fr
 on free, so the unchunked one is page-faulted in again at every step. 0 turns chunking off."""
 
 FF_CHUNK_MIN_ROWS = 1024
-#: chunk only up to this many torch threads: the row floor above gives the same bits as one call
-#: at 1, 2 and 4 threads (measured); more threads were never measured, so they run unchunked
-FF_CHUNK_MAX_THREADS = 4
 """Fewest rows per chunk. A row's result is the same bits whatever the rows around it only while
 MKL's sgemm keeps the kernel and thread split it uses for many rows. Measured on one AVX-512 CPU
 (bench/ff_chunk_bitcheck.py; torch 2.14, MKL 2024.2) against 6912-9216 rows: other bits below 16
 rows at 1 thread, up to 512 rows at 2 threads, up to 384 rows at 4 threads; the same bits from 768
 rows on. Other CPUs, BLAS builds or thread counts may differ (not measured)."""
+
+#: chunk only up to this many torch threads: FF_CHUNK_MIN_ROWS gives the same bits as one call
+#: at 1, 2 and 4 threads (measured); more threads were never measured, so they run unchunked
+FF_CHUNK_MAX_THREADS = 4
 
 
 class FeedForward(nn.Module):
