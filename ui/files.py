@@ -24,19 +24,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 from unianimate.studio.store import pid_alive
+from unianimate.utils import file_sha256
 
 log = logging.getLogger(__name__)
 
 SERVED_DIR = "unianimate-served"
 JOURNAL = "uploads.journal"
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class SessionFiles:
@@ -49,7 +42,7 @@ class SessionFiles:
         self.base = self.cache_dir / SERVED_DIR / f"{os.getpid()}-{secrets.token_hex(8)}"
         self.journal = Path(state_dir) / JOURNAL
         self.max_session_bytes = int(max_session_bytes)
-        self._protected = {(p.stat().st_size, _digest(p)) for p in (protected or []) if p.is_file()}
+        self._protected = {(p.stat().st_size, file_sha256(p)) for p in (protected or []) if p.is_file()}
         self._lock = threading.Lock()
         #: session key -> OrderedDict[(source, mtime_ns, size) -> (served path, bytes)]
         self._served: dict[str, OrderedDict[tuple[str, int, int], tuple[Path, int]]] = {}
@@ -133,7 +126,7 @@ class SessionFiles:
     def _is_protected(self, path: Path) -> bool:
         size = path.stat().st_size
         return any(size == s for s, _ in self._protected) and \
-            (size, _digest(path)) in self._protected
+            (size, file_sha256(path)) in self._protected
 
     # ---- start -----------------------------------------------------------------------------
     def _sweep_at_start(self) -> None:

@@ -216,12 +216,11 @@ class ModelManager:
                 pipe = UniAnimatePipeline.from_pretrained(self.source, device=self.device,
                                                           dtype=dtype, progress=stage)
                 if lora is not None:
-                    from unianimate.training.lora import apply_lora_file, lora_model_name
+                    from unianimate.training.lora import fold_lora_into_pipeline
                     if report is not None:
                         report(f"folding the LoRA adapter {lora.name} into the UNet")
-                    name = lora_model_name(str(pipe.model_name), lora)
-                    layers = apply_lora_file(pipe.unet, lora)
-                    pipe.model_name = name   # what candidates record: the adapter and its hash
+                    # the model name candidates record gets the adapter and its hash
+                    layers = fold_lora_into_pipeline(pipe, lora)
                     log.info("LoRA adapters %s folded into %d layers", lora.name, layers)
         except UniAnimateError as err:
             self.last_error = str(err)

@@ -99,10 +99,8 @@ def load_cpu_pipeline(source: str | os.PathLike | None = None, tiny: bool = Fals
                 pipe = UniAnimatePipeline.from_pretrained(source, device="cpu",
                                                           progress=progress)
                 if lora is not None:
-                    from .training.lora import apply_lora_file, lora_model_name
-                    name = lora_model_name(str(pipe.model_name), lora)
-                    apply_lora_file(pipe.unet, lora)
-                    pipe.model_name = name
+                    from .training.lora import fold_lora_into_pipeline
+                    fold_lora_into_pipeline(pipe, lora)
                 _CPU_PIPELINE = pipe
             logger.info("ZeroGPU: %s built on the CPU at start-up", _CPU_PIPELINE.model_name)
         return _CPU_PIPELINE

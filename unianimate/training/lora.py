@@ -8,15 +8,16 @@ result is a plain UNet state dict the pipeline loads).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from unianimate.errors import CheckpointError, InputError
+from unianimate.utils import file_sha256
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 ADAPTER_NAME = "default"
@@ -119,23 +120,24 @@ def apply_lora_file(unet: nn.Module, path: str | os.PathLike) -> int:
     return done
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes (hex), read in chunks."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read LoRA adapters {Path(path).name}: {exc.strerror}") from None
-    return digest.hexdigest()
-
-
 def lora_model_name(base: str, path: str | os.PathLike) -> str:
     """The model name of ``base`` with the adapter file ``path`` folded in, e.g.
     ``"UniAnimate (...) + LoRA style.safetensors (sha256 0123456789ab)"``: what candidates record,
     so another adapter (or none) shows up on re-render like another model does."""
-    return f"{base} + LoRA {Path(path).name} (sha256 {file_sha256(path)[:12]})"
+    try:
+        digest = file_sha256(path)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read LoRA adapters {Path(path).name}: {exc.strerror}") from None
+    return f"{base} + LoRA {Path(path).name} (sha256 {digest[:12]})"
+
+
+def fold_lora_into_pipeline(pipe: Any, path: str | os.PathLike) -> int:
+    """Fold the adapter file ``path`` into ``pipe.unet`` and name the pipeline after it
+    (:func:`lora_model_name`); returns the number of adapted layers."""
+    name = lora_model_name(str(pipe.model_name), path)
+    layers = apply_lora_file(pipe.unet, path)
+    pipe.model_name = name
+    return layers
 
 
 def merge_lora(unet: nn.Module) -> dict[str, torch.Tensor]:
